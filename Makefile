@@ -1,0 +1,52 @@
+# The single entry point for people and CI. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+BENCH_SIZE ?= 1GB
+DEMO_DIR ?= demo-output
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.core
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.core ## Create .venv with the engine (runtime dependencies only)
+
+install-dev: $(VENV)/.dev ## Create .venv with the engine and the dev extras
+
+demo: $(VENV)/.core ## Synthesize a sample capture tree, run the pipeline on it, print the summary
+	$(VENV)/bin/capture-engine demo $(DEMO_DIR)
+
+lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check engine tests benchmarks
+	$(VENV)/bin/ruff format --check engine tests benchmarks
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.dev lint ## Lint, type-check and run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+format: $(VENV)/.dev ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix engine tests benchmarks
+	$(VENV)/bin/ruff format engine tests benchmarks
+
+bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1GB) against DuckDB, polars, pandas
+	$(PY) -m benchmarks.run --size $(BENCH_SIZE)
+
+bench-small: $(VENV)/.dev ## The same benchmarks at CI size
+	$(PY) -m benchmarks.run --size 20MB
+
+clean: ## Remove the virtual environment and generated files
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: help install install-dev demo lint test format bench bench-small clean
