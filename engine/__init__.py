@@ -1,5 +1,33 @@
-"""capture-engine: SageMaker data capture to hour-partitioned Arrow and Parquet."""
+"""capture-engine: Amazon SageMaker data capture to hour-partitioned Arrow and Parquet.
+
+The public API is what `__all__` lists; everything else may change.
+"""
 
 from engine._version import __version__
+from engine.errors import (
+    DecodeError,
+    EngineError,
+    NoDataError,
+    OptionsError,
+    RejectLimitError,
+    SinkError,
+    SourceError,
+)
+from engine.options import RealtimeOptions
+from engine.realtime import read_capture, run_realtime
+from engine.report import RunReport
 
-__all__ = ["__version__"]
+__all__ = [
+    "DecodeError",
+    "EngineError",
+    "NoDataError",
+    "OptionsError",
+    "RealtimeOptions",
+    "RejectLimitError",
+    "RunReport",
+    "SinkError",
+    "SourceError",
+    "__version__",
+    "read_capture",
+    "run_realtime",
+]

@@ -1,0 +1,7 @@
+"""`python -m engine`: the processing-container entrypoint."""
+
+import sys
+
+from engine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,271 @@
+"""The command line (also `python -m engine`, the processing-container entrypoint).
+
+Only this module configures logging. Expected failures print one line and exit non-zero;
+`--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from engine._version import __version__
+from engine.errors import EngineError, OptionsError
+from engine.options import RealtimeOptions, parse_size, parse_time
+from engine.realtime import run_realtime
+from engine.report import RunReport
+
+__all__ = ["main"]
+
+logger = logging.getLogger("engine.cli")
+
+
+def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionsError(f"--storage-option takes KEY=VALUE, got {pair!r}")
+        # Nested keys (client_kwargs.region_name=...) become nested dicts, as fsspec expects.
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        low = value.lower()
+        node[leaf] = True if low == "true" else False if low == "false" else value
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}")
+    return value
+
+
+def _time(text: str) -> Any:
+    try:
+        return parse_time(text)
+    except OptionsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except OptionsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capture-engine",
+        description="Decode Amazon SageMaker data capture into hour-partitioned Parquet.",
+    )
+    parser.add_argument("--version", action="version", version=f"capture-engine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rt = sub.add_parser("realtime", help="real-time endpoint capture -> hive-partitioned Parquet")
+    rt.add_argument("source", help="capture root, any level of it, or one object (path or URL: s3://, file://)")
+    rt.add_argument("dest", help="output dataset root (path or URL)")
+    rt.add_argument("--start", type=_time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
+    rt.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
+    rt.add_argument("--max-reject-ratio", type=_ratio, default=0.01, help="fail above this share (default 0.01)")
+    rt.add_argument("--require-data", action="store_true", help="an empty window is an error")
+    rt.add_argument("--workers", type=_positive_int, help="decode threads (default: number of cores)")
+    rt.add_argument("--fetch-concurrency", type=_positive_int, default=32, help="objects fetched at once")
+    rt.add_argument("--unit-size", type=_size, default=16 * 2**20, help="bytes decoded per unit (default 16MiB)")
+    rt.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
+    rt.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
+    rt.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option, repeatable (e.g. endpoint_url=http://..., anon=true)",
+    )
+    _add_common(rt)
+
+    sy = sub.add_parser("synth", help="write a seeded sample capture tree with ground-truth labels")
+    sy.add_argument("dest", help="where to write (capture/ and ground-truth/ go below it)")
+    sy.add_argument("--records", type=_positive_int, default=20_000, help="capture events (default 20000)")
+    sy.add_argument("--size", type=_size, help="instead of --records: about this many bytes of capture (1GB)")
+    sy.add_argument("--hours", type=_positive_int, default=3)
+    sy.add_argument("--endpoints", type=_positive_int, default=2)
+    sy.add_argument("--variants", type=_positive_int, default=2)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--start", type=_time, help="first hour (default 2026-11-01T00)")
+    sy.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
+    _add_common(sy)
+
+    de = sub.add_parser("demo", help="synth -> realtime on local disk, then print the summary")
+    de.add_argument("dir", nargs="?", default="demo-output", help="working directory (default demo-output)")
+    _add_common(de)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = "DEBUG" if args.debug else (args.log_level or "WARNING")
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _Progress:
+    """One self-rewriting status line on a terminal; silent otherwise (logs carry the story)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = 0.0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, report: RunReport, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < 0.2:
+            return
+        self.last = now
+        mb = report.bytes_read / 1e6
+        rate = mb / (now - self.t0) if now > self.t0 else 0.0
+        sys.stderr.write(
+            f"\r{total:,} objects | {mb:,.1f} MB read ({rate:,.0f} MB/s) | "
+            f"{report.records:,} records | {report.rejected:,} rejected   "
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+
+
+def _cmd_realtime(args: argparse.Namespace) -> int:
+    opts: dict[str, Any] = {
+        "start": args.start,
+        "end": args.end,
+        "max_reject_ratio": args.max_reject_ratio,
+        "require_data": args.require_data,
+        "fetch_concurrency": args.fetch_concurrency,
+        "unit_bytes": args.unit_size,
+        "max_line_bytes": args.max_line_bytes,
+        "compression": args.compression,
+        "storage_options": _storage_options(args.storage_option),
+    }
+    if args.workers:
+        opts["workers"] = args.workers
+    options = RealtimeOptions(**opts)
+    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    try:
+        report = run_realtime(args.source, args.dest, options=options, progress=progress)
+    finally:
+        progress.done()
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from engine.synth import SynthOptions, synth
+
+    kwargs: dict[str, Any] = {
+        "records": args.records,
+        "target_bytes": args.size,
+        "hours": args.hours,
+        "endpoints": args.endpoints,
+        "variants": args.variants,
+        "seed": args.seed,
+    }
+    if args.start is not None:
+        kwargs["start"] = args.start.replace(minute=0, second=0, microsecond=0)
+    summary = synth(args.dest, SynthOptions(**kwargs), storage_options=_storage_options(args.storage_option))
+    if not args.quiet:
+        print(
+            f"wrote {summary.events:,} capture events ({summary.capture_bytes / 1e6:,.1f} MB) in "
+            f"{summary.files:,} objects under {summary.capture_root}\n"
+            f"wrote {summary.labels:,} ground-truth labels in {summary.label_files:,} objects under "
+            f"{summary.ground_truth_root}"
+        )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from engine.synth import SynthOptions, synth
+
+    root = Path(args.dir).resolve()
+    sample, output = root / "sample", root / "realtime"
+    print(f"1/2 synthesizing a sample capture tree under {sample}")
+    summary = synth(str(sample), SynthOptions(records=20_000, hours=3))
+    print(
+        f"    {summary.events:,} events in {summary.files:,} objects, {summary.labels:,} labels "
+        f"({summary.capture_bytes / 1e6:.1f} MB)"
+    )
+    print(f"2/2 capture-engine realtime {summary.capture_root} {output}")
+    report = run_realtime(summary.capture_root, str(output), options=RealtimeOptions())
+    print(report.summary())
+    print(
+        "\nRead it back with, for example:\n"
+        f"  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{output}', partitioning='hive')"
+        '.to_table().num_rows)"\n'
+        f"  duckdb -c \"select endpoint, variant, hour, count(*) from read_parquet('{output}/endpoint=*/**/*.parquet',"
+        ' hive_partitioning=true) group by all order by all"'
+    )
+    return 0
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    # Raise through the job so it removes its temporary files; nothing is committed.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `capture-engine` and `python -m engine`; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    handlers = {"realtime": _cmd_realtime, "synth": _cmd_synth, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except EngineError as exc:
+        if args.debug:
+            logger.exception("failed")
+        print(f"capture-engine: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("capture-engine: interrupted; nothing was committed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not an expected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"capture-engine: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

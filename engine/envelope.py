@@ -1,0 +1,380 @@
+"""Envelope decoder: pieces of capture JSONL to Arrow record batches of the capture table, plus rejects.
+
+The fast path hands a whole unit (many objects, ~16 MB) to `pyarrow.json` with an explicit schema
+and maps rows back to (object, line) with numpy: no Python work per record. Any anomaly that
+pyarrow cannot take record by record (invalid JSON, a non-object line, a field of an unexpected
+type, an over-long line) sends just that unit through a per-line orjson path, which rejects the bad
+lines with reasons and keeps the good ones. Both paths meet in the same vectorized validation.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from engine.fetch import Piece
+from engine.schemas import capture_schema, rejects_schema
+
+__all__ = ["Decoded", "decode_unit", "parse_inference_times"]
+
+_PAYLOAD = pa.struct(
+    [("observedContentType", pa.string()), ("mode", pa.string()), ("data", pa.string()), ("encoding", pa.string())]
+)
+# What pyarrow parses; unknown fields are ignored, so extra keys and reordered keys cost nothing.
+_ENVELOPE = pa.schema(
+    [
+        ("captureData", pa.struct([("endpointInput", _PAYLOAD), ("endpointOutput", _PAYLOAD)])),
+        (
+            "eventMetadata",
+            pa.struct(
+                [
+                    ("eventId", pa.string()),
+                    ("inferenceId", pa.string()),
+                    ("inferenceTime", pa.string()),
+                    ("customAttributes", pa.string()),
+                ]
+            ),
+        ),
+        ("eventVersion", pa.string()),
+    ]
+)
+_PARSE = pj.ParseOptions(explicit_schema=_ENVELOPE, unexpected_field_behavior="ignore")
+# Flat columns both decode paths produce, in this order.
+_FLAT = [
+    "event_id",
+    "inference_id",
+    "inference_time",
+    "event_version",
+    "input_content_type",
+    "input_encoding",
+    "input_data",
+    "output_content_type",
+    "output_encoding",
+    "output_data",
+    "custom_attributes",
+]
+_TIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+)
+_OPEN_BRACE = ord("{")
+_WHITESPACE = b" \t\r\n\x0b\x0c"
+_RAW_LIMIT = 1 << 20  # raw bytes kept per reject for over-long lines
+
+
+@dataclass
+class Decoded:
+    """The result of one unit: capture rows, rejects, and the counts the run report adds up."""
+
+    rows: pa.RecordBatch
+    rejects: pa.RecordBatch
+    records: int = 0
+    blank_lines: int = 0
+    out_of_window: int = 0
+    bytes: int = 0
+    fallback: bool = False
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def parse_inference_times(values: pa.Array) -> pa.Array:
+    """Parse inferenceTime strings to timestamp[ms, UTC]; unparseable values become null.
+
+    Accepts what SageMaker and its SDK write: ``...Z`` with or without fractional seconds, no zone
+    (taken as UTC), or an explicit offset.
+    """
+    s = pl.Series("t", values, dtype=pl.String) if len(values) else pl.Series("t", [], dtype=pl.String)
+    parsed = pl.select(
+        pl.coalesce([pl.lit(s).str.strptime(pl.Datetime("ms", "UTC"), f, strict=False) for f in _TIME_FORMATS])
+    ).to_series()
+    out = parsed.to_arrow()
+    return out.cast(pa.timestamp("ms", tz="UTC"))
+
+
+class _Lines:
+    """Line geometry of a unit: where each line starts and ends and which piece it belongs to."""
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        self.pieces = pieces
+        self.buf = b"".join(p.data for p in pieces)
+        arr = np.frombuffer(self.buf, dtype=np.uint8)
+        self.ends = np.flatnonzero(arr == 10)  # every piece ends with "\n", so the last line too
+        self.starts = np.empty_like(self.ends)
+        if len(self.ends):
+            self.starts[0] = 0
+            self.starts[1:] = self.ends[:-1] + 1
+        counts = np.fromiter((p.data.count(b"\n") for p in pieces), dtype=np.int64, count=len(pieces))
+        self.piece_end = np.cumsum(counts)  # exclusive line index where each piece ends
+        lengths = self.ends - self.starts
+        first = np.zeros(len(self.ends), dtype=np.uint8)
+        nonempty = lengths > 0
+        first[nonempty] = arr[self.starts[nonempty]]
+        self.lengths = lengths
+        # A line starting with "{" is a record candidate; anything else needs a closer look (rare).
+        self.brace = first == _OPEN_BRACE
+        odd = np.flatnonzero(~self.brace & nonempty)
+        self.blank = ~self.brace
+        self.other: list[int] = []
+        for i in odd.tolist():
+            if self.line(i).strip(_WHITESPACE):
+                self.blank[i] = False
+                self.other.append(i)
+
+    def line(self, i: int) -> bytes:
+        return self.buf[int(self.starts[i]) : int(self.ends[i])]
+
+    def provenance(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Piece index and 1-based line number within its object, for line indices `idx`."""
+        piece = np.searchsorted(self.piece_end, idx, side="right")
+        piece_start = np.concatenate([[0], self.piece_end[:-1]])[piece]
+        first = np.fromiter((p.first_line for p in self.pieces), dtype=np.int64, count=len(self.pieces))
+        return piece, first[piece] + (idx - piece_start)
+
+
+def _valid_utf8(buf: bytes) -> bool:
+    """Validate the whole unit at once (Arrow's SIMD UTF-8 check, no copy)."""
+    offsets = pa.array([0, len(buf)], pa.int64()).buffers()[1]
+    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(buf)])
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
+    """pyarrow over the whole unit, or None when the unit needs the per-line path."""
+    if lines.other or (len(lines.lengths) and int(lines.lengths.max()) > max_line_bytes):
+        return None
+    idx = np.flatnonzero(~lines.blank)
+    if not len(idx):
+        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), idx
+    if not _valid_utf8(lines.buf):
+        return None  # pyarrow would let invalid UTF-8 into string columns; orjson rejects it per line
+    longest = int(lines.lengths.max())
+    block = max(1 << 20, 1 << (longest + 2).bit_length())
+    try:
+        table = pj.read_json(
+            io.BytesIO(lines.buf),
+            read_options=pj.ReadOptions(block_size=block, use_threads=False),
+            parse_options=_PARSE,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != len(idx):  # pyarrow skipped or split something differently: be safe
+        return None
+    cap = table.column("captureData")
+    meta = table.column("eventMetadata")
+    inp = pc.struct_field(cap, "endpointInput")
+    out = pc.struct_field(cap, "endpointOutput")
+    cols = [
+        pc.struct_field(meta, "eventId"),
+        pc.struct_field(meta, "inferenceId"),
+        pc.struct_field(meta, "inferenceTime"),
+        table.column("eventVersion"),
+        pc.struct_field(inp, "observedContentType"),
+        pc.struct_field(inp, "encoding"),
+        pc.struct_field(inp, "data"),
+        pc.struct_field(out, "observedContentType"),
+        pc.struct_field(out, "encoding"),
+        pc.struct_field(out, "data"),
+        pc.struct_field(meta, "customAttributes"),
+    ]
+    return pa.table(dict(zip(_FLAT, cols))), idx
+
+
+def _text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return orjson.dumps(v).decode()
+
+
+def _get(d: Any, key: str) -> Any:
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+    """The per-line path: orjson per line; returns good records, their line indices and rejects."""
+    values: dict[str, list[str | None]] = {c: [] for c in _FLAT}
+    good: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    for i in np.flatnonzero(~lines.blank).tolist():
+        if lines.lengths[i] > max_line_bytes:
+            bad.append((i, "line_too_long", f"line of {int(lines.lengths[i])} bytes exceeds {max_line_bytes}"))
+            continue
+        try:
+            rec = orjson.loads(lines.line(i))
+        except orjson.JSONDecodeError as exc:
+            bad.append((i, "invalid_json", str(exc)))
+            continue
+        if not isinstance(rec, dict):
+            bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
+            continue
+        meta = rec.get("eventMetadata")
+        event_id = _get(meta, "eventId")
+        if event_id is not None and not isinstance(event_id, str):
+            bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string"))
+            continue
+        cap = rec.get("captureData")
+        inp, out = _get(cap, "endpointInput"), _get(cap, "endpointOutput")
+        row = (
+            event_id,
+            _text(_get(meta, "inferenceId")),
+            _text(_get(meta, "inferenceTime")),
+            _text(rec.get("eventVersion")),
+            _text(_get(inp, "observedContentType")),
+            _text(_get(inp, "encoding")),
+            _text(_get(inp, "data")),
+            _text(_get(out, "observedContentType")),
+            _text(_get(out, "encoding")),
+            _text(_get(out, "data")),
+            _text(_get(meta, "customAttributes")),
+        )
+        for c, v in zip(_FLAT, row):
+            values[c].append(v)
+        good.append(i)
+    table = pa.table({c: pa.array(values[c], pa.string()) for c in _FLAT})
+    return table, np.asarray(good, dtype=np.int64), bad
+
+
+def decode_unit(
+    pieces: list[Piece],
+    *,
+    max_line_bytes: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Decoded:
+    """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
+    lines = _Lines([p for p in pieces if p.error is None])
+    fast = _fast(lines, max_line_bytes)
+    bad: list[tuple[int, str, str]] = []
+    if fast is not None:
+        flat, idx = fast
+    else:
+        flat, idx, bad = _slow(lines, max_line_bytes)
+
+    event_id = flat.column("event_id")
+    time_text = flat.column("inference_time")
+    times = parse_inference_times(time_text.combine_chunks())
+    no_id = pc.fill_null(pc.or_(pc.is_null(event_id), pc.equal(event_id, "")), True)
+    no_time = pc.is_null(time_text)
+    bad_time = pc.is_null(times)
+    ok = pc.invert(pc.or_(no_id, bad_time))
+    reasons = Counter(r for _, r, _ in bad)
+    no_id_np = np.asarray(no_id.to_numpy(zero_copy_only=False), dtype=bool)
+    no_time_np = np.asarray(no_time.to_numpy(zero_copy_only=False), dtype=bool) & ~no_id_np
+    bad_time_np = np.asarray(bad_time.to_numpy(zero_copy_only=False), dtype=bool) & ~no_id_np & ~no_time_np
+    for mask, reason, detail in (
+        (no_id_np, "missing_event_id", "eventMetadata.eventId is missing or empty"),
+        (no_time_np, "missing_inference_time", "eventMetadata.inferenceTime is missing"),
+        (bad_time_np, "invalid_inference_time", "eventMetadata.inferenceTime is not an ISO-8601 time"),
+    ):
+        where = np.flatnonzero(mask)
+        if len(where):
+            reasons[reason] += len(where)
+            texts = time_text.take(pa.array(where)).to_pylist() if reason == "invalid_inference_time" else None
+            for k, j in enumerate(where.tolist()):
+                d = f"{detail}: {texts[k]!r}" if texts is not None else detail
+                bad.append((int(idx[j]), reason, d))
+
+    keep = ok
+    out_of_window = 0
+    if start is not None or end is not None:
+        inside = pc.fill_null(ok, False)
+        if start is not None:
+            inside = pc.and_(inside, pc.greater_equal(times, pa.scalar(start, pa.timestamp("ms", tz="UTC"))))
+        if end is not None:
+            inside = pc.and_(inside, pc.less(times, pa.scalar(end, pa.timestamp("ms", tz="UTC"))))
+        inside = pc.fill_null(inside, False)
+        out_of_window = int(pc.sum(ok).as_py() or 0) - int(pc.sum(inside).as_py() or 0)
+        keep = inside
+
+    keep_np = np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)
+    rows = _rows(lines, flat, times, idx, keep_np)
+    rejects = _rejects(lines, bad, [p for p in pieces if p.error is not None])
+    for p in pieces:
+        if p.error is not None:
+            reasons[p.error.split(":", 1)[0]] += 1
+    records = int((~lines.blank).sum()) + sum(1 for p in pieces if p.error is not None)
+    return Decoded(
+        rows=rows,
+        rejects=rejects,
+        records=records,
+        blank_lines=int(lines.blank.sum()),
+        out_of_window=out_of_window,
+        bytes=len(lines.buf),
+        fallback=fast is None,
+        reasons=reasons,
+    )
+
+
+def _rows(lines: _Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
+    schema = capture_schema()
+    sel = np.flatnonzero(keep)
+    if not len(sel):
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    piece, line_no = lines.provenance(idx[sel])
+    take = pa.array(piece)
+    uris = pa.array([p.obj.uri for p in lines.pieces], pa.string()).take(take)
+    endpoints = pa.array([p.obj.endpoint for p in lines.pieces], pa.string()).take(take)
+    variants = pa.array([p.obj.variant for p in lines.pieces], pa.string()).take(take)
+    everything = sel.size == flat.num_rows
+    picked = flat if everything else flat.take(pa.array(sel))
+    cols: dict[str, Any] = {"endpoint": endpoints, "variant": variants}
+    for c in _FLAT:
+        cols[c] = picked.column(c).combine_chunks()
+    cols["inference_time"] = times if everything else times.take(pa.array(sel))
+    cols["source_file"] = uris
+    cols["source_line"] = pa.array(line_no, pa.int64())
+    return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]) -> pa.RecordBatch:
+    schema = rejects_schema()
+    if not bad and not failed:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    bad.sort()
+    idx = np.asarray([i for i, _, _ in bad], dtype=np.int64)
+    piece, line_no = lines.provenance(idx) if len(idx) else (np.empty(0, np.int64), np.empty(0, np.int64))
+    rows: list[dict[str, Any]] = []
+    for (i, reason, detail), pi, ln in zip(bad, piece.tolist(), line_no.tolist()):
+        obj = lines.pieces[pi].obj
+        raw = lines.line(i)
+        rows.append(
+            {
+                "endpoint": obj.endpoint,
+                "variant": obj.variant,
+                "source_hour": obj.hour,
+                "source_file": obj.uri,
+                "source_line": ln,
+                "reason": reason,
+                "detail": detail[:500],
+                "raw": raw[:_RAW_LIMIT],
+            }
+        )
+    for p in failed:
+        reason, _, detail = (p.error or "").partition(": ")
+        rows.append(
+            {
+                "endpoint": p.obj.endpoint,
+                "variant": p.obj.variant,
+                "source_hour": p.obj.hour,
+                "source_file": p.obj.uri,
+                "source_line": None,
+                "reason": reason,
+                "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
+                "raw": None,
+            }
+        )
+    return pa.RecordBatch.from_pylist(rows, schema=schema)

@@ -1,0 +1,174 @@
+"""Layout: find the capture objects a window needs, listing only the hour prefixes it covers.
+
+SageMaker writes real-time capture to ``{root}/{endpoint}/{variant}/yyyy/mm/dd/hh/{name}.jsonl``.
+The given root may be any level of that tree (the capture root, an endpoint, a variant, a year, a
+day, an hour) or a single object.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from engine.errors import SourceError
+from engine.storage import Location, translate_errors
+
+__all__ = ["CaptureObject", "list_capture_objects"]
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
+_DATE_PARTS = (re.compile(r"\d{4}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"))
+_KEY = re.compile(r"(?:^|/)([^/]+)/([^/]+)/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$")
+
+
+@dataclass(frozen=True)
+class CaptureObject:
+    """One capture object to read, with what its key says about it."""
+
+    path: str
+    uri: str
+    size: int
+    endpoint: str | None
+    variant: str | None
+    hour: datetime | None  # the hour folder (UTC), None outside the standard layout
+
+
+def _is_capture_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith((".", "_")) and base.endswith(_SUFFIXES)
+
+
+def describe_key(path: str) -> tuple[str | None, str | None, datetime | None]:
+    """Endpoint, variant and hour folder from a key in SageMaker's layout, else Nones."""
+    m = _KEY.search(path)
+    if not m:
+        return None, None, None
+    try:
+        hour = datetime(*(int(g) for g in m.groups()[2:]), tzinfo=timezone.utc)  # type: ignore[misc]
+    except ValueError:
+        return None, None, None
+    return m.group(1), m.group(2), hour
+
+
+def _date_depth(path: str) -> int:
+    """How many trailing segments of `path` are yyyy[/mm[/dd[/hh]]] date folders."""
+    parts = path.rstrip("/").split("/")
+    for k in (4, 3, 2, 1):
+        tail = parts[-k:]
+        if len(parts) > k and all(_DATE_PARTS[i].fullmatch(p) for i, p in enumerate(tail)):
+            return k
+    return 0
+
+
+def _dirs(loc: Location, path: str) -> list[str]:
+    with translate_errors(loc.uri(path)):
+        entries = loc.fs.ls(path, detail=True)
+    return sorted(e["name"].rstrip("/") for e in entries if e.get("type") == "directory")
+
+
+def _levels_to_years(loc: Location, path: str) -> int:
+    """0 if `path` holds year folders (a variant), 1 for an endpoint, 2 for a capture root."""
+    probe = path
+    for depth in range(3):
+        children = _dirs(loc, probe)
+        if not children:
+            return depth
+        if any(re.fullmatch(r"\d{4}", c.rsplit("/", 1)[-1]) for c in children):
+            return depth
+        probe = children[0]
+    return 2
+
+
+def _hours(first: datetime, last: datetime) -> list[datetime]:
+    out, h = [], first
+    while h <= last:
+        out.append(h)
+        h += timedelta(hours=1)
+    return out
+
+
+def _files(loc: Location, path: str, *, missing_ok: bool) -> list[dict[str, Any]]:
+    try:
+        with translate_errors(loc.uri(path)):
+            found = loc.fs.find(path, detail=True)
+    except SourceError:
+        if missing_ok:
+            return []
+        raise
+    return [info for info in found.values() if info.get("type") == "file" and _is_capture_name(info["name"])]
+
+
+def list_capture_objects(
+    loc: Location,
+    *,
+    hours: tuple[datetime, datetime] | None,
+    concurrency: int = 32,
+) -> list[CaptureObject]:
+    """List the capture objects under `loc.root`, only in the hour prefixes within `hours` (inclusive).
+
+    Raises:
+        SourceError: the root does not exist or cannot be listed.
+    """
+    fs, root = loc.fs, loc.root
+    with translate_errors(loc.uri(root)):
+        exists = fs.exists(root)
+    if not exists:
+        raise SourceError("capture source not found", uri=loc.uri(root))
+    if fs.isfile(root):
+        info = fs.info(root)
+        return [_object(loc, info)]
+
+    depth = _date_depth(root)
+    if depth:
+        # Root inside the date tree: the fixed date parts narrow the hours to list.
+        parts = root.rstrip("/").split("/")
+        variant_dirs = ["/".join(parts[:-depth])]
+        fixed = [int(p) for p in parts[-depth:]]
+    else:
+        levels = _levels_to_years(loc, root)
+        variant_dirs = [root]
+        for _ in range(levels):
+            variant_dirs = [d for v in variant_dirs for d in _dirs(loc, v)]
+        fixed = []
+
+    if hours is None:
+        prefixes = [root] if depth else variant_dirs
+        infos = _gather(prefixes, loc, concurrency, missing_ok=False)
+    else:
+        wanted = [h for h in _hours(*hours) if [h.year, h.month, h.day, h.hour][: len(fixed)] == fixed]
+        prefixes = [f"{v}/{h:%Y/%m/%d/%H}" for v in variant_dirs for h in wanted]
+        logger.info("listing %d hour prefixes under %s", len(prefixes), loc.uri(root))
+        infos = _gather(prefixes, loc, concurrency, missing_ok=True)
+
+    objects = [_object(loc, info) for info in infos]
+    if hours is not None:
+        # Files outside the folder hours (e.g. a deeper subfolder) still obey the window's prefixes.
+        first, last = hours
+        objects = [o for o in objects if o.hour is None or first <= o.hour <= last]
+    objects.sort(key=lambda o: (o.endpoint or "", o.variant or "", o.hour or datetime.min, o.path))
+    return objects
+
+
+def _gather(prefixes: list[str], loc: Location, concurrency: int, *, missing_ok: bool) -> list[dict[str, Any]]:
+    if len(prefixes) <= 1:
+        return [i for p in prefixes for i in _files(loc, p, missing_ok=missing_ok)]
+    # Listing is latency-bound on object stores: one request per hour prefix, many at once.
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(prefixes))) as pool:
+        results: Iterable[list[dict[str, Any]]] = pool.map(
+            lambda p: _files(loc, p, missing_ok=missing_ok), prefixes
+        )
+        return [i for r in results for i in r]
+
+
+def _object(loc: Location, info: dict[str, Any]) -> CaptureObject:
+    path = info["name"]
+    endpoint, variant, hour = describe_key(path)
+    return CaptureObject(
+        path=path, uri=loc.uri(path), size=int(info.get("size") or 0), endpoint=endpoint, variant=variant, hour=hour
+    )

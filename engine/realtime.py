@@ -1,0 +1,202 @@
+"""The real-time capture job: list -> fetch -> decode -> partition -> write -> commit.
+
+Each stage is a function over iterators; only bounded work is in flight at any time
+(`fetch_concurrency` objects, `workers` decode units), so memory follows the batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from engine.envelope import Decoded, decode_unit
+from engine.errors import NoDataError, RejectLimitError
+from engine.fetch import group_units, iter_pieces, ordered_map
+from engine.layout import CaptureObject, list_capture_objects
+from engine.options import RealtimeOptions
+from engine.report import RunReport
+from engine.schemas import capture_schema, table_spec
+from engine.sink import DatasetWriter, abort_run, begin_run, commit_run
+from engine.storage import Location, open_location
+
+__all__ = ["ProgressCallback", "read_capture", "run_realtime"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in total
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decoded_units(
+    loc: Location, objects: list[CaptureObject], options: RealtimeOptions, report: RunReport
+) -> Iterator[Decoded]:
+    """Fetch and decode, `workers` units at a time, in input order."""
+    pieces = iter_pieces(loc, objects, block=options.unit_bytes, concurrency=options.fetch_concurrency)
+
+    def decode(unit: list[Any]) -> Decoded:
+        t0 = time.perf_counter()
+        d = decode_unit(unit, max_line_bytes=options.max_line_bytes, start=options.start, end=options.end)
+        report.add_time("decode", time.perf_counter() - t0)
+        return d
+
+    units = group_units(pieces, options.unit_bytes)
+    yield from ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1)
+
+
+def _account(report: RunReport, d: Decoded) -> None:
+    report.records += d.records
+    report.blank_lines += d.blank_lines
+    report.out_of_window += d.out_of_window
+    report.bytes_read += d.bytes
+    report.rejected += d.rejects.num_rows
+    report.rejects_by_reason.update(d.reasons)
+    report.fallback_units += int(d.fallback)
+
+
+def read_capture(
+    source: str,
+    *,
+    options: RealtimeOptions | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> pa.RecordBatchReader:
+    """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (design 3.2 columns).
+
+    Args:
+        source: capture root (any level of ``{root}/{endpoint}/{variant}/yyyy/mm/dd/hh``) or one object,
+            as a local path or fsspec URL.
+        options: window, concurrency and limits; see `RealtimeOptions`.
+        on_rejects: called with each batch of rejected records (``_rejects`` columns); by default rejects
+            are counted in the log only.
+
+    Raises:
+        SourceError: the source does not exist or cannot be read.
+    """
+    options = options or RealtimeOptions()
+    loc = open_location(source, options.storage_options)
+    objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
+    report = RunReport(command="read", source=source, dest=None, options={})
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for d in _decoded_units(loc, objects, options, report):
+            _account(report, d)
+            if d.rejects.num_rows:
+                if on_rejects is not None:
+                    on_rejects(d.rejects)
+                else:
+                    logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
+            if d.rows.num_rows:
+                yield d.rows
+
+    return pa.RecordBatchReader.from_batches(capture_schema(), batches())
+
+
+def run_realtime(
+    source: str,
+    dest: str,
+    *,
+    options: RealtimeOptions | None = None,
+    command: str = "realtime",
+    progress: ProgressCallback | None = None,
+) -> RunReport:
+    """Decode real-time capture under `source` into hive-partitioned Parquet under `dest`.
+
+    Returns the run report (also written as ``DEST/_SUCCESS``).
+
+    Raises:
+        SourceError: the source does not exist or cannot be read.
+        SinkError: the destination cannot be written.
+        RejectLimitError: rejects exceed `options.max_reject_ratio` (rejects are kept, nothing else).
+        NoDataError: the window is empty and `options.require_data` is set.
+    """
+    options = options or RealtimeOptions()
+    started = time.perf_counter()
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    report = RunReport(
+        command=command,
+        source=source,
+        dest=dest,
+        options=options.to_dict(),
+        run_id=run_id,
+        window={"start": _iso(options.start), "end": _iso(options.end)},
+    )
+    src = open_location(source, options.storage_options)
+    out = open_location(dest, options.storage_options)
+
+    t0 = time.perf_counter()
+    objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
+    report.add_time("list", time.perf_counter() - t0)
+    report.objects = len(objects)
+    logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
+
+    begin_run(out)
+    common = {"run_id": run_id, "compression": options.compression, "row_group_bytes": options.row_group_bytes}
+    data = DatasetWriter(out, spec=table_spec("capture"), time_column="inference_time", **common)
+    rejects = DatasetWriter(out, spec=table_spec("rejects"), time_column="source_hour", prefix="_rejects", **common)
+    for o in objects:
+        # Rejects of every source hour read are replaced, so a fixed input clears old rejects.
+        hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
+        rejects.touch((o.endpoint, o.variant, hour))
+    try:
+        for d in _decoded_units(src, objects, options, report):
+            _account(report, d)
+            t1 = time.perf_counter()
+            data.write(d.rows)
+            rejects.write(d.rejects)
+            report.add_time("write", time.perf_counter() - t1)
+            if progress is not None:
+                progress(report, len(objects))
+        t1 = time.perf_counter()
+        written = data.close()
+        written_rejects = rejects.close()
+        report.add_time("write", time.perf_counter() - t1)
+    except BaseException:
+        abort_run(out, run_id)
+        raise
+
+    report.partitions = {rel: rows for rel, (rows, _) in sorted(written.items())}
+    report.rows_written = data.rows
+    report.wall_seconds = time.perf_counter() - started
+
+    if report.records and report.reject_ratio > options.max_reject_ratio:
+        # Keep the rejects (the user needs them to see why) but commit no data and no _SUCCESS.
+        commit_run(out, run_id, written_rejects, report=None)
+        abort_run(out, run_id)
+        report.status = "failed"
+        raise RejectLimitError(
+            f"{report.rejected:,} of {report.records:,} records rejected ({report.reject_ratio:.2%}), "
+            f"above --max-reject-ratio {options.max_reject_ratio:.2%}; nothing committed, "
+            f"see {out.uri(out.join('_rejects'))}"
+        )
+    if report.records == 0 and options.require_data:
+        abort_run(out, run_id)
+        report.status = "failed"
+        raise NoDataError(f"no capture records in the window under {source}")
+
+    t1 = time.perf_counter()
+    report.status = "committed"
+    report.message = "" if report.records else "the window held no capture records (nothing to write)"
+    report.wall_seconds = time.perf_counter() - started
+    commit_run(out, run_id, {**written, **written_rejects}, report=None)
+    report.add_time("commit", time.perf_counter() - t1)
+    report.wall_seconds = time.perf_counter() - started
+    commit_run(out, run_id, {}, report=report.to_json())
+    logger.info(
+        "run %s: %d records, %d rows, %d rejected, %d outside the window",
+        run_id,
+        report.records,
+        report.rows_written,
+        report.rejected,
+        report.out_of_window,
+    )
+    return report
+
+

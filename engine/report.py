@@ -1,0 +1,89 @@
+"""The run report: what a run read, wrote and rejected, written as `_SUCCESS` and printed as a summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from engine._version import __version__
+
+__all__ = ["RunReport"]
+
+
+@dataclass
+class RunReport:
+    """Counts of one run. Invariant: records == rows_written + rejected + out_of_window."""
+
+    command: str
+    source: str
+    dest: str | None
+    options: dict[str, Any]
+    engine_version: str = __version__
+    run_id: str = ""
+    status: str = "running"
+    window: dict[str, str | None] = field(default_factory=dict)
+    objects: int = 0
+    bytes_read: int = 0
+    records: int = 0
+    blank_lines: int = 0
+    rows_written: int = 0
+    out_of_window: int = 0
+    rejected: int = 0
+    rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    fallback_units: int = 0
+    partitions: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def balanced(self) -> bool:
+        return self.records == self.rows_written + self.rejected + self.out_of_window
+
+    @property
+    def reject_ratio(self) -> float:
+        return self.rejected / self.records if self.records else 0.0
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rejects_by_reason"] = dict(sorted(self.rejects_by_reason.items()))
+        d["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        d["wall_seconds"] = round(self.wall_seconds, 3)
+        d["balanced"] = self.balanced
+        d["reject_ratio"] = round(self.reject_ratio, 6)
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    def summary(self) -> str:
+        """A human-readable table of the run."""
+        mb = self.bytes_read / 1e6
+        rate = mb / self.wall_seconds if self.wall_seconds else 0.0
+        rows = [
+            ("status", self.status),
+            ("source", self.source),
+            ("destination", self.dest or "-"),
+            ("window", f"{self.window.get('start') or '-'} .. {self.window.get('end') or '-'}"),
+            ("objects read", f"{self.objects:,}"),
+            ("bytes read", f"{mb:,.1f} MB ({rate:,.1f} MB/s)"),
+            ("records", f"{self.records:,}"),
+            ("rows written", f"{self.rows_written:,} in {len(self.partitions):,} partitions"),
+            ("outside window", f"{self.out_of_window:,}"),
+            ("rejected", f"{self.rejected:,} ({self.reject_ratio:.2%})"),
+        ]
+        rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(self.rejects_by_reason.items())]
+        rows.append(("records = rows + rejects + outside", "yes" if self.balanced else "NO"))
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
+        rows.append(("wall time", f"{self.wall_seconds:.2f}s ({stages})"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        if self.message:
+            lines.append(self.message)
+        return "\n".join(lines)

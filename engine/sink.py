@@ -1,0 +1,217 @@
+"""Sink: hive-partitioned Parquet, written under `_temporary/` and committed with `_SUCCESS` last.
+
+Commit protocol (idempotent, crash-safe for readers):
+1. `_SUCCESS` is removed first, so a crashed run never looks committed.
+2. Files are written under ``DEST/_temporary/<run>/``; readers (pyarrow, Spark, DuckDB with hive
+   globs on ``year=``...) skip names starting with ``_``.
+3. At commit each partition the run wrote is *replaced*: the files already there are deleted and
+   the new ones moved in, so a re-run over the same input leaves the same rows, no duplicates.
+4. `_SUCCESS` (the JSON run report) is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.partition import PartitionKey, partition_path, split_by_hour
+from engine.schemas import TableSpec
+from engine.storage import Location, translate_errors
+
+__all__ = ["DatasetWriter", "abort_run", "begin_run", "commit_run"]
+
+logger = logging.getLogger(__name__)
+
+TEMPORARY = "_temporary"
+SUCCESS = "_SUCCESS"
+# Low-cardinality columns; payloads and ids are unique per row, where dictionaries only cost time.
+_DICTIONARY = {
+    "event_version",
+    "input_content_type",
+    "input_encoding",
+    "output_content_type",
+    "output_encoding",
+    "source_file",
+    "reason",
+}
+
+
+@dataclass
+class _Open:
+    writer: pq.ParquetWriter
+    handle: Any
+    path: str
+
+
+@dataclass
+class _Partition:
+    rel: str  # relative directory under DEST
+    rows: int = 0
+    files: list[str] = field(default_factory=list)  # temporary paths
+    buffer: list[pa.RecordBatch] = field(default_factory=list)
+    buffered: int = 0
+    parts: int = 0
+
+
+class DatasetWriter:
+    """Buffers record batches per partition and writes them as row groups of bounded size."""
+
+    def __init__(
+        self,
+        loc: Location,
+        *,
+        spec: TableSpec,
+        time_column: str,
+        run_id: str,
+        prefix: str = "",
+        compression: str = "zstd",
+        row_group_bytes: int = 64 * 2**20,
+        max_open: int = 64,
+    ) -> None:
+        self.loc = loc
+        self.spec = spec
+        self.time_column = time_column
+        self.run_id = run_id
+        self.prefix = prefix
+        self.compression = None if compression == "none" else compression
+        self.row_group_bytes = row_group_bytes
+        self.budget = 2 * row_group_bytes
+        self.max_open = max_open
+        self.schema = spec.file_schema
+        self.partitions: dict[PartitionKey, _Partition] = {}
+        self.open: OrderedDict[PartitionKey, _Open] = OrderedDict()
+        self.buffered = 0
+        self.rows = 0
+
+    def touch(self, key: PartitionKey) -> None:
+        """Mark a partition as part of this run even if it gets no rows (it will be replaced by nothing)."""
+        self._partition(key)
+
+    def _partition(self, key: PartitionKey) -> _Partition:
+        part = self.partitions.get(key)
+        if part is None:
+            rel = "/".join(p for p in (self.prefix, partition_path(key)) if p)
+            part = self.partitions[key] = _Partition(rel=rel)
+        return part
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        for key, rows in split_by_hour(batch, self.time_column):
+            part = self._partition(key)
+            rows = rows.select(self.schema.names)
+            part.buffer.append(rows)
+            part.buffered += rows.nbytes
+            part.rows += rows.num_rows
+            self.buffered += rows.nbytes
+            self.rows += rows.num_rows
+            if part.buffered >= self.row_group_bytes:
+                self._flush(key)
+        while self.buffered > self.budget:
+            biggest = max(self.partitions, key=lambda k: self.partitions[k].buffered)
+            self._flush(biggest)
+
+    def _flush(self, key: PartitionKey) -> None:
+        part = self.partitions[key]
+        if not part.buffer:
+            return
+        table = pa.Table.from_batches(part.buffer, schema=self.schema)
+        self.buffered -= part.buffered
+        part.buffer, part.buffered = [], 0
+        handle = self.open.get(key)
+        if handle is None:
+            handle = self._open(key, part)
+        else:
+            self.open.move_to_end(key)
+        with translate_errors(self.loc.uri(handle.path), sink=True):
+            handle.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+    def _open(self, key: PartitionKey, part: _Partition) -> _Open:
+        while len(self.open) >= self.max_open:
+            # Least recently written partition: its next rows go to a new part file.
+            self._close(next(iter(self.open)))
+        name = f"part-{self.run_id}-{part.parts:05d}.parquet"
+        part.parts += 1
+        path = self.loc.join(TEMPORARY, self.run_id, part.rel, name)
+        fs = self.loc.fs
+        with translate_errors(self.loc.uri(path), sink=True):
+            if self.loc.is_local:
+                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            f = fs.open(path, "wb")
+            writer = pq.ParquetWriter(
+                f,
+                self.schema,
+                compression=self.compression,
+                use_dictionary=[c for c in self.schema.names if c in _DICTIONARY],
+                write_statistics=True,
+            )
+        part.files.append(path)
+        handle = self.open[key] = _Open(writer, f, path)
+        return handle
+
+    def _close(self, key: PartitionKey) -> None:
+        handle = self.open.pop(key, None)
+        if handle is None:
+            return
+        with translate_errors(self.loc.uri(handle.path), sink=True):
+            handle.writer.close()
+            handle.handle.close()
+
+    def close(self) -> dict[str, tuple[int, list[str]]]:
+        """Flush and close everything; returns {partition dir: (rows, temporary files)}."""
+        for key in list(self.partitions):
+            self._flush(key)
+        for key in list(self.open):
+            self._close(key)
+        return {p.rel: (p.rows, p.files) for p in self.partitions.values()}
+
+
+def begin_run(loc: Location) -> None:
+    """Remove `_SUCCESS` so that nothing looks committed until this run commits."""
+    path = loc.join(SUCCESS)
+    with translate_errors(loc.uri(path), sink=True):
+        if loc.is_local:
+            loc.fs.makedirs(loc.root, exist_ok=True)
+        if loc.fs.exists(path):
+            loc.fs.rm(path)
+
+
+def commit_run(loc: Location, run_id: str, written: dict[str, tuple[int, list[str]]], report: bytes | None) -> None:
+    """Replace every written partition with this run's files, then write `_SUCCESS` (if `report`)."""
+    fs = loc.fs
+    for rel, (_, files) in sorted(written.items()):
+        final_dir = loc.join(rel)
+        with translate_errors(loc.uri(final_dir), sink=True):
+            if fs.exists(final_dir):
+                stale = [p for p in fs.ls(final_dir, detail=False) if p.rsplit("/", 1)[-1].startswith("part-")]
+                if stale:
+                    fs.rm(stale)
+            elif loc.is_local and files:
+                fs.makedirs(final_dir, exist_ok=True)
+            for tmp in files:
+                fs.mv(tmp, f"{final_dir}/{tmp.rsplit('/', 1)[-1]}")
+    tmp_root = loc.join(TEMPORARY, run_id)
+    with translate_errors(loc.uri(tmp_root), sink=True):
+        if fs.exists(tmp_root):
+            fs.rm(tmp_root, recursive=True)
+        parent = loc.join(TEMPORARY)
+        if loc.is_local and fs.exists(parent) and not fs.ls(parent):
+            fs.rmdir(parent)
+    if report is not None:
+        path = loc.join(SUCCESS)
+        with translate_errors(loc.uri(path), sink=True):
+            fs.pipe_file(path, report)
+    logger.info("committed %d partitions to %s", len(written), loc.uri(loc.root))
+
+
+def abort_run(loc: Location, run_id: str) -> None:
+    """Remove this run's temporary files (best effort; a crash leaves them for the next run to ignore)."""
+    tmp_root = loc.join(TEMPORARY, run_id)
+    try:
+        if loc.fs.exists(tmp_root):
+            loc.fs.rm(tmp_root, recursive=True)
+    except OSError:
+        logger.warning("could not remove %s", loc.uri(tmp_root))

@@ -1,0 +1,75 @@
+"""The one seam to storage: fsspec URLs to filesystems, URIs for provenance, error translation."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from engine.errors import EngineError, SinkError, SourceError
+
+__all__ = ["Location", "open_location", "translate_errors"]
+
+
+class Location:
+    """A filesystem plus a root path in it, able to render full URIs for provenance."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+        self.url = url
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.protocol = "file" if protocol in ("file", "local") else protocol
+
+    def uri(self, path: str) -> str:
+        """The full URI of `path` (``s3://bucket/key``, ``file:///abs/path``, ``memory://x``)."""
+        if self.protocol == "file":
+            return "file://" + path
+        if self.protocol == "memory":
+            return "memory://" + path.lstrip("/")
+        return f"{self.protocol}://{path}"
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+
+def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """Open `url` (a local path or any fsspec URL) with the given storage options."""
+    try:
+        fs, path = url_to_fs(url, **dict(storage_options or {}))
+    except (ImportError, ValueError) as exc:
+        # fsspec says which package a protocol needs (s3 -> s3fs); pass that on in one line.
+        raise SourceError(f"cannot open storage ({exc})", uri=url) from exc
+    return Location(fs, path, url)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, PermissionError):
+        return "access denied"
+    if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
+        return "throttled by the object store"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+@contextmanager
+def translate_errors(uri: str, *, sink: bool = False) -> Iterator[None]:
+    """Turn storage exceptions raised inside the block into one-line engine errors naming `uri`."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        cls = SinkError if sink else SourceError
+        verb = "cannot write" if sink else "cannot read"
+        raise cls(f"{verb} ({_describe(exc)})", uri=uri) from exc
