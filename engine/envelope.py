@@ -191,7 +191,7 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         pc.struct_field(out, "data"),
         pc.struct_field(meta, "customAttributes"),
     ]
-    return pa.table(dict(zip(_FLAT, cols))), idx
+    return pa.table(dict(zip(_FLAT, cols, strict=False))), idx
 
 
 def _text(v: Any) -> str | None:
@@ -241,7 +241,7 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
             _text(_get(out, "data")),
             _text(_get(meta, "customAttributes")),
         )
-        for c, v in zip(_FLAT, row):
+        for c, v in zip(_FLAT, row, strict=False):
             values[c].append(v)
         good.append(i)
     table = pa.table({c: pa.array(values[c], pa.string()) for c in _FLAT})
@@ -348,7 +348,7 @@ def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]
     idx = np.asarray([i for i, _, _ in bad], dtype=np.int64)
     piece, line_no = lines.provenance(idx) if len(idx) else (np.empty(0, np.int64), np.empty(0, np.int64))
     rows: list[dict[str, Any]] = []
-    for (i, reason, detail), pi, ln in zip(bad, piece.tolist(), line_no.tolist()):
+    for (i, reason, detail), pi, ln in zip(bad, piece.tolist(), line_no.tolist(), strict=False):
         obj = lines.pieces[pi].obj
         raw = lines.line(i)
         rows.append(

@@ -127,7 +127,7 @@ def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Pie
     with f:
         head = f.read(2)
         f.seek(0)
-        stream: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if head == _GZIP_MAGIC else f
+        stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=f, mode="rb") if head == _GZIP_MAGIC else f
         carry, line, first = b"", 1, True
         while True:
             try:
@@ -161,7 +161,7 @@ def iter_pieces(loc: Location, objects: list[CaptureObject], *, block: int, conc
         return [] if obj.size > large else read_object(loc, obj, block)
 
     fetched = ordered_map(fetch, objects, workers=concurrency, lookahead=2 * concurrency)
-    for obj, pieces in zip(objects, fetched):
+    for obj, pieces in zip(objects, fetched, strict=False):
         if obj.size > large:
             yield from stream_object(loc, obj, block)
         else:

@@ -50,7 +50,8 @@ def describe_key(path: str) -> tuple[str | None, str | None, datetime | None]:
     if not m:
         return None, None, None
     try:
-        hour = datetime(*(int(g) for g in m.groups()[2:]), tzinfo=timezone.utc)  # type: ignore[misc]
+        y, mo, d, h = (int(g) for g in m.groups()[2:])
+        hour = datetime(y, mo, d, h, tzinfo=timezone.utc)
     except ValueError:
         return None, None, None
     return m.group(1), m.group(2), hour
@@ -160,9 +161,7 @@ def _gather(prefixes: list[str], loc: Location, concurrency: int, *, missing_ok:
         return [i for p in prefixes for i in _files(loc, p, missing_ok=missing_ok)]
     # Listing is latency-bound on object stores: one request per hour prefix, many at once.
     with ThreadPoolExecutor(max_workers=min(concurrency, len(prefixes))) as pool:
-        results: Iterable[list[dict[str, Any]]] = pool.map(
-            lambda p: _files(loc, p, missing_ok=missing_ok), prefixes
-        )
+        results: Iterable[list[dict[str, Any]]] = pool.map(lambda p: _files(loc, p, missing_ok=missing_ok), prefixes)
         return [i for r in results for i in r]
 
 

@@ -69,9 +69,9 @@ def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[Par
         ordered = batch.take(pa.array(order))
         cuts = np.flatnonzero(np.diff(sorted_key)) + 1
         bounds = np.concatenate([[0], cuts, [batch.num_rows]])
-        groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=False))
         sorted_key = sorted_key[bounds[:-1]]
-    for (lo, hi), k in zip(groups, sorted_key.tolist()):
+    for (lo, hi), k in zip(groups, sorted_key.tolist(), strict=False):
         ev, h = divmod(k, span)
         e, v = divmod(ev, len(v_values))
         hour = h + hour_min

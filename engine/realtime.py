@@ -138,9 +138,23 @@ def run_realtime(
     logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
 
     begin_run(out)
-    common = {"run_id": run_id, "compression": options.compression, "row_group_bytes": options.row_group_bytes}
-    data = DatasetWriter(out, spec=table_spec("capture"), time_column="inference_time", **common)
-    rejects = DatasetWriter(out, spec=table_spec("rejects"), time_column="source_hour", prefix="_rejects", **common)
+    data = DatasetWriter(
+        out,
+        spec=table_spec("capture"),
+        time_column="inference_time",
+        run_id=run_id,
+        compression=options.compression,
+        row_group_bytes=options.row_group_bytes,
+    )
+    rejects = DatasetWriter(
+        out,
+        spec=table_spec("rejects"),
+        time_column="source_hour",
+        prefix="_rejects",
+        run_id=run_id,
+        compression=options.compression,
+        row_group_bytes=options.row_group_bytes,
+    )
     for o in objects:
         # Rejects of every source hour read are replaced, so a fixed input clears old rejects.
         hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
@@ -198,5 +212,3 @@ def run_realtime(
         report.out_of_window,
     )
     return report
-
-

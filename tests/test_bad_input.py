@@ -20,9 +20,11 @@ def _run(tmp_path: Path, **kw: object) -> tuple[RunReport, list[dict[str, object
     report = run_realtime(str(tmp_path / "capture"), str(tmp_path / "out"), options=RealtimeOptions(**kw))  # type: ignore[arg-type]
     assert report.balanced, report.to_dict()
     out = tmp_path / "out"
-    rows = ds.dataset(out, partitioning="hive", exclude_invalid_files=True).to_table().to_pylist() if any(
-        out.glob("endpoint=*")
-    ) else []
+    rows = (
+        ds.dataset(out, partitioning="hive", exclude_invalid_files=True).to_table().to_pylist()
+        if any(out.glob("endpoint=*"))
+        else []
+    )
     rej_dir = out / "_rejects"
     rejects = ds.dataset(rej_dir, partitioning="hive").to_table().to_pylist() if rej_dir.exists() else []
     assert report.rows_written == len(rows)
@@ -44,7 +46,7 @@ def test_invalid_json_line_is_rejected_and_the_rest_kept(tmp_path: Path, write_c
 
 def test_truncated_last_line(tmp_path: Path, write_capture: WriteCapture) -> None:
     write_capture(HOUR, (record("a", H) + "\n" + record("b", H)[:50]).encode())
-    report, rows, rejects = _run(tmp_path)
+    _report, rows, rejects = _run(tmp_path)
     assert [r["event_id"] for r in rows] == ["a"]
     assert [(r["reason"], r["source_line"]) for r in rejects] == [("invalid_json", 2)]
 
@@ -58,7 +60,7 @@ def test_blank_lines_are_not_records_and_line_numbers_stay_true(tmp_path: Path, 
 
 def test_crlf_line_endings(tmp_path: Path, write_capture: WriteCapture) -> None:
     write_capture(HOUR, (record("a", H) + "\r\n\r\n" + record("b", H) + "\r\n").encode())
-    report, rows, rejects = _run(tmp_path)
+    _report, rows, rejects = _run(tmp_path)
     assert sorted((r["event_id"], r["source_line"]) for r in rows) == [("a", 1), ("b", 3)]
     assert rows[0]["output_data"] == "0.5"  # no stray \r in values
     assert not rejects
@@ -66,7 +68,7 @@ def test_crlf_line_endings(tmp_path: Path, write_capture: WriteCapture) -> None:
 
 def test_utf8_bom(tmp_path: Path, write_capture: WriteCapture) -> None:
     write_capture(HOUR, b"\xef\xbb\xbf" + (record("a", H) + "\n" + record("b", H) + "\n").encode())
-    report, rows, rejects = _run(tmp_path)
+    _report, rows, rejects = _run(tmp_path)
     assert sorted((r["event_id"], r["source_line"]) for r in rows) == [("a", 1), ("b", 2)]
     assert not rejects
 
@@ -169,7 +171,7 @@ def test_gzip_objects_and_corrupt_gzip(tmp_path: Path, write_capture: WriteCaptu
     body = "".join(record(f"g{i}", H) + "\n" for i in range(50)).encode()
     write_capture(HOUR, gzip.compress(body), name="00-00-000-a.jsonl.gz")
     write_capture(HOUR, gzip.compress(body)[:-30], name="00-00-001-b.jsonl.gz")
-    report, rows, rejects = _run(tmp_path)
+    _report, rows, rejects = _run(tmp_path)
     assert len([r for r in rows if r["source_file"].endswith("a.jsonl.gz")]) == 50  # type: ignore[union-attr]
     assert [r["reason"] for r in rejects] == ["corrupt_gzip"]
     assert rejects[0]["source_file"].endswith("b.jsonl.gz")  # type: ignore[union-attr]
@@ -184,7 +186,7 @@ def test_empty_file(tmp_path: Path, write_capture: WriteCapture) -> None:
 
 def test_window_with_no_captures_is_an_empty_report(tmp_path: Path, write_capture: WriteCapture) -> None:
     write_capture(HOUR, [record("a", H)])
-    report, rows, rejects = _run(tmp_path, start="2026-12-01T00", end="2026-12-01T05")
+    report, rows, _rejects = _run(tmp_path, start="2026-12-01T00", end="2026-12-01T05")
     assert report.status == "committed" and report.records == 0 and not rows
     assert (tmp_path / "out" / "_SUCCESS").exists()
     assert "no capture records" in report.message
@@ -202,7 +204,7 @@ def test_empty_window_with_require_data_fails(tmp_path: Path, write_capture: Wri
 
 
 def test_missing_source(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="capture source not found: file://.*/nowhere"):
+    with pytest.raises(SourceError, match=r"capture source not found: file://.*/nowhere"):
         run_realtime(str(tmp_path / "nowhere"), str(tmp_path / "out"))
 
 

@@ -155,8 +155,18 @@ def test_sigterm_is_a_clean_interrupt(tmp_path: Path, write_capture: WriteCaptur
         write_capture("2026/11/01/10", body, name=f"{n:02d}-00-000-t.jsonl")
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "realtime", str(tmp_path / "capture"), str(out), "--workers", "1",
-         "--unit-size", "256KB"],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "realtime",
+            str(tmp_path / "capture"),
+            str(out),
+            "--workers",
+            "1",
+            "--unit-size",
+            "256KB",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,0 +1,42 @@
+"""The public surface stays small, explicit and importable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import engine
+from engine import OptionsError, RealtimeOptions
+from engine.errors import EngineError
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = sorted((n for n in vars(engine) if not n.startswith("_")), key=str.casefold)
+    modules = {n for n in public if type(getattr(engine, n)).__name__ == "module"}
+    assert engine.__all__ == sorted(engine.__all__)
+    assert set(engine.__all__) - {"__version__"} == set(public) - modules
+
+
+def test_every_error_derives_from_one_base() -> None:
+    for name in engine.__all__:
+        obj = getattr(engine, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, EngineError)
+
+
+def test_options_are_frozen_keyword_only_and_validated() -> None:
+    o = RealtimeOptions(start="2026-11-01T13", end="2026-11-01T14:00:00Z")  # type: ignore[arg-type]
+    assert o.start is not None and o.start.hour == 13 and o.start.tzinfo is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.workers = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        RealtimeOptions("2026-11-01")  # type: ignore[misc]
+    with pytest.raises(OptionsError, match="max_reject_ratio"):
+        RealtimeOptions(max_reject_ratio=1.5)
+    assert o.to_dict()["start"] == "2026-11-01T13:00:00.000000Z"
+
+
+def test_report_never_contains_storage_secrets() -> None:
+    o = RealtimeOptions(storage_options={"key": "AKIA-secret", "secret": "shh"})
+    assert "shh" not in str(o.to_dict()) and "AKIA-secret" not in str(o.to_dict())
