@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--require-data", action="store_true", help="an empty window is an error")
     rt.add_argument("--workers", type=_positive_int, help="decode threads (default: number of cores)")
     rt.add_argument("--fetch-concurrency", type=_positive_int, default=32, help="objects fetched at once")
-    rt.add_argument("--unit-size", type=_size, default=16 * 2**20, help="bytes decoded per unit (default 16MiB)")
+    rt.add_argument("--unit-size", type=_size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
     rt.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
     rt.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
     rt.add_argument(

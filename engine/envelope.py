@@ -9,6 +9,7 @@ lines with reasons and keeps the good ones. Both paths meet in the same vectoriz
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import Counter
 from dataclasses import dataclass, field
@@ -103,33 +104,54 @@ def parse_inference_times(values: pa.Array) -> pa.Array:
 
 
 class _Lines:
-    """Line geometry of a unit: where each line starts and ends and which piece it belongs to."""
+    """Line geometry of a unit, computed only as far as a path needs it.
+
+    The fast path needs just the line count of each piece (known from fetching): when pyarrow
+    returns one row per line, row i is line i. The byte positions of lines are computed (one numpy
+    pass) only for units with blank lines, rejects or the per-line path.
+    """
 
     def __init__(self, pieces: list[Piece]) -> None:
         self.pieces = pieces
         self.buf = b"".join(p.data for p in pieces)
-        arr = np.frombuffer(self.buf, dtype=np.uint8)
-        self.ends = np.flatnonzero(arr == 10)  # every piece ends with "\n", so the last line too
-        self.starts = np.empty_like(self.ends)
-        if len(self.ends):
-            self.starts[0] = 0
-            self.starts[1:] = self.ends[:-1] + 1
-        counts = np.fromiter((p.data.count(b"\n") for p in pieces), dtype=np.int64, count=len(pieces))
+        counts = np.fromiter((p.lines for p in pieces), dtype=np.int64, count=len(pieces))
         self.piece_end = np.cumsum(counts)  # exclusive line index where each piece ends
-        lengths = self.ends - self.starts
+        self.total = int(self.piece_end[-1]) if len(pieces) else 0
+
+    @functools.cached_property
+    def ends(self) -> np.ndarray:
+        # Every piece ends with "\n", so every line, the last included, ends at a newline.
+        return np.flatnonzero(np.frombuffer(self.buf, dtype=np.uint8) == 10)
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        starts = np.empty_like(self.ends)
+        if len(starts):
+            starts[0] = 0
+            starts[1:] = self.ends[:-1] + 1
+        return starts
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        lengths: np.ndarray = self.ends - self.starts
+        return lengths
+
+    @functools.cached_property
+    def blank(self) -> np.ndarray:
+        """Lines holding only whitespace. A line starting with "{" is a record candidate; others are rare."""
+        arr = np.frombuffer(self.buf, dtype=np.uint8)
+        nonempty = self.lengths > 0
         first = np.zeros(len(self.ends), dtype=np.uint8)
-        nonempty = lengths > 0
         first[nonempty] = arr[self.starts[nonempty]]
-        self.lengths = lengths
-        # A line starting with "{" is a record candidate; anything else needs a closer look (rare).
-        self.brace = first == _OPEN_BRACE
-        odd = np.flatnonzero(~self.brace & nonempty)
-        self.blank = ~self.brace
-        self.other: list[int] = []
-        for i in odd.tolist():
+        blank: np.ndarray = first != _OPEN_BRACE
+        self.other = []
+        for i in np.flatnonzero(blank & nonempty).tolist():
             if self.line(i).strip(_WHITESPACE):
-                self.blank[i] = False
+                blank[i] = False
                 self.other.append(i)
+        return blank
+
+    other: list[int]  # non-blank lines that do not start with "{" (set with `blank`)
 
     def line(self, i: int) -> bytes:
         return self.buf[int(self.starts[i]) : int(self.ends[i])]
@@ -155,15 +177,14 @@ def _valid_utf8(buf: bytes) -> bool:
 
 def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
-    if lines.other or (len(lines.lengths) and int(lines.lengths.max()) > max_line_bytes):
+    if not lines.total:
+        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
+    if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
         return None
-    idx = np.flatnonzero(~lines.blank)
-    if not len(idx):
-        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), idx
     if not _valid_utf8(lines.buf):
         return None  # pyarrow would let invalid UTF-8 into string columns; orjson rejects it per line
-    longest = int(lines.lengths.max())
-    block = max(1 << 20, 1 << (longest + 2).bit_length())
+    # One block for the whole unit: no line can straddle blocks, and large blocks parse fastest.
+    block = max(1 << 20, len(lines.buf) + 1)
     try:
         table = pj.read_json(
             io.BytesIO(lines.buf),
@@ -172,8 +193,13 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    if table.num_rows != len(idx):  # pyarrow skipped or split something differently: be safe
-        return None
+    if table.num_rows == lines.total:
+        idx = np.arange(lines.total, dtype=np.int64)  # no blank lines: row i is line i
+    else:
+        # Blank lines (pyarrow skips them): map rows to the non-blank lines, if that is unambiguous.
+        idx = np.flatnonzero(~lines.blank)
+        if lines.other or table.num_rows != len(idx):
+            return None
     cap = table.column("captureData")
     meta = table.column("eventMetadata")
     inp = pc.struct_field(cap, "endpointInput")
@@ -191,7 +217,7 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         pc.struct_field(out, "data"),
         pc.struct_field(meta, "customAttributes"),
     ]
-    return pa.table(dict(zip(_FLAT, cols, strict=False))), idx
+    return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
 def _text(v: Any) -> str | None:
@@ -306,12 +332,13 @@ def decode_unit(
     for p in pieces:
         if p.error is not None:
             reasons[p.error.split(":", 1)[0]] += 1
-    records = int((~lines.blank).sum()) + sum(1 for p in pieces if p.error is not None)
+    blank_lines = lines.total - len(idx) if fast is not None else int(lines.blank.sum())
+    records = lines.total - blank_lines + sum(1 for p in pieces if p.error is not None)
     return Decoded(
         rows=rows,
         rejects=rejects,
         records=records,
-        blank_lines=int(lines.blank.sum()),
+        blank_lines=blank_lines,
         out_of_window=out_of_window,
         bytes=len(lines.buf),
         fallback=fast is None,

@@ -41,6 +41,7 @@ class Piece:
     obj: CaptureObject
     data: bytes
     first_line: int
+    lines: int  # newlines in `data`, i.e. its number of lines
     error: str | None = None
 
 
@@ -80,8 +81,9 @@ def _split_lines(obj: CaptureObject, data: bytes, block: int) -> list[Piece]:
         if end <= start:  # one line longer than the block: keep it whole
             end = data.index(b"\n", start + block) + 1
         chunk = data[start:end] if (start, end) != (0, len(data)) else data
-        pieces.append(Piece(obj, chunk, line))
-        line += chunk.count(b"\n")
+        count = chunk.count(b"\n")
+        pieces.append(Piece(obj, chunk, line, count))
+        line += count
         start = end
     return pieces
 
@@ -115,8 +117,8 @@ def read_object(loc: Location, obj: CaptureObject, block: int) -> list[Piece]:
         raw = raw[: raw.rfind(b"\n") + 1]
     pieces = _split_lines(obj, raw, block)
     if error is not None:
-        line = pieces[-1].first_line + pieces[-1].data.count(b"\n") if pieces else 1
-        pieces.append(Piece(obj, b"", line, error))
+        line = pieces[-1].first_line + pieces[-1].lines if pieces else 1
+        pieces.append(Piece(obj, b"", line, 0, error))
     return pieces
 
 
@@ -133,7 +135,7 @@ def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Pie
             try:
                 chunk = stream.read(block)
             except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                yield Piece(obj, b"", line, f"corrupt_gzip: {exc}")
+                yield Piece(obj, b"", line, 0, f"corrupt_gzip: {exc}")
                 return
             except OSError as exc:
                 with translate_errors(obj.uri):
@@ -147,10 +149,11 @@ def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Pie
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                yield Piece(obj, data[:cut], line)
-                line += data.count(b"\n", 0, cut)
+                count = data.count(b"\n", 0, cut)
+                yield Piece(obj, data[:cut], line, count)
+                line += count
         if carry:
-            yield Piece(obj, carry + b"\n", line)
+            yield Piece(obj, carry + b"\n", line, carry.count(b"\n") + 1)
 
 
 def iter_pieces(loc: Location, objects: list[CaptureObject], *, block: int, concurrency: int) -> Iterator[Piece]:

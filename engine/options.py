@@ -91,11 +91,11 @@ class RealtimeOptions:
     require_data: bool = False
     workers: int = field(default_factory=_default_workers)
     fetch_concurrency: int = 32
-    unit_bytes: int = 16 * 2**20
+    unit_bytes: int = 8 * 2**20
     max_line_bytes: int = 32 * 2**20
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     compression: str = "zstd"
-    row_group_bytes: int = 64 * 2**20
+    row_group_bytes: int = 16 * 2**20
 
     def __post_init__(self) -> None:
         if self.start is not None:

@@ -46,8 +46,9 @@ def _codes(col: pa.Array) -> tuple[np.ndarray, list[str | None]]:
 def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[PartitionKey, pa.RecordBatch]]:
     """Yield (key, rows) for each (endpoint, variant, hour of `time_column`) in `batch`.
 
-    One stable sort of an int64 composite key, then contiguous slices: cost is O(n log n) in
-    Arrow/numpy, not a filter per partition.
+    Rows arrive mostly grouped (objects are read in hour order), so contiguous runs are sliced
+    without a copy; otherwise one stable sort of an int64 composite key, then slices. Never a
+    filter per partition, never a Python loop per row.
     """
     if batch.num_rows == 0:
         return
@@ -59,18 +60,21 @@ def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[Par
     hour_min = int(hours.min())
     span = int(hours.max()) - hour_min + 1
     key = (e_codes * len(v_values) + v_codes) * span + (hours - hour_min)
-    if (key == key[0]).all():
-        groups = [(0, batch.num_rows)]
+    cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    starts = np.concatenate([[0], cuts])
+    if len(np.unique(key[starts])) == len(starts):
+        # Each key is one contiguous run (capture objects are read in hour order): slice, no copy.
         ordered = batch
-        sorted_key = key[:1]
+        sorted_key = key
     else:
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         ordered = batch.take(pa.array(order))
-        cuts = np.flatnonzero(np.diff(sorted_key)) + 1
-        bounds = np.concatenate([[0], cuts, [batch.num_rows]])
-        groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=False))
-        sorted_key = sorted_key[bounds[:-1]]
+        cuts = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
+        starts = np.concatenate([[0], cuts])
+    bounds = np.concatenate([starts, [batch.num_rows]])
+    groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    sorted_key = sorted_key[starts]
     for (lo, hi), k in zip(groups, sorted_key.tolist(), strict=False):
         ev, h = divmod(k, span)
         e, v = divmod(ev, len(v_values))

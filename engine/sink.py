@@ -39,6 +39,7 @@ _DICTIONARY = {
     "source_file",
     "reason",
 }
+_NO_STATISTICS = {"input_data", "output_data", "custom_attributes", "raw", "detail"}
 
 
 @dataclass
@@ -146,7 +147,8 @@ class DatasetWriter:
                 self.schema,
                 compression=self.compression,
                 use_dictionary=[c for c in self.schema.names if c in _DICTIONARY],
-                write_statistics=True,
+                # Min/max of payload strings cost time and prune nothing; ids and times do prune.
+                write_statistics=[c for c in self.schema.names if c not in _NO_STATISTICS],
             )
         part.files.append(path)
         handle = self.open[key] = _Open(writer, f, path)
