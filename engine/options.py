@@ -77,7 +77,8 @@ class RealtimeOptions:
         max_reject_ratio: the run fails when rejects / records exceeds this (0..1).
         require_data: an empty window is an error instead of an empty report.
         workers: decode threads (pyarrow releases the GIL, so threads use every core).
-        fetch_concurrency: objects fetched at once (S3 GETs are latency-bound, so many).
+        fetch_concurrency: objects fetched at once from object stores (GETs are latency-bound, so
+            many); local disk uses at most 4.
         unit_bytes: bytes of capture decoded as one unit; bounds memory together with `workers`.
         max_line_bytes: longer lines are rejected (a SageMaker body is at most 6 MB, 8 MB as base64).
         storage_options: passed to fsspec for source and destination (e.g. S3 endpoint, credentials).

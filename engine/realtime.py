@@ -29,6 +29,8 @@ __all__ = ["ProgressCallback", "read_capture", "run_realtime"]
 
 logger = logging.getLogger(__name__)
 
+_LOCAL_FETCH_THREADS = 4
+
 ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in total
 
 
@@ -40,7 +42,9 @@ def _decoded_units(
     loc: Location, objects: list[CaptureObject], options: RealtimeOptions, report: RunReport
 ) -> Iterator[Decoded]:
     """Fetch and decode, `workers` units at a time, in input order."""
-    pieces = iter_pieces(loc, objects, block=options.unit_bytes, concurrency=options.fetch_concurrency)
+    # Local reads are not latency-bound: more threads would only add memory (one malloc arena each).
+    concurrency = min(options.fetch_concurrency, _LOCAL_FETCH_THREADS) if loc.is_local else options.fetch_concurrency
+    pieces = iter_pieces(loc, objects, block=options.unit_bytes, concurrency=concurrency)
 
     def decode(unit: list[Any]) -> Decoded:
         t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ class RunReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     message: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def balanced(self) -> bool:
@@ -48,10 +50,12 @@ class RunReport:
         return self.rejected / self.records if self.records else 0.0
 
     def add_time(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        """Add busy time to a stage; called from decode threads, hence the lock."""
+        with self._lock:
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         d["rejects_by_reason"] = dict(sorted(self.rejects_by_reason.items()))
         d["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         d["wall_seconds"] = round(self.wall_seconds, 3)
