@@ -274,6 +274,42 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
     return table, np.asarray(good, dtype=np.int64), bad
 
 
+def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, list[tuple[int, str, str]]]:
+    """Parse times and check ids, vectorized: (times, mask of valid records, rejects by line)."""
+    event_id = flat.column("event_id")
+    time_text = flat.column("inference_time").combine_chunks()
+    times = parse_inference_times(time_text)
+
+    def mask(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(a.to_numpy(zero_copy_only=False), dtype=bool)
+
+    no_id = mask(pc.fill_null(pc.or_(pc.is_null(event_id), pc.equal(event_id, "")), True))
+    no_time = mask(pc.is_null(time_text)) & ~no_id
+    bad_time = mask(pc.is_null(times)) & ~no_id & ~no_time
+    # Loops over rejected records only: they are rare, and each needs its own message.
+    bad = [
+        (int(idx[j]), "missing_event_id", "eventMetadata.eventId is missing or empty") for j in np.flatnonzero(no_id)
+    ]
+    bad += [
+        (int(idx[j]), "missing_inference_time", "eventMetadata.inferenceTime is missing")
+        for j in np.flatnonzero(no_time)
+    ]
+    for j in np.flatnonzero(bad_time).tolist():
+        text = time_text[j].as_py()
+        bad.append((int(idx[j]), "invalid_inference_time", f"eventMetadata.inferenceTime is not ISO-8601: {text!r}"))
+    return times, ~(no_id | no_time | bad_time), bad
+
+
+def _in_window(times: pa.Array, start: datetime | None, end: datetime | None) -> np.ndarray:
+    ms = np.asarray(times.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+    inside = np.ones(len(ms), dtype=bool)
+    if start is not None:
+        inside &= ms >= int(start.timestamp() * 1000)
+    if end is not None:
+        inside &= ms < int(end.timestamp() * 1000)
+    return inside
+
+
 def decode_unit(
     pieces: list[Piece],
     *,
@@ -282,64 +318,28 @@ def decode_unit(
     end: datetime | None = None,
 ) -> Decoded:
     """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
+    failed = [p for p in pieces if p.error is not None]
     lines = _Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
-    bad: list[tuple[int, str, str]] = []
     if fast is not None:
         flat, idx = fast
+        unreadable: list[tuple[int, str, str]] = []
+        blank_lines = lines.total - len(idx)
     else:
-        flat, idx, bad = _slow(lines, max_line_bytes)
+        flat, idx, unreadable = _slow(lines, max_line_bytes)
+        blank_lines = int(lines.blank.sum())
 
-    event_id = flat.column("event_id")
-    time_text = flat.column("inference_time")
-    times = parse_inference_times(time_text.combine_chunks())
-    no_id = pc.fill_null(pc.or_(pc.is_null(event_id), pc.equal(event_id, "")), True)
-    no_time = pc.is_null(time_text)
-    bad_time = pc.is_null(times)
-    ok = pc.invert(pc.or_(no_id, bad_time))
+    times, valid, invalid = _validate(flat, idx)
+    keep = valid & _in_window(times, start, end)
+    bad = unreadable + invalid
     reasons = Counter(r for _, r, _ in bad)
-    no_id_np = np.asarray(no_id.to_numpy(zero_copy_only=False), dtype=bool)
-    no_time_np = np.asarray(no_time.to_numpy(zero_copy_only=False), dtype=bool) & ~no_id_np
-    bad_time_np = np.asarray(bad_time.to_numpy(zero_copy_only=False), dtype=bool) & ~no_id_np & ~no_time_np
-    for mask, reason, detail in (
-        (no_id_np, "missing_event_id", "eventMetadata.eventId is missing or empty"),
-        (no_time_np, "missing_inference_time", "eventMetadata.inferenceTime is missing"),
-        (bad_time_np, "invalid_inference_time", "eventMetadata.inferenceTime is not an ISO-8601 time"),
-    ):
-        where = np.flatnonzero(mask)
-        if len(where):
-            reasons[reason] += len(where)
-            texts = time_text.take(pa.array(where)).to_pylist() if reason == "invalid_inference_time" else None
-            for k, j in enumerate(where.tolist()):
-                d = f"{detail}: {texts[k]!r}" if texts is not None else detail
-                bad.append((int(idx[j]), reason, d))
-
-    keep = ok
-    out_of_window = 0
-    if start is not None or end is not None:
-        inside = pc.fill_null(ok, False)
-        if start is not None:
-            inside = pc.and_(inside, pc.greater_equal(times, pa.scalar(start, pa.timestamp("ms", tz="UTC"))))
-        if end is not None:
-            inside = pc.and_(inside, pc.less(times, pa.scalar(end, pa.timestamp("ms", tz="UTC"))))
-        inside = pc.fill_null(inside, False)
-        out_of_window = int(pc.sum(ok).as_py() or 0) - int(pc.sum(inside).as_py() or 0)
-        keep = inside
-
-    keep_np = np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)
-    rows = _rows(lines, flat, times, idx, keep_np)
-    rejects = _rejects(lines, bad, [p for p in pieces if p.error is not None])
-    for p in pieces:
-        if p.error is not None:
-            reasons[p.error.split(":", 1)[0]] += 1
-    blank_lines = lines.total - len(idx) if fast is not None else int(lines.blank.sum())
-    records = lines.total - blank_lines + sum(1 for p in pieces if p.error is not None)
+    reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
     return Decoded(
-        rows=rows,
-        rejects=rejects,
-        records=records,
+        rows=_rows(lines, flat, times, idx, keep),
+        rejects=_rejects(lines, bad, failed),
+        records=lines.total - blank_lines + len(failed),
         blank_lines=blank_lines,
-        out_of_window=out_of_window,
+        out_of_window=int(valid.sum() - keep.sum()),
         bytes=len(lines.buf),
         fallback=fast is None,
         reasons=reasons,

