@@ -184,6 +184,8 @@ def begin_run(loc: Location) -> None:
 def commit_run(loc: Location, run_id: str, written: dict[str, tuple[int, list[str]]], report: bytes | None) -> None:
     """Replace every written partition with this run's files, then write `_SUCCESS` (if `report`)."""
     fs = loc.fs
+    # Object-store filesystems cache listings; what other runs or this one wrote must be seen fresh.
+    fs.invalidate_cache()
     for rel, (_, files) in sorted(written.items()):
         final_dir = loc.join(rel)
         with translate_errors(loc.uri(final_dir), sink=True):
