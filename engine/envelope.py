@@ -166,7 +166,7 @@ class _Lines:
 
 def _valid_utf8(buf: bytes) -> bool:
     """Validate the whole unit at once (Arrow's SIMD UTF-8 check, no copy)."""
-    offsets = pa.array([0, len(buf)], pa.int64()).buffers()[1]
+    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64).tobytes())
     whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(buf)])
     try:
         whole.cast(pa.large_string())
@@ -276,7 +276,7 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
 
 def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, list[tuple[int, str, str]]]:
     """Parse times and check ids, vectorized: (times, mask of valid records, rejects by line)."""
-    event_id = flat.column("event_id")
+    event_id = flat.column("event_id").combine_chunks()
     time_text = flat.column("inference_time").combine_chunks()
     times = parse_inference_times(time_text)
 
