@@ -177,6 +177,8 @@ def run_realtime(
         written_rejects = rejects.close()
         report.add_time("write", time.perf_counter() - t1)
     except BaseException:
+        data.abort()
+        rejects.abort()
         abort_run(out, run_id)
         raise
 

@@ -162,6 +162,24 @@ class DatasetWriter:
             handle.writer.close()
             handle.handle.close()
 
+    def abort(self) -> None:
+        """Drop open files without finishing them (after a failure; nothing of them is committed).
+
+        An object-store upload is aborted rather than completed, and the writer is marked closed so
+        that garbage collection does not try to write a footer to a dead connection.
+        """
+        for key in list(self.open):
+            handle = self.open.pop(key)
+            handle.writer.is_open = False
+            try:
+                if self.loc.is_local:
+                    handle.handle.close()
+                else:
+                    handle.handle.discard()
+                    handle.handle.closed = True
+            except Exception:  # best effort: the store may be the thing that failed
+                logger.debug("could not discard %s", self.loc.uri(handle.path), exc_info=True)
+
     def close(self) -> dict[str, tuple[int, list[str]]]:
         """Flush and close everything; returns {partition dir: (rows, temporary files)}."""
         for key in list(self.partitions):
