@@ -175,8 +175,10 @@ class DatasetWriter:
                 if self.loc.is_local:
                     handle.handle.close()
                 else:
-                    handle.handle.discard()
-                    handle.handle.closed = True
+                    try:
+                        handle.handle.discard()
+                    finally:
+                        handle.handle.closed = True
             except Exception:  # best effort: the store may be the thing that failed
                 logger.debug("could not discard %s", self.loc.uri(handle.path), exc_info=True)
 
