@@ -33,8 +33,13 @@ lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check engine tests benchmarks
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.dev lint ## Lint, type-check and run the whole test suite
+test: $(VENV)/.dev lint ## Lint, type-check, run the test suite, then the benchmarks at CI size
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory bench-ci
+
+bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI size (results in benchmarks/results/)
+	$(PY) -m pytest benchmarks/test_kernels.py -q -p no:cacheprovider --benchmark-json=benchmarks/results/kernels.json
+	$(PY) -m benchmarks.run --size 20MB
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
@@ -43,10 +48,7 @@ format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1GB) against DuckDB, polars, pandas
 	$(PY) -m benchmarks.run --size $(BENCH_SIZE)
 
-bench-small: $(VENV)/.dev ## The same benchmarks at CI size
-	$(PY) -m benchmarks.run --size 20MB
-
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install install-dev demo lint test format bench bench-small clean
+.PHONY: help install install-dev demo lint test bench-ci format bench clean

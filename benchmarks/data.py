@@ -17,7 +17,16 @@ from typing import Any, Final
 
 from engine.synth import SynthOptions, synth
 
-__all__ = ["DEFAULT_ROOT", "MARKER", "SEED", "capture_files", "ensure_data", "load_marker", "synth_options"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "MARKER",
+    "SEED",
+    "capture_files",
+    "ensure_data",
+    "is_complete",
+    "load_marker",
+    "synth_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +48,26 @@ def _tree_dir(size_bytes: int, root: Path) -> Path:
     return root / f"synth-{size_bytes}B-seed{SEED}-h{_HOURS}-e{_ENDPOINTS}-v{_VARIANTS}"
 
 
+def is_complete(size_bytes: int, root: Path | str | None = None) -> bool:
+    """Whether the tree of ``size_bytes`` is already generated (ensure_data will reuse it)."""
+    base = Path(root) if root is not None else DEFAULT_ROOT
+    return (_tree_dir(size_bytes, base) / MARKER).is_file()
+
+
 def load_marker(tree: Path) -> dict[str, Any]:
     """The completion marker of a tree: the synth summary, options and how long generation took."""
     data: dict[str, Any] = json.loads((tree / MARKER).read_text())
     return data
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def ensure_data(size_bytes: int, root: Path | str | None = None) -> Path:
@@ -58,9 +83,11 @@ def ensure_data(size_bytes: int, root: Path | str | None = None) -> Path:
         logger.warning("removing incomplete benchmark tree %s", tree)
         shutil.rmtree(tree)
     base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob(f"{tree.name}.partial-*"):
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted generation
     # The pid keeps two concurrent first runs from writing into the same folder.
     partial = base / f"{tree.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
     options = synth_options(size_bytes)
     t0 = time.perf_counter()
     summary = synth(str(partial), options)

@@ -1,0 +1,599 @@
+"""End-to-end benchmark: capture-engine against DuckDB, polars and pandas on the same synth capture tree.
+
+    python -m benchmarks.run --size 1GB [--tools engine,duckdb,polars,pandas] [--repeat N] [--json PATH]
+
+Each tool runs in its own process on a fresh destination; wall time is measured around the process (interpreter
+start and imports included, as a user would see it) and peak RSS is the child's own ``ru_maxrss`` from
+``os.wait4``. Then every tool's output is read back with DuckDB and compared with the reference (the engine, or
+the first tool if the engine is not run): rows per partition, and the row count plus order-independent hashes
+over all rows. The reference itself is checked against the synth ground truth (events per UTC hour). Any
+failure or mismatch makes the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks.data import DEFAULT_ROOT, capture_files, ensure_data, is_complete, load_marker
+from benchmarks.realtime_peers import PARTITION_KEYS, TOOLS
+from engine.options import parse_size
+from engine.schemas import table_spec
+
+REPO: Final = Path(__file__).resolve().parent.parent
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+DEFAULT_TOOLS: Final = ("engine", "duckdb", "polars", "pandas")
+_LIBRARIES: Final = ("capture-engine", "pyarrow", "polars", "duckdb", "pandas", "numpy", "orjson", "fsspec")
+_LAYOUT: Final = re.compile(r"endpoint=[^/]+/variant=[^/]+/year=\d{4}/month=\d{2}/day=\d{2}/hour=\d{2}/[^/]+\.parquet")
+_DATA_COLUMNS: Final = (
+    "event_id, inference_id, epoch_ms(inference_time), event_version, input_content_type, input_encoding, "
+    "input_data, output_content_type, output_encoding, output_data, custom_attributes, source_file, source_line"
+)
+MB: Final = 1e6  # sizes, throughput and RSS are all in decimal megabytes, like --size
+
+
+@dataclass
+class Run:
+    """One process run of one tool."""
+
+    wall_seconds: float
+    peak_rss_bytes: int
+    exit_code: int
+    cpu_seconds: float = 0.0  # user + system: less sensitive than wall time to a busy neighbour on the machine
+    stderr_tail: str = ""
+    engine_report: dict[str, Any] | None = None  # the engine's own timing from _SUCCESS (engine runs only)
+
+
+@dataclass
+class ToolResult:
+    """Every run of one tool plus what the output check found."""
+
+    tool: str
+    command: list[str]
+    input_bytes: int  # bytes the tool read (the subset for an extrapolated pandas run)
+    subset_files: list[str] | None = None  # capture files of a subset run, else None (all of them)
+    runs: list[Run] = field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    check: str = "not checked"
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.exit_code == 0]
+
+    @property
+    def failed(self) -> bool:
+        return not self.runs or len(self.ok_runs) != len(self.runs)
+
+    @property
+    def wall(self) -> float | None:
+        """Median wall time of the runs, or None if any run failed."""
+        return None if self.failed else statistics.median(r.wall_seconds for r in self.runs)
+
+    @property
+    def peak_rss(self) -> int:
+        return max((r.peak_rss_bytes for r in self.runs), default=0)
+
+
+def _size_label(text: str) -> str:
+    return re.sub(r"\s+", "", text).upper().replace("IB", "iB")
+
+
+def _tool_command(tool: str, src: Path, dest: Path, files_from: Path | None) -> list[str]:
+    if tool == "engine":
+        # The documented command itself, not a wrapper, so the measured process is the engine's.
+        return [sys.executable, "-m", "engine", "realtime", str(src), str(dest), "--quiet"]
+    cmd = [sys.executable, "-m", "benchmarks.realtime_peers", tool, str(src), str(dest)]
+    if files_from is not None:
+        cmd += ["--files-from", str(files_from)]
+    return cmd
+
+
+def _run_process(cmd: list[str], log_base: Path) -> Run:
+    """Run ``cmd`` to completion; its output goes to files so a chatty child can never block on a full pipe."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    stdout_path, stderr_path = log_base.with_suffix(".stdout"), log_base.with_suffix(".stderr")
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
+        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the max over every child so far.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: stop Popen from waiting again
+    tail = ""
+    if proc.returncode:
+        tail = "\n".join(stderr_path.read_text(errors="replace").strip().splitlines()[-15:])
+    # Linux reports ru_maxrss in KiB.
+    return Run(
+        wall_seconds=wall,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+        exit_code=proc.returncode,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        stderr_tail=tail,
+    )
+
+
+def _engine_report(dest: Path) -> dict[str, Any] | None:
+    """The engine's in-process wall time and busy time per stage, to tell start-up from work."""
+    try:
+        report = json.loads((dest / "_SUCCESS").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: report.get(k) for k in ("wall_seconds", "stage_seconds", "records", "rows_written", "rejected")}
+
+
+def _warm_page_cache(files: list[Path]) -> float:
+    """Read every input once so no tool pays (or is spared) the cold-cache read that the first one would."""
+    t0 = time.perf_counter()
+    for p in files:
+        with p.open("rb", buffering=0) as f:
+            while f.read(16 * 2**20):
+                pass
+    return time.perf_counter() - t0
+
+
+def _pandas_subset(files: list[Path], limit: int) -> list[Path]:
+    """The longest prefix of the (sorted) files totalling at most ``limit`` bytes; at least one file."""
+    chosen: list[Path] = []
+    total = 0
+    for p in files:
+        size = p.stat().st_size
+        if chosen and total + size > limit:
+            break
+        chosen.append(p)
+        total += size
+    return chosen
+
+
+# --- output check -------------------------------------------------------------------------------------------
+
+
+def _layout_problems(dest: Path) -> tuple[list[str], Path | None]:
+    """Parquet files outside the hive layout (zero-padded keys), and one data file to read the schema from."""
+    problems: list[str] = []
+    sample: Path | None = None
+    for p in sorted(dest.rglob("*.parquet")):
+        rel = p.relative_to(dest).as_posix()
+        if rel.startswith("_"):  # _rejects/, _temporary/: not data, and readers skip them
+            continue
+        if _LAYOUT.fullmatch(rel):
+            sample = sample or p
+        elif len(problems) < 5:
+            problems.append(f"file outside the hive layout: {rel}")
+    if sample is None:
+        problems.append("no data files under endpoint=*/variant=*/year=*/month=*/day=*/hour=*/")
+    return problems, sample
+
+
+def _schema_notes(sample: Path) -> tuple[list[str], list[str]]:
+    """(problems, notes): column names must match the contract; type differences are reported, not failed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = table_spec("capture").file_schema
+    got = pq.read_schema(sample)
+    problems, notes = [], []
+    if got.names != want.names:
+        problems.append(f"file columns {got.names} differ from the contract's {want.names}")
+    for f in got:
+        if f.name not in want.names:
+            continue
+        expected = want.field(f.name).type
+        # large_string is how Arrow-based writers tag the same Parquet BYTE_ARRAY/UTF8 column.
+        same = f.type == expected or (f.type == pa.large_string() and expected == pa.string())
+        if not same:
+            notes.append(f"{f.name} is {f.type} (contract {expected})")
+    return problems, notes
+
+
+def _stats(con: Any, dest: Path, subset: list[str] | None) -> dict[str, Any]:
+    """Row count, hashes and rows per partition of a dataset, optionally only rows from ``subset`` files."""
+    rel = (
+        f"read_parquet('{dest.as_posix()}/endpoint=*/**/*.parquet', hive_partitioning = true, "
+        "hive_types_autocast = false)"  # keep '01' a string: zero padding is part of what is checked
+    )
+    where = ""
+    if subset is not None:
+        con.execute("CREATE OR REPLACE TEMP TABLE subset AS SELECT unnest(?::VARCHAR[]) AS uri", [subset])
+        where = "WHERE source_file IN (SELECT uri FROM subset)"
+    # Sums of 64-bit hashes as HUGEINT: order-independent, and unlike XOR a duplicated row does not cancel out.
+    rows, key_hash, row_hash = con.execute(
+        f"""SELECT count(*),
+                   coalesce(sum(hash(event_id, epoch_ms(inference_time), source_line)::HUGEINT), 0),
+                   coalesce(sum(hash({_DATA_COLUMNS}, {", ".join(PARTITION_KEYS)})::HUGEINT), 0)
+            FROM {rel} {where}"""
+    ).fetchone()
+    parts = con.execute(
+        f"SELECT {', '.join(PARTITION_KEYS)}, count(*) FROM {rel} {where} GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    partitions = {"/".join(f"{k}={v}" for k, v in zip(PARTITION_KEYS, p[:-1], strict=True)): p[-1] for p in parts}
+    return {"rows": rows, "key_hash": str(key_hash), "row_hash": str(row_hash), "partitions": partitions}
+
+
+def _compare(got: dict[str, Any], want: dict[str, Any], ref: str) -> list[str]:
+    problems = []
+    if got["rows"] != want["rows"]:
+        problems.append(f"{got['rows']:,} rows, {ref} has {want['rows']:,}")
+    if got["key_hash"] != want["key_hash"]:
+        problems.append(f"hash of (event_id, inference_time ms, source_line) differs from {ref}")
+    elif got["row_hash"] != want["row_hash"]:
+        problems.append(f"same keys as {ref} but other column values differ (hash over every column)")
+    gp, wp = got["partitions"], want["partitions"]
+    diff = sorted(k for k in gp.keys() | wp.keys() if gp.get(k) != wp.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {gp.get(k, 0)} vs {wp.get(k, 0)}" for k in diff[:3])
+        problems.append(f"{len(diff)} partitions differ in rows ({shown}{'; ...' if len(diff) > 3 else ''})")
+    return problems
+
+
+def _ground_truth(stats: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """What synth says it wrote: events in total and per UTC hour (every event is valid, so each is a row)."""
+    problems = []
+    if stats["rows"] != summary["events"]:
+        problems.append(f"{stats['rows']:,} rows but synth wrote {summary['events']:,} events")
+    per_hour: dict[str, int] = {}
+    for key, n in stats["partitions"].items():
+        v = dict(kv.split("=", 1) for kv in key.split("/"))
+        hour = f"{v['year']}-{v['month']}-{v['day']}T{v['hour']}"
+        per_hour[hour] = per_hour.get(hour, 0) + n
+    expected = {h: n for h, n in summary["events_per_hour"].items() if n}
+    if per_hour != expected:
+        problems.append(f"rows per UTC hour {per_hour} differ from synth's events per hour {expected}")
+    return problems
+
+
+def check_outputs(results: list[ToolResult], dests: dict[str, Path], summary: dict[str, Any]) -> str | None:
+    """Fill in each result's check; returns the reference tool (None if no full run succeeded)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for r in results:
+        if r.failed:
+            r.check = "FAILED"
+            r.problems.append("the tool exited non-zero: " + (r.runs[-1].stderr_tail if r.runs else "not run"))
+            continue
+        layout, sample = _layout_problems(dests[r.tool])
+        r.problems += layout
+        if sample is not None:
+            names, notes = _schema_notes(sample)
+            r.problems += names
+            r.notes += notes
+            uris = None if r.subset_files is None else ["file://" + f for f in r.subset_files]
+            r.stats = _stats(con, dests[r.tool], uris)
+
+    full = [r for r in results if r.stats is not None and r.subset_files is None]
+    ordered = sorted(full, key=lambda r: r.tool != "engine")  # the engine is the reference when it ran
+    ref = ordered[0] if ordered else None
+    if ref is not None and ref.stats is not None:
+        ref.problems += [f"ground truth: {p}" for p in _ground_truth(ref.stats, summary)]
+    for r in results:
+        if r.failed or r.stats is None:
+            if not r.failed:
+                r.check = "MISMATCH"
+            continue
+        if ref is None or ref.stats is None:
+            # Only a subset run succeeded: nothing full-size to compare it with, which is not a mismatch.
+            r.check = "UNCHECKED (no full-size run to compare with)" if not r.problems else "MISMATCH"
+            continue
+        if r is ref:
+            pass
+        elif r.subset_files is None:
+            r.problems += _compare(r.stats, ref.stats, ref.tool)
+        else:
+            want = _stats(con, dests[ref.tool], ["file://" + f for f in r.subset_files])
+            r.problems += _compare(r.stats, want, f"{ref.tool} (same {len(r.subset_files)} files)")
+        if r.problems:
+            r.check = "MISMATCH"
+        elif r is ref:
+            r.check = "OK (reference; matches synth ground truth)"
+        elif r.subset_files is not None:
+            r.check = f"OK (subset of {len(r.subset_files)} files vs {ref.tool})"
+        else:
+            r.check = "OK"
+    con.close()
+    return ref.tool if ref is not None else None
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    cpu = ""
+    mem = 0
+    try:
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in ln
+            ),
+            "",
+        )
+        meminfo = Path("/proc/meminfo").read_text()
+        m = re.search(r"MemTotal:\s+(\d+) kB", meminfo)
+        mem = int(m.group(1)) * 1024 if m else 0
+    except OSError:
+        pass  # not Linux: leave them empty rather than fail the benchmark
+    versions = {lib: _version(lib) for lib in _LIBRARIES}
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": affinity,
+        "cpu_model": cpu,
+        "memory_bytes": mem,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "libraries": versions,
+        "git": _git(),
+    }
+
+
+def _version(lib: str) -> str | None:
+    try:
+        return metadata.version(lib)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git() -> dict[str, Any]:
+    """The commit benchmarked and whether engine/ had uncommitted edits (numbers then describe those edits)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "engine", "schemas"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"commit": head.stdout.strip(), "engine_dirty": bool(dirty.stdout.strip())}
+
+
+def _fmt_row(r: ToolResult, capture_bytes: int, engine_wall: float | None) -> list[str]:
+    if r.failed:
+        return [r.tool, "failed", "-", "-", "-", "-", r.check]
+    wall = r.wall or 0.0
+    star = ""
+    if r.subset_files is not None:
+        # Linear extrapolation from the subset's throughput to the whole input.
+        wall = wall * capture_bytes / r.input_bytes
+        star = "*"
+    rate = capture_bytes / MB / wall if wall else float("inf")
+    speedup = f"{wall / engine_wall:.1f}x{star}" if engine_wall and r.tool != "engine" else "-"
+    rows = f"{r.stats['rows']:,}" if r.stats else "-"
+    if r.subset_files is not None:
+        rows += " (subset)"
+    shown = f"{'~' if star else ''}{wall:.2f}{star}"
+    if len(r.runs) > 1 and not star:
+        walls = [run.wall_seconds for run in r.runs]
+        shown += f" ({min(walls):.2f}-{max(walls):.2f})"
+    return [
+        r.tool,
+        shown,
+        f"{rate:.1f}{star}",
+        f"{r.peak_rss / MB:,.0f}{star}",
+        speedup,
+        rows,
+        r.check,
+    ]
+
+
+def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
+    engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
+    engine_wall = engine.wall if engine else None
+    header = [
+        "tool",
+        "wall s" + (" (min-max)" if any(len(r.runs) > 1 for r in results) else ""),
+        "MB/s",
+        "peak RSS MB",
+        "engine speed-up",
+        "rows",
+        "check",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(_fmt_row(r, capture_bytes, engine_wall)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def _footnotes(results: list[ToolResult], capture_bytes: int, ref: str | None) -> list[str]:
+    """How to read extrapolated rows, then every problem and note of the output check."""
+    notes = [
+        f"\\* {r.tool} ran on the first {len(r.subset_files):,} files in sorted path order "
+        f"({r.input_bytes / MB:,.1f} MB, the --pandas-max-size limit) in {r.wall or 0:.2f} s; its wall time "
+        f"and speed-up are extrapolated linearly to {capture_bytes / MB:,.1f} MB (its start-up, under a second, "
+        "is scaled too, so slightly pessimistic), its peak RSS is that "
+        "of the subset run (it holds every row in memory, so it grows with the input), and its rows are "
+        f"checked against the {ref or 'reference'} rows from the same files."
+        for r in results
+        if r.subset_files is not None and not r.failed
+    ]
+    for r in results:
+        notes += [f"- {r.tool}: {p}" for p in r.problems]
+        notes += [f"- {r.tool} (note, not a mismatch): {n}" for n in r.notes]
+    return notes
+
+
+def _result_json(r: ToolResult, capture_bytes: int, engine_wall: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "command": r.command,
+        "runs": [vars(run) for run in r.runs],
+        "input_bytes": r.input_bytes,
+        "check": r.check,
+        "problems": r.problems,
+        "notes": r.notes,
+        "stats": r.stats,
+    }
+    if not r.failed and r.wall:
+        wall = r.wall if r.subset_files is None else r.wall * capture_bytes / r.input_bytes
+        out |= {
+            "wall_seconds": round(wall, 3),
+            "measured_wall_seconds": round(r.wall, 3),
+            "mb_per_s": round(capture_bytes / MB / wall, 2),
+            "peak_rss_bytes": r.peak_rss,
+            "engine_speedup": round(wall / engine_wall, 2) if engine_wall and r.tool != "engine" else None,
+            "extrapolated": r.subset_files is not None,
+        }
+    if r.subset_files is not None:
+        out["subset"] = {"files": len(r.subset_files), "bytes": r.input_bytes, "first": r.subset_files[0]}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="20MB", help="capture bytes to generate: 20MB, 1GB, ... (default 20MB)")
+    parser.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help="comma-separated, from: " + ", ".join(TOOLS))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved; the median is reported")
+    parser.add_argument("--json", type=Path, help="results file (default benchmarks/results/realtime-SIZE-UTC.json)")
+    parser.add_argument(
+        "--pandas-max-size",
+        default="200MB",
+        help="above this input size pandas runs on a prefix of the files this large and is extrapolated",
+    )
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="cache of generated trees and outputs")
+    parser.add_argument("--keep-output", action="store_true", help="keep each tool's output dataset")
+    args = parser.parse_args(argv)
+
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown or not tools or args.repeat < 1:
+        parser.error(f"unknown tools {unknown}" if unknown else "need at least one tool and --repeat >= 1")
+    size = parse_size(args.size)
+    label = _size_label(args.size)
+    pandas_max = parse_size(args.pandas_max_size)
+    started = datetime.now(timezone.utc)
+    t_start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    tree_exists = is_complete(size, args.data_root)
+    say(f"{'reusing' if tree_exists else 'generating'} the {label} synth capture tree under {args.data_root}")
+    tree = ensure_data(size, args.data_root)
+    marker = load_marker(tree)
+    summary = marker["summary"]
+    capture_root = tree / "capture"
+    files = capture_files(capture_root)
+    capture_bytes = sum(p.stat().st_size for p in files)
+    say(
+        f"{summary['events']:,} events in {len(files):,} files, {capture_bytes / MB:,.1f} MB "
+        f"(generated in {marker['generate_seconds']:.1f} s); page cache warmed in {_warm_page_cache(files):.1f} s"
+    )
+
+    work = args.data_root / "runs" / tree.name
+    work.mkdir(parents=True, exist_ok=True)
+    dests = {t: work / t for t in tools}
+    results: list[ToolResult] = []
+    for tool in tools:
+        subset: list[Path] | None = None
+        files_from: Path | None = None
+        if tool == "pandas" and capture_bytes > pandas_max:
+            subset = _pandas_subset(files, pandas_max)
+            files_from = work / "pandas-files.txt"
+            files_from.write_text("".join(f"{p}\n" for p in subset))
+        input_bytes = capture_bytes if subset is None else sum(p.stat().st_size for p in subset)
+        results.append(
+            ToolResult(
+                tool=tool,
+                command=_tool_command(tool, capture_root, dests[tool], files_from),
+                input_bytes=input_bytes,
+                subset_files=None if subset is None else [str(p) for p in subset],
+            )
+        )
+
+    for rep in range(args.repeat):
+        for r in results:
+            shutil.rmtree(dests[r.tool], ignore_errors=True)  # a fresh destination every run
+            # Flush the previous run's dirty pages now, so their writeback is not charged to this run.
+            os.sync()
+            run = _run_process(r.command, work / f"{r.tool}-{rep}")
+            if r.tool == "engine" and run.exit_code == 0:
+                run.engine_report = _engine_report(dests[r.tool])
+            r.runs.append(run)
+            what = f"{r.input_bytes / MB:,.1f} MB subset" if r.subset_files is not None else "all files"
+            status = "ok" if run.exit_code == 0 else f"FAILED (exit {run.exit_code})"
+            say(
+                f"{r.tool} run {rep + 1}/{args.repeat} ({what}): {run.wall_seconds:.2f} s "
+                f"({run.cpu_seconds:.2f} CPU s), "
+                f"peak RSS {run.peak_rss_bytes / MB:,.0f} MB, {status}"
+            )
+
+    say("checking outputs with DuckDB")
+    ref = check_outputs(results, dests, summary)
+    if not args.keep_output:
+        for d in dests.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+    table = markdown_table(results, capture_bytes)
+    footnotes = _footnotes(results, capture_bytes, ref)
+    legend = (
+        "wall s: whole process (interpreter start and imports included); MB/s over the capture bytes; "
+        "peak RSS: the process's own ru_maxrss; engine speed-up: tool wall / engine wall."
+    )
+    engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
+    engine_wall = engine.wall if engine else None
+    ok = all(not r.failed and not r.check.startswith("MISMATCH") for r in results)
+    finished = datetime.now(timezone.utc)
+    out_path = args.json or RESULTS / f"realtime-{label}-{started:%Y%m%dT%H%M%SZ}.json"
+    document = {
+        "benchmark": "realtime",
+        "date": started.isoformat(timespec="seconds"),
+        "total_seconds": round((finished - started).total_seconds(), 1),
+        "command": [Path(sys.executable).name, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)],
+        "size": label,
+        "size_bytes": size,
+        "repeat": args.repeat,
+        "data": {
+            "tree": str(tree),
+            "cached": tree_exists,
+            "events": summary["events"],
+            "files": len(files),
+            "capture_bytes": capture_bytes,
+            "generate_seconds": marker["generate_seconds"],
+            "synth_options": marker["options"],
+        },
+        "machine": _machine(),
+        "reference": ref,
+        "ok": ok,
+        "table_markdown": table,
+        "footnotes": footnotes,
+        "legend": legend,
+        "tools": {r.tool: _result_json(r, capture_bytes, engine_wall) for r in results},
+    }
+    # Results first: printing can fail (a closed pipe) and must not lose a long run.
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(document, indent=2) + "\n")
+
+    print(
+        f"\n## realtime, {label}: {capture_bytes / MB:,.1f} MB of capture, {summary['events']:,} events, "
+        f"{len(files):,} files; {os.cpu_count()} CPUs; median of {args.repeat} run(s)\n"
+    )
+    print(table)
+    if footnotes:
+        print("\n" + "\n".join(footnotes))
+    print("\n" + legend)
+    say(f"{'OK' if ok else 'MISMATCH or FAILURE'}; results written to {out_path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
