@@ -237,5 +237,5 @@ def abort_run(loc: Location, run_id: str) -> None:
     try:
         if loc.fs.exists(tmp_root):
             loc.fs.rm(tmp_root, recursive=True)
-    except OSError:
+    except Exception:  # best effort: the store may be what failed, and its error is the one to report
         logger.warning("could not remove %s", loc.uri(tmp_root))

@@ -6,6 +6,7 @@ import errno
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -51,7 +52,25 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     return Location(fs, path, url)
 
 
+# Object-store clients raise their own exception trees, not OSError: botocore (s3fs) raises
+# EndpointConnectionError, NoCredentialsError, ReadTimeoutError..., aiohttp its ClientError family.
+# They are recognised by module so that the optional clients need not be imported here.
+_CLIENT_LIBRARIES = frozenset({"botocore", "aiobotocore", "aiohttp"})
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) and any(
+        cls.__module__.partition(".")[0] in _CLIENT_LIBRARIES for cls in type(exc).__mro__
+    )
+
+
 def _describe(exc: BaseException) -> str:
+    kwargs = getattr(exc, "kwargs", None) if _is_client_error(exc) else None
+    endpoint = kwargs.get("endpoint_url") if isinstance(kwargs, dict) else None
+    if isinstance(endpoint, str) and "Connect" in type(exc).__name__:
+        # botocore's message repeats the whole request URL; the endpoint is what the user can act on.
+        parts = urlsplit(endpoint)
+        return f"cannot connect to the object store at {parts.scheme}://{parts.netloc}"
     if isinstance(exc, FileNotFoundError):
         return "not found"
     if isinstance(exc, PermissionError):
@@ -69,7 +88,9 @@ def translate_errors(uri: str, *, sink: bool = False) -> Iterator[None]:
         yield
     except EngineError:
         raise
-    except (OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, RuntimeError)) and not _is_client_error(exc):
+            raise
         cls = SinkError if sink else SourceError
         verb = "cannot write" if sink else "cannot read"
         raise cls(f"{verb} ({_describe(exc)})", uri=uri) from exc

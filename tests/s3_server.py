@@ -1,8 +1,10 @@
 """A real S3 endpoint for tests: SeaweedFS's all-in-one server (``weed mini``) on free loopback ports.
 
-Use it from a test module with ``pytest_plugins = ["tests.s3_server"]`` (or by importing the fixtures):
+Use it from a test module with ``pytest_plugins = ["tests.s3_server"]`` (import this module's names only under
+``TYPE_CHECKING`` there: imported first, it could not be assertion-rewritten as a plugin, which pytest reports):
 
-* ``s3_server`` (session): one running server; yields an `S3Endpoint` (URL, credentials, storage options, env).
+* ``s3_server`` (session): one running server, as an `S3Endpoint` (URL, credentials, storage options, env);
+  ``s3_reader`` is the same server with read-only credentials, ``s3_weed`` the `WeedServer` behind both.
 * ``s3_bucket`` (function): a fresh, empty bucket on that server.
 * ``weed_server`` (function): a `WeedServer` of its own, for tests that stop or kill the server.
 
@@ -28,18 +30,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import s3fs
 
-__all__ = ["S3Endpoint", "WeedServer", "find_weed", "s3_bucket", "s3_server", "weed_server"]
+__all__ = ["S3Endpoint", "WeedServer", "find_weed", "s3_bucket", "s3_reader", "s3_server", "s3_weed", "weed_server"]
 
 REGION = "us-east-1"
 START_TIMEOUT = 30.0  # a slow 2-core machine starts `weed mini` in ~1-3 s; 30 s means it is broken
-STOP_TIMEOUT = 10.0
+# A clean stop takes ~1.5 s. After a crash and restart, the volume server's graceful stop sometimes waits on
+# an HTTP connection it still counts as active (its own shutdown timeout is far longer); the data is thrown
+# away at teardown anyway, so SIGKILL comes after this many seconds.
+STOP_TIMEOUT = 5.0
 _PORTS = (
     "master.port",
     "master.port.grpc",
@@ -53,6 +58,7 @@ _PORTS = (
     "admin.port.grpc",
     "webdav.port",
 )
+_ADMIN_GRPC_OFFSET = 10000
 _bucket_numbers = itertools.count(1)
 
 
@@ -62,7 +68,7 @@ class S3Endpoint:
 
     endpoint_url: str
     key: str
-    secret: str
+    secret: str = field(repr=False)  # kept out of test reports and logs
     region: str = REGION
 
     def storage_options(self, **overrides: Any) -> dict[str, Any]:
@@ -90,7 +96,9 @@ class S3Endpoint:
 
     def filesystem(self, **overrides: Any) -> s3fs.S3FileSystem:
         """A fresh s3fs client for checks: no shared instance and no listing cache, so it always sees the server."""
-        return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **self.storage_options(**overrides))
+        return s3fs.S3FileSystem(
+            skip_instance_cache=True, use_listings_cache=False, **self.storage_options(**overrides)
+        )
 
 
 def find_weed() -> str:
@@ -104,23 +112,50 @@ def find_weed() -> str:
     return found
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets are held open together so the kernel cannot repeat one."""
+def _choose_ports() -> dict[str, int]:
+    """Distinct free loopback ports for every listener of `weed mini`.
+
+    All probe sockets stay bound until every port is chosen, so the kernel cannot hand out one twice.
+    The admin gRPC port is the admin HTTP port + 10000 because mini's maintenance worker dials that
+    port whatever -admin.port.grpc says (it would otherwise retry a dead port in the log forever).
+    """
     with contextlib.ExitStack() as stack:
-        socks = []
-        for _ in range(count):
+
+        def bind(port: int) -> int | None:
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+            return int(s.getsockname()[1])
+
+        ports: dict[str, int] = {}
+        for name in _PORTS:
+            if name == "admin.port.grpc":
+                continue
+            while True:
+                port = bind(0)
+                if port is None:
+                    raise RuntimeError("no free loopback port")
+                if name != "admin.port":
+                    break
+                if port + _ADMIN_GRPC_OFFSET <= 65535 and bind(port + _ADMIN_GRPC_OFFSET) is not None:
+                    break
+            ports[name] = port
+        ports["admin.port.grpc"] = ports["admin.port"] + _ADMIN_GRPC_OFFSET
+        return ports
+
+
+# Resolved here, in the parent: the child between fork and exec should do as little as possible (no dlopen).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    # Runs in the child before exec: if pytest is killed, the kernel sends SIGTERM to the server
-    # instead of leaving it running (Linux only; elsewhere the fixture teardown is the only stop).
-    if sys.platform == "linux":
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # Runs in the child before exec: if pytest dies without tearing down (SIGKILL, OOM), the kernel sends the
+    # server SIGTERM instead of leaving it running. Linux only; elsewhere the fixture teardown is the only stop.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class WeedServer:
@@ -186,20 +221,23 @@ class WeedServer:
         first = not self.ports
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        # New ports are only tried on the first start (a port taken between choosing and binding); a restart
-        # must keep its ports, or clients holding the endpoint URL would lose the server.
-        for attempt in range(3 if first else 1):
-            if first:
-                self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS)), strict=True))
-            if self._launch(timeout):
-                return
-            if attempt < 2 and first and self._port_clash():
-                continue
-            break
-        raise RuntimeError(
-            f"weed mini did not start on {self.endpoint_url} within {timeout:.0f} s; last log lines:\n"
-            + self.log_tail()
-        )
+        # The readiness probe is a botocore client: a session fixture starts before the autouse fixture that
+        # clears AWS_* for tests, and e.g. a developer's AWS_PROFILE naming a missing profile would break it.
+        with pytest.MonkeyPatch.context() as mp:
+            for name in [k for k in os.environ if k.startswith("AWS_")]:
+                mp.delenv(name)
+            # New ports are only tried on the first start (a port taken between choosing and binding); a
+            # restart must keep its ports, or clients holding the endpoint URL would lose the server.
+            for attempt in range(3 if first else 1):
+                if first:
+                    self.ports = _choose_ports()
+                why = self._launch(timeout)
+                if why is None:
+                    return
+                if attempt < 2 and first and self._port_clash():
+                    continue
+                break
+        raise RuntimeError(f"weed mini {why} (S3 at {self.endpoint_url}); last log lines:\n{self.log_tail()}")
 
     def _write_config(self) -> None:
         identities = [
@@ -216,9 +254,12 @@ class WeedServer:
         ]
         (self.workdir / "s3.json").write_text(json.dumps({"identities": identities}))
 
-    def _launch(self, timeout: float) -> bool:
+    def _launch(self, timeout: float) -> str | None:
+        """Start the process and wait for it: None once it answers, else why not."""
         # No AWS_* in the server's environment: `weed mini` would turn them into an extra admin identity.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # glog writes its files to the Go temp dir: keep them in ours, removed with it.
+        env["TMPDIR"] = str(self.workdir)
         with self.log_path.open("ab") as log:
             log.write(f"\n==== {' '.join(self.command())}\n".encode())
             log.flush()
@@ -230,29 +271,38 @@ class WeedServer:
                 cwd=self.workdir,
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which then stops us in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if _prctl is not None else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                return False
+                return f"exited with code {self.proc.returncode}"
             if self._answers_signed_write():
-                return True
+                return None
             time.sleep(0.2)
         self.stop()
-        return False
+        return f"did not answer within {timeout:.0f} s"
 
     def _port_clash(self) -> bool:
         tail = self.log_tail(40)
         return "not available" in tail or "address already in use" in tail
 
     def _answers_signed_write(self) -> bool:
-        """True once a signed bucket create + object write + read round-trips (the filer and volumes are up)."""
+        """True once a signed bucket create + object write + read round-trips (the filer and volumes are up).
+
+        Each request gets one attempt with short timeouts, so a poll never outlasts the start deadline by
+        much, even if something else answers (or hangs) on the port.
+        """
         fs = self.endpoint.filesystem(
-            retries=1, config_kwargs={"connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 1}}
+            config_kwargs={
+                "connect_timeout": 1,
+                "read_timeout": 2,
+                "retries": {"mode": "standard", "total_max_attempts": 1},
+            }
         )
+        fs.retries = 1  # s3fs's own retry loop (a class attribute, not an init option)
         try:
-            if not fs.exists("ready-probe"):
+            with contextlib.suppress(FileExistsError):  # a restart finds the bucket there
                 fs.mkdir("ready-probe")
             fs.pipe_file("ready-probe/probe", b"ok")
             return bool(fs.cat_file("ready-probe/probe") == b"ok")
@@ -286,9 +336,16 @@ class WeedServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def close(self) -> None:
-        """Stop the server and remove its directory."""
+        """Stop the server and remove its directory and its gRPC sockets."""
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        # The gRPC unix sockets are always created as /tmp/seaweedfs-<service>-grpc-<port>.sock (neither a flag
+        # nor TMPDIR moves them); some are left behind even by a clean stop, all of them by a kill.
+        for service in ("master", "volume", "filer", "s3", "admin"):
+            port = self.ports.get(f"{service}.port.grpc")
+            sock = Path("/tmp") / f"seaweedfs-{service}-grpc-{port}.sock"
+            if port is not None and sock.is_socket():
+                sock.unlink(missing_ok=True)
 
 
 def _new_server() -> WeedServer:
@@ -297,14 +354,26 @@ def _new_server() -> WeedServer:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Endpoint]:
-    """One SeaweedFS S3 server for the session."""
+def s3_weed() -> Iterator[WeedServer]:
+    """The session's SeaweedFS server (its process, ports and both identities)."""
     server = _new_server()
     try:
         server.start()
-        yield server.endpoint
+        yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_weed: WeedServer) -> S3Endpoint:
+    """The session's S3 endpoint with read-write credentials."""
+    return s3_weed.endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_reader(s3_weed: WeedServer) -> S3Endpoint:
+    """The same endpoint with credentials that may read and list but not write."""
+    return s3_weed.reader
 
 
 @pytest.fixture
