@@ -12,6 +12,15 @@ integers, 1-2 decimal floats and one-hot dummies), JSON (``{"instances": ...}`` 
 or JSON Lines, some of them BASE64-encoded, some carrying several records. The same options always give
 byte-identical output: every random choice, UUIDs included, comes from one seeded numpy generator.
 
+:func:`synth_batch` writes what batch transform jobs with data capture (and ``GenerateInferenceId``) leave::
+
+    {dest}/transform-input/job-{n}/data-{i}.csv[.gz] | data-{i}.jsonl[.gz]
+    {dest}/transform-output/job-{n}/{input name}.out
+    {dest}/batch-capture/input/YYYY/MM/DD/HH/{uuid4}.json     (manifests; HH = the job's start hour)
+    {dest}/batch-capture/output/YYYY/MM/DD/HH/{uuid4}.json
+    {dest}/ground-truth-batch/YYYY/MM/DD/HH/{MMSS}-{n}.jsonl
+    {dest}/synth-batch.json
+
 The generator streams one capture object at a time, so memory stays bounded whatever the output size; the
 per-row feature text is built in bulk with numpy (fixed-width token gather, then dropping the padding) because
 formatting tens of values per row in Python would dominate the runtime of gigabyte-sized benchmarks.
@@ -20,7 +29,9 @@ formatting tens of values per row in Python would dominate the runtime of gigaby
 from __future__ import annotations
 
 import base64
+import gzip
 import itertools
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -37,7 +48,7 @@ from numpy.typing import NDArray
 
 from engine.errors import OptionsError
 
-__all__ = ["SynthOptions", "SynthSummary", "synth"]
+__all__ = ["BatchSynthOptions", "BatchSynthSummary", "SynthOptions", "SynthSummary", "synth", "synth_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +130,82 @@ class SynthSummary:
     labels: int
     label_files: int
     events_per_hour: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the summary as plain JSON-serialisable data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSynthOptions:
+    """What :func:`synth_batch` generates.
+
+    Per-job and per-file shares are exact quotas (``round(count * share)`` picked at random), not coin flips,
+    so a run of a few jobs still shows every variant the shares ask for.
+
+    Attributes:
+        jobs: Transform jobs, ``job-0``, ``job-1``, ...; job n starts within the hour ``start + n hours``.
+        files_per_job: Input files per job (the single-object job has one).
+        records_per_file: Records (lines) per input file.
+        start: Hour of the first job; must be timezone-aware UTC and a whole hour.
+        seed: Seed of the random generator; the same options give byte-identical output.
+        features: Columns of CSV input rows (the churn layout, as in :func:`synth`).
+        jsonl_share: Share of jobs with JSON Lines input and output (the rest are CSV).
+        join_share: Share of jobs with ``JoinSource=Input``.
+        gzip_share: Share of input files that are gzip-compressed.
+        id_space_share: Share of CSV jobs writing ``", <uuid>"`` (a space before the inference ID).
+        failed_file_share: Share of input files that fail and so have no ``.out``.
+        single_object_job: Whether one job's input ``S3Uri`` is a single object, whose input manifest is
+            ``[{"prefix": <object uri>}, ""]``.
+        label_share: Share of output records that get a ground-truth label.
+        max_label_delay_hours: Labels land 0..max hours after the job's start hour.
+    """
+
+    jobs: int = 3
+    files_per_job: int = 4
+    records_per_file: int = 500
+    start: datetime = datetime(2026, 11, 1, 0, tzinfo=timezone.utc)
+    seed: int = 0
+    features: int = 69
+    jsonl_share: float = 0.34
+    join_share: float = 0.5
+    gzip_share: float = 0.25
+    id_space_share: float = 0.5
+    failed_file_share: float = 0.1
+    single_object_job: bool = True
+    label_share: float = 0.9
+    max_label_delay_hours: int = 6
+
+
+@dataclass(frozen=True)
+class BatchSynthSummary:
+    """What :func:`synth_batch` wrote.
+
+    Attributes:
+        root: The destination given to :func:`synth_batch`.
+        capture_root: ``f"{root}/batch-capture"``, holding the ``input/`` and ``output/`` manifests.
+        transform_input_root: ``f"{root}/transform-input"``.
+        transform_output_root: ``f"{root}/transform-output"``.
+        ground_truth_root: ``f"{root}/ground-truth-batch"``.
+        jobs: Transform jobs (one input and one output manifest each).
+        input_files: Input objects written.
+        output_files: ``.out`` objects written.
+        records: Lines in the ``.out`` objects written.
+        missing_outputs: Output-manifest entries with no ``.out`` object (the failed input files).
+        labels: Ground-truth lines written.
+    """
+
+    root: str
+    capture_root: str
+    transform_input_root: str
+    transform_output_root: str
+    ground_truth_root: str
+    jobs: int
+    input_files: int
+    output_files: int
+    records: int
+    missing_outputs: int
+    labels: int
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the summary as plain JSON-serialisable data."""
@@ -236,38 +323,52 @@ def synth(
 
 def _validate(o: SynthOptions) -> None:
     """Raises OptionsError for options that cannot describe a capture tree."""
-    positive = {
-        "hours": o.hours,
-        "endpoints": o.endpoints,
-        "variants": o.variants,
-        "features": o.features,
-        "records_per_file": o.records_per_file,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise OptionsError(f"{name} must be >= 1, got {value}")
+    _check_positive(
+        {
+            "hours": o.hours,
+            "endpoints": o.endpoints,
+            "variants": o.variants,
+            "features": o.features,
+            "records_per_file": o.records_per_file,
+        }
+    )
     if o.records < 0:
         raise OptionsError(f"records must be >= 0, got {o.records}")
     if o.target_bytes is not None and o.target_bytes < 1:
         raise OptionsError(f"target_bytes must be >= 1 or None, got {o.target_bytes}")
     if o.max_label_delay_hours < 0:
         raise OptionsError(f"max_label_delay_hours must be >= 0, got {o.max_label_delay_hours}")
-    shares = {
-        "json_share": o.json_share,
-        "base64_share": o.base64_share,
-        "inference_id_share": o.inference_id_share,
-        "multi_record_share": o.multi_record_share,
-        "fractional_time_share": o.fractional_time_share,
-        "label_share": o.label_share,
-    }
+    _check_shares(
+        {
+            "json_share": o.json_share,
+            "base64_share": o.base64_share,
+            "inference_id_share": o.inference_id_share,
+            "multi_record_share": o.multi_record_share,
+            "fractional_time_share": o.fractional_time_share,
+            "label_share": o.label_share,
+        }
+    )
+    _check_start(o.start)
+
+
+def _check_positive(values: dict[str, int]) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise OptionsError(f"{name} must be >= 1, got {value}")
+
+
+def _check_shares(shares: dict[str, float]) -> None:
     for name, share in shares.items():
         if not 0.0 <= share <= 1.0:
             raise OptionsError(f"{name} must be within [0, 1], got {share}")
-    offset = o.start.utcoffset()
+
+
+def _check_start(start: datetime) -> None:
+    offset = start.utcoffset()
     if offset is None or offset != timedelta(0):
-        raise OptionsError(f"start must be timezone-aware UTC, got {o.start!r}")
-    if (o.start.minute, o.start.second, o.start.microsecond) != (0, 0, 0):
-        raise OptionsError(f"start must be a whole hour, got {o.start.isoformat()}")
+        raise OptionsError(f"start must be timezone-aware UTC, got {start!r}")
+    if (start.minute, start.second, start.microsecond) != (0, 0, 0):
+        raise OptionsError(f"start must be a whole hour, got {start.isoformat()}")
 
 
 def _streams(o: SynthOptions) -> list[tuple[str, str, Fraction]]:
@@ -479,6 +580,16 @@ def _float32_text(scores: NDArray[np.float64]) -> list[str]:
     return [repr(s) for s in scores.astype(np.float32).astype(np.float64).tolist()]
 
 
+def _churn_pool(
+    rng: np.random.Generator, count: int, numeric: int, groups: tuple[tuple[int, tuple[float, ...] | None], ...]
+) -> _Pool:
+    """Records of churn CSV rows (``numeric`` columns, then the one-hot ``groups``), float32 probabilities."""
+    risk = rng.standard_normal(count)
+    rows = _render_rows(_csv_ids(rng, risk, numeric, groups))
+    scores, truth = _predictions(rng, risk)
+    return _Pool(rows, _float32_text(scores), truth.tolist())
+
+
 def _json_pool(rng: np.random.Generator, count: int) -> _Pool:
     """Records of ``{"instances": [{"features": [...]}]}`` bodies: 14 float features."""
     risk = rng.standard_normal(count)
@@ -573,10 +684,7 @@ class _EventFactory:
 
     def _csv_pool(self, rng: np.random.Generator, count: int) -> _Pool:
         """Records of churn CSV bodies: ``features`` columns, float32 probabilities."""
-        risk = rng.standard_normal(count)
-        rows = _render_rows(_csv_ids(rng, risk, self.numeric, self.groups))
-        scores, truth = _predictions(rng, risk)
-        return _Pool(rows, _float32_text(scores), truth.tolist())
+        return _churn_pool(rng, count, self.numeric, self.groups)
 
     def render(
         self, rng: np.random.Generator, ms: NDArray[np.int64], fractional: NDArray[np.bool_], time_prefix: str
@@ -728,8 +836,11 @@ class _Writer:
 class _LabelSink:
     """Buffers ground-truth lines per collection hour and writes them as bounded-size objects."""
 
-    def __init__(self, writer: _Writer, rng: np.random.Generator, start: datetime) -> None:
+    def __init__(
+        self, writer: _Writer, rng: np.random.Generator, start: datetime, folder: str = "ground-truth"
+    ) -> None:
         self.writer = writer
+        self.folder = folder
         self.rng = rng
         self.start = start
         self.pending: dict[int, list[str]] = {}
@@ -759,6 +870,312 @@ class _LabelSink:
         when = self.start + timedelta(hours=hour)
         bucket.append("")
         data = "\n".join(bucket).encode()
-        self.writer.write(f"ground-truth/{when:%Y/%m/%d/%H}/{minute:02d}{second:02d}-{seq}.jsonl", data)
+        self.writer.write(f"{self.folder}/{when:%Y/%m/%d/%H}/{minute:02d}{second:02d}-{seq}.jsonl", data)
         self.lines += len(bucket) - 1
         self.files += 1
+
+
+# --- batch transform ----------------------------------------------------------------------------------------
+#
+# A batch transform job with DataCaptureConfig writes no capture records of its own: it leaves one input and one
+# output manifest under {DestinationS3Uri}/input|output/{start hour}/, pointing at the transform's own input
+# objects and at the `.out` objects it wrote next to them (one per input file, one line per input line with
+# AssembleWith=Line). GenerateInferenceId appends a random UUID and the job's start time to every output record.
+
+_DEFAULT_BATCH_OPTIONS: Final = BatchSynthOptions()
+_IDS_FIRST_SHARE: Final = 0.5  # of JSON Lines jobs; real output puts the ID keys first, the docs' example last
+_GZIP_LEVEL: Final = 6  # zlib's default; level 9 costs much more time on benchmark-sized inputs for little gain
+
+
+def synth_batch(
+    dest: str,
+    options: BatchSynthOptions = _DEFAULT_BATCH_OPTIONS,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> BatchSynthSummary:
+    """Writes synthetic batch transform inputs, outputs, capture manifests and ground truth under ``dest``.
+
+    Manifest prefixes are full URIs of where the objects were written (``file:///...`` for a local ``dest``,
+    ``memory:///...``, ``s3://...``), so a reader resolves every entry as plain ``prefix + relative key``.
+    Existing objects under ``dest`` are left alone; objects with the same key are overwritten.
+
+    Args:
+        dest: An fsspec URL or local path (``/tmp/x``, ``file:///tmp/x``, ``memory://x``, ``s3://bucket/x``).
+        options: What to generate.
+        storage_options: Passed to the fsspec filesystem (credentials, endpoint URL, ...).
+
+    Returns:
+        Counts of what was written; the same summary (plus the options) is stored as ``{dest}/synth-batch.json``.
+
+    Raises:
+        OptionsError: If an option is out of range (a ``ValueError``).
+    """
+    _validate_batch(options)
+    fs, base = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    base = base.rstrip("/") or base
+    root = dest.rstrip("/") or dest
+    base_uri = fs.unstrip_protocol(base)
+    base_uri = base_uri if base_uri.endswith("/") else base_uri + "/"
+    writer = _Writer(fs, base)
+    plan_seed, data_seed, label_seed = np.random.SeedSequence(options.seed).spawn(3)
+    jobs = _plan_jobs(np.random.default_rng(plan_seed), options)
+    rng = np.random.default_rng(data_seed)
+    labels = _LabelSink(writer, np.random.default_rng(label_seed), options.start, folder="ground-truth-batch")
+    numeric, groups = _csv_layout(options.features)
+
+    input_files = output_files = records = missing = 0
+    for job in jobs:
+        in_folder, out_folder = f"transform-input/job-{job.number}", f"transform-output/job-{job.number}"
+        for file in job.files:
+            rendered = _render_batch_file(rng, job, options, numeric, groups)
+            data = gzip.compress(rendered.input, _GZIP_LEVEL, mtime=0) if file.gzip else rendered.input
+            writer.write(f"{in_folder}/{file.name}", data)
+            input_files += 1
+            if file.failed:
+                # SageMaker uploads no partial output, so a failed file leaves no .out (and no IDs to label).
+                missing += 1
+                continue
+            # Gzip inputs are decompressed before the model sees them and the docs never name their output;
+            # we write "<input name>.out" (data-0.csv.gz.out), uncompressed.
+            writer.write(f"{out_folder}/{file.name}.out", rendered.output)
+            output_files += 1
+            records += options.records_per_file
+            labels.add(job.number, rendered.labels)
+
+        hour = f"{job.started:%Y/%m/%d/%H}"
+        in_prefix = f"{base_uri}{in_folder}/"
+        if job.single_object:
+            # The transform's S3Uri named the object itself: the prefix is the whole URI, the key is empty.
+            in_manifest: list[Any] = [{"prefix": in_prefix + job.files[0].name}, ""]
+        else:
+            in_manifest = [{"prefix": in_prefix}, *(f.name for f in job.files)]
+        # A failed file keeps its entry in the output manifest too (we assume capture lists the job's files, not
+        # what was uploaded), so readers meet a listed .out that is absent, as when outputs are deleted later.
+        out_manifest: list[Any] = [{"prefix": f"{base_uri}{out_folder}/"}, *(f"{f.name}.out" for f in job.files)]
+        # json.dumps, not orjson: real manifests are printed with ", " and ": " separators.
+        writer.write(f"batch-capture/input/{hour}/{job.manifests[0]}.json", json.dumps(in_manifest).encode())
+        writer.write(f"batch-capture/output/{hour}/{job.manifests[1]}.json", json.dumps(out_manifest).encode())
+        # Jobs run in hour order, so no later job can add labels to collection hours up to this one.
+        labels.flush(through_hour=job.number)
+    labels.flush(through_hour=None)
+
+    summary = BatchSynthSummary(
+        root=root,
+        capture_root=f"{root}/batch-capture",
+        transform_input_root=f"{root}/transform-input",
+        transform_output_root=f"{root}/transform-output",
+        ground_truth_root=f"{root}/ground-truth-batch",
+        jobs=len(jobs),
+        input_files=input_files,
+        output_files=output_files,
+        records=records,
+        missing_outputs=missing,
+        labels=labels.lines,
+    )
+    # Written last: its presence tells a reader the tree is complete.
+    writer.write(
+        "synth-batch.json", orjson.dumps({**summary.to_dict(), "options": options}, option=orjson.OPT_INDENT_2)
+    )
+    logger.info(
+        "synth_batch wrote %d jobs: %d input files, %d outputs (%d records, %d missing) and %d labels under %s",
+        summary.jobs,
+        input_files,
+        output_files,
+        records,
+        missing,
+        summary.labels,
+        root,
+    )
+    return summary
+
+
+def _validate_batch(o: BatchSynthOptions) -> None:
+    """Raises OptionsError for options that cannot describe batch transform jobs."""
+    _check_positive(
+        {
+            "jobs": o.jobs,
+            "files_per_job": o.files_per_job,
+            "records_per_file": o.records_per_file,
+            "features": o.features,
+        }
+    )
+    if o.max_label_delay_hours < 0:
+        raise OptionsError(f"max_label_delay_hours must be >= 0, got {o.max_label_delay_hours}")
+    _check_shares(
+        {
+            "jsonl_share": o.jsonl_share,
+            "join_share": o.join_share,
+            "gzip_share": o.gzip_share,
+            "id_space_share": o.id_space_share,
+            "failed_file_share": o.failed_file_share,
+            "label_share": o.label_share,
+        }
+    )
+    _check_start(o.start)
+
+
+class _BatchFile(NamedTuple):
+    """One input file of a transform job."""
+
+    name: str  # relative to the job's input folder
+    gzip: bool
+    failed: bool
+
+
+class _BatchJob(NamedTuple):
+    """One transform job: its output format and quirks, and its input files."""
+
+    number: int  # the job is job-{number}
+    started: datetime  # whole seconds, within hour ``number`` after the start option
+    jsonl: bool  # JSON Lines in and out, else CSV
+    join: bool  # JoinSource=Input
+    id_space: bool  # CSV: ", <uuid>" as in the docs' example
+    ids_first: bool  # JSON Lines: SageMakerInferenceId/Time before the other keys, else after them
+    single_object: bool  # the input S3Uri named the job's one input object
+    files: tuple[_BatchFile, ...]
+    manifests: tuple[str, str]  # UUIDs naming the input and output manifests
+
+
+def _quota(rng: np.random.Generator, count: int, share: float) -> NDArray[np.bool_]:
+    """``round(count * share)`` of ``count`` flags set, at random places."""
+    flags = np.zeros(count, dtype=np.bool_)
+    flags[rng.permutation(count)[: math.floor(count * share + 0.5)]] = True
+    return flags
+
+
+def _plan_jobs(rng: np.random.Generator, o: BatchSynthOptions) -> list[_BatchJob]:
+    """Draws every job's format, quirks and files up front, so shares are exact over the whole run."""
+    single = int(rng.integers(o.jobs)) if o.single_object_job else -1
+    jsonl = _quota(rng, o.jobs, o.jsonl_share)
+    join = _quota(rng, o.jobs, o.join_share)
+    id_space = np.zeros(o.jobs, dtype=np.bool_)
+    id_space[~jsonl] = _quota(rng, int((~jsonl).sum()), o.id_space_share)
+    ids_first = np.zeros(o.jobs, dtype=np.bool_)
+    ids_first[jsonl] = _quota(rng, int(jsonl.sum()), _IDS_FIRST_SHARE)
+    counts = [1 if j == single else o.files_per_job for j in range(o.jobs)]
+    gzipped = _quota(rng, sum(counts), o.gzip_share).tolist()
+    failed = _failed_files(rng, o, single)
+    seconds = rng.integers(0, 3600, size=o.jobs).tolist()
+    manifests = _uuid4s(rng, 2 * o.jobs)
+
+    jobs = []
+    at = 0
+    for j, count in enumerate(counts):
+        ext = "jsonl" if jsonl[j] else "csv"
+        files = tuple(
+            _BatchFile(f"data-{i}.{ext}" + (".gz" if gzipped[at + i] else ""), gzipped[at + i], failed[j][i])
+            for i in range(count)
+        )
+        at += count
+        jobs.append(
+            _BatchJob(
+                number=j,
+                started=o.start + timedelta(hours=j, seconds=seconds[j]),
+                jsonl=bool(jsonl[j]),
+                join=bool(join[j]),
+                id_space=bool(id_space[j]),
+                ids_first=bool(ids_first[j]),
+                single_object=j == single,
+                files=files,
+                manifests=(manifests[2 * j], manifests[2 * j + 1]),
+            )
+        )
+    return jobs
+
+
+def _failed_files(rng: np.random.Generator, o: BatchSynthOptions, single: int) -> list[list[bool]]:
+    """Which files of each job fail: ``round(share * files)``, spread one per job before any job gets two.
+
+    The single-object job never fails, so that edge case always has an output to read.
+    """
+    others = o.jobs - (single >= 0)
+    noise = rng.random((others, o.files_per_job))
+    # Rank each file within its job at random; rank dominates the sort key (noise < 1), noise breaks ties.
+    rank = noise.argsort(axis=1).argsort(axis=1)
+    picked = np.zeros(noise.size, dtype=np.bool_)
+    order = np.argsort((rank + noise).ravel(), kind="stable")
+    picked[order[: math.floor(noise.size * o.failed_file_share + 0.5)]] = True
+    rows = iter(picked.reshape(others, o.files_per_job).tolist())
+    return [[False] if j == single else next(rows) for j in range(o.jobs)]
+
+
+class _BatchRender(NamedTuple):
+    """One input file's text, its ``.out`` text and the labels of its records."""
+
+    input: bytes
+    output: bytes
+    labels: list[tuple[int, str]]  # (delay in hours, ground-truth line)
+
+
+def _render_batch_file(
+    rng: np.random.Generator,
+    job: _BatchJob,
+    o: BatchSynthOptions,
+    numeric: int,
+    groups: tuple[tuple[int, tuple[float, ...] | None], ...],
+) -> _BatchRender:
+    """Draws one input file of ``job`` and renders what the transform writes for it."""
+    n = o.records_per_file
+    pool = _jsonl_pool(rng, n) if job.jsonl else _churn_pool(rng, n, numeric, groups)
+    ids = _uuid4s(rng, n)
+    labelled = (rng.random(n) < o.label_share).tolist()
+    delays = rng.integers(0, o.max_label_delay_hours + 1, size=n).tolist()
+    time = f"{job.started:%Y-%m-%dT%H:%M:%SZ}"  # SageMakerInferenceTime: the job's start, for every record
+
+    if job.jsonl:
+        inputs = ['"features":[' + r + "]" for r in pool.rows]  # the input object without its braces
+        outputs = ['"predicted_label":' + ("1" if float(s) >= 0.5 else "0") + ',"score":' + s for s in pool.scores]
+        keys = ['"SageMakerInferenceId":"' + i + '","SageMakerInferenceTime":"' + time + '"' for i in ids]
+        if job.join:
+            # First: like the real joined output; last: the docs' "appended" order, with SageMakerOutput after
+            # the input keys too. Readers must not depend on key order.
+            if job.ids_first:
+                lines = [
+                    "{" + k + ',"SageMakerOutput":{' + p + "}," + r + "}\n"
+                    for k, p, r in zip(keys, outputs, inputs, strict=True)
+                ]
+            else:
+                lines = [
+                    "{" + r + ',"SageMakerOutput":{' + p + "}," + k + "}\n"
+                    for k, p, r in zip(keys, outputs, inputs, strict=True)
+                ]
+        elif job.ids_first:
+            lines = ["{" + k + "," + p + "}\n" for k, p in zip(keys, outputs, strict=True)]
+        else:
+            lines = ["{" + p + "," + k + "}\n" for k, p in zip(keys, outputs, strict=True)]
+        text_in = "".join(["{" + r + "}\n" for r in inputs])
+        label_data = ['{"label": 0}', '{"label": 1}']
+        encoding = "JSON"
+    else:
+        separator = ", " if job.id_space else ","
+        tails = [separator + i + "," + time + "\n" for i in ids]
+        if job.join:
+            lines = [r + "," + s + t for r, s, t in zip(pool.rows, pool.scores, tails, strict=True)]
+        else:
+            lines = [s + t for s, t in zip(pool.scores, tails, strict=True)]
+        text_in = "".join([r + "\n" for r in pool.rows])
+        label_data = ["0", "1"]
+        encoding = "CSV"
+
+    # Two line templates (label 0 and 1) split around the ID: concatenation is much cheaper than a dumps per label.
+    parts = [_label_parts(data, encoding) for data in label_data]
+    labels = [
+        (delay, parts[truth][0] + iid + parts[truth][1])
+        for iid, truth, label, delay in zip(ids, pool.truth, labelled, delays, strict=True)
+        if label
+    ]
+    return _BatchRender(text_in.encode(), "".join(lines).encode(), labels)
+
+
+@lru_cache(maxsize=4)
+def _label_parts(data: str, encoding: str) -> tuple[str, str]:
+    """A compact ground-truth line for ``data``, split where its ``eventMetadata.eventId`` value goes."""
+    line = orjson.dumps(
+        {
+            "groundTruthData": {"data": data, "encoding": encoding},
+            "eventMetadata": {"eventId": "|"},  # a marker no label text or UUID contains
+            "eventVersion": "0",
+        }
+    ).decode()
+    head, tail = line.split("|")
+    return head, tail
