@@ -14,10 +14,12 @@ from engine.errors import (
     SourceError,
 )
 from engine.options import RealtimeOptions
+from engine.payload import ColumnSpec, decode_payloads, load_column_spec, parse_column_spec
 from engine.realtime import read_capture, run_realtime
 from engine.report import RunReport
 
 __all__ = [
+    "ColumnSpec",
     "DecodeError",
     "EngineError",
     "NoDataError",
@@ -28,6 +30,9 @@ __all__ = [
     "SinkError",
     "SourceError",
     "__version__",
+    "decode_payloads",
+    "load_column_spec",
+    "parse_column_spec",
     "read_capture",
     "run_realtime",
 ]

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
 from engine.options import RealtimeOptions, parse_size, parse_time
+from engine.payload import load_column_spec
 from engine.realtime import run_realtime
 from engine.report import RunReport
 
@@ -104,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
     rt.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
     rt.add_argument(
+        "--decode", action="store_true", help="decode payloads into typed columns, one row per payload record"
+    )
+    rt.add_argument("--columns", metavar="SPEC", help="column spec file (names and types; implies --decode)")
+    rt.add_argument(
         "--storage-option",
         action="append",
         default=[],
@@ -124,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     _add_common(sy)
 
-    de = sub.add_parser("demo", help="synth -> realtime on local disk, then print the summary")
+    de = sub.add_parser("demo", help="synth -> realtime -> realtime --decode on local disk, with summaries")
     de.add_argument("dir", nargs="?", default="demo-output", help="working directory (default demo-output)")
     _add_common(de)
     return parser
@@ -179,6 +184,9 @@ def _cmd_realtime(args: argparse.Namespace) -> int:
     }
     if args.workers:
         opts["workers"] = args.workers
+    if args.columns:
+        opts["columns"] = load_column_spec(args.columns, opts["storage_options"])
+    opts["decode"] = args.decode or bool(args.columns)
     options = RealtimeOptions(**opts)
     progress = _Progress(sys.stderr.isatty() and not args.quiet)
     try:
@@ -218,22 +226,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from engine.synth import SynthOptions, synth
 
     root = Path(args.dir).resolve()
-    sample, output = root / "sample", root / "realtime"
-    print(f"1/2 synthesizing a sample capture tree under {sample}")
+    sample, output, decoded = root / "sample", root / "realtime", root / "decoded"
+    print(f"1/3 synthesizing a sample capture tree under {sample}")
     summary = synth(str(sample), SynthOptions(records=20_000, hours=3))
     print(
         f"    {summary.events:,} events in {summary.files:,} objects, {summary.labels:,} labels "
         f"({summary.capture_bytes / 1e6:.1f} MB)"
     )
-    print(f"2/2 capture-engine realtime {summary.capture_root} {output}")
+    print(f"2/3 capture-engine realtime {summary.capture_root} {output}")
     report = run_realtime(summary.capture_root, str(output), options=RealtimeOptions())
+    print(report.summary())
+    print(f"3/3 capture-engine realtime {summary.capture_root} {decoded} --decode")
+    report = run_realtime(summary.capture_root, str(decoded), options=RealtimeOptions(decode=True))
     print(report.summary())
     print(
         "\nRead it back with, for example:\n"
         f"  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{output}', partitioning='hive')"
         '.to_table().num_rows)"\n'
-        f"  duckdb -c \"select endpoint, variant, hour, count(*) from read_parquet('{output}/endpoint=*/**/*.parquet',"
-        ' hive_partitioning=true) group by all order by all"'
+        f"  duckdb -c \"select endpoint, variant, hour, count(*) from read_parquet('{decoded}/endpoint=*/**/*.parquet',"
+        ' hive_partitioning=true, union_by_name=true) group by all order by all"'
     )
     return 0
 

@@ -87,6 +87,9 @@ class Decoded:
     bytes: int = 0
     fallback: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
+    # Set by payload decoding: events kept, and their records (one batch per endpoint and variant).
+    events: int | None = None
+    records_out: list[pa.RecordBatch] | None = None
 
 
 def parse_inference_times(values: pa.Array) -> pa.Array:

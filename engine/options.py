@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from engine.errors import OptionsError
+from engine.payload.spec import ColumnSpec
 
 __all__ = ["RealtimeOptions", "parse_size", "parse_time"]
 
@@ -84,6 +85,8 @@ class RealtimeOptions:
         storage_options: passed to fsspec for source and destination (e.g. S3 endpoint, credentials).
         compression: Parquet codec.
         row_group_bytes: buffered bytes per partition before a row group is written.
+        decode: decode the payloads into typed columns, one row per payload record (design 3.3).
+        columns: names and types of the decoded columns (implies `decode`); None: the default rules.
     """
 
     start: datetime | None = None
@@ -97,8 +100,12 @@ class RealtimeOptions:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     compression: str = "zstd"
     row_group_bytes: int = 16 * 2**20
+    decode: bool = False
+    columns: ColumnSpec | None = None
 
     def __post_init__(self) -> None:
+        if self.columns is not None:
+            object.__setattr__(self, "decode", True)
         if self.start is not None:
             object.__setattr__(self, "start", parse_time(self.start))
         if self.end is not None:
@@ -135,6 +142,8 @@ class RealtimeOptions:
         for k, v in self.__dict__.items():
             if k == "storage_options":
                 out[k] = sorted(v)
+            elif k == "columns":
+                out[k] = None if v is None else {"input": v.input.names, "output": v.output.names, "arrays": v.arrays}
             elif isinstance(v, datetime):
                 out[k] = v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             else:

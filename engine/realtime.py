@@ -20,6 +20,7 @@ from engine.errors import NoDataError, RejectLimitError
 from engine.fetch import group_units, iter_pieces, ordered_map
 from engine.layout import CaptureObject, list_capture_objects
 from engine.options import RealtimeOptions
+from engine.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.report import RunReport
 from engine.schemas import capture_schema, table_spec
 from engine.sink import DatasetWriter, abort_run, begin_run, commit_run
@@ -49,11 +50,27 @@ def _decoded_units(
     def decode(unit: list[Any]) -> Decoded:
         t0 = time.perf_counter()
         d = decode_unit(unit, max_line_bytes=options.max_line_bytes, start=options.start, end=options.end)
-        report.add_time("decode", time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        report.add_time("decode", t1 - t0)
+        if options.decode:
+            _decode_payloads(d, options.columns or ColumnSpec())
+            report.add_time("payload", time.perf_counter() - t1)
         return d
 
     units = group_units(pieces, options.unit_bytes)
     yield from ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1)
+
+
+def _decode_payloads(d: Decoded, spec: ColumnSpec) -> None:
+    """Replace the unit's envelope rows by payload records; events that do not decode become rejects."""
+    records, rejected = decode_payloads(d.rows, spec)
+    failed = sum(len(f) for _, f in rejected)
+    if failed:
+        extra = payload_rejects(rejected)
+        d.rejects = pa.concat_batches([d.rejects, extra]) if d.rejects.num_rows else extra
+        d.reasons.update(r for _, fs in rejected for r in (f.reason for f in fs))
+    d.events = d.rows.num_rows - failed
+    d.records_out = records
 
 
 def _account(report: RunReport, d: Decoded) -> None:
@@ -62,6 +79,7 @@ def _account(report: RunReport, d: Decoded) -> None:
     report.out_of_window += d.out_of_window
     report.bytes_read += d.bytes
     report.rejected += d.rejects.num_rows
+    report.events_written += d.rows.num_rows if d.events is None else d.events
     report.rejects_by_reason.update(d.reasons)
     report.fallback_units += int(d.fallback)
 
@@ -146,6 +164,7 @@ def run_realtime(
         out,
         spec=table_spec("capture"),
         time_column="inference_time",
+        dynamic=options.decode,
         run_id=run_id,
         compression=options.compression,
         row_group_bytes=options.row_group_bytes,
@@ -167,7 +186,8 @@ def run_realtime(
         for d in _decoded_units(src, objects, options, report):
             _account(report, d)
             t1 = time.perf_counter()
-            data.write(d.rows)
+            for batch in d.records_out if d.records_out is not None else [d.rows]:
+                data.write(batch)
             rejects.write(d.rejects)
             report.add_time("write", time.perf_counter() - t1)
             if progress is not None:

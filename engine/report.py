@@ -16,7 +16,11 @@ __all__ = ["RunReport"]
 
 @dataclass
 class RunReport:
-    """Counts of one run. Invariant: records == rows_written + rejected + out_of_window."""
+    """Counts of one run. Invariant: records == events_written + rejected + out_of_window.
+
+    `records` and `events_written` count capture events (lines); `rows_written` counts table rows,
+    which with payload decoding are payload records (an event may carry several).
+    """
 
     command: str
     source: str
@@ -31,6 +35,7 @@ class RunReport:
     records: int = 0
     blank_lines: int = 0
     rows_written: int = 0
+    events_written: int = 0
     out_of_window: int = 0
     rejected: int = 0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
@@ -43,7 +48,7 @@ class RunReport:
 
     @property
     def balanced(self) -> bool:
-        return self.records == self.rows_written + self.rejected + self.out_of_window
+        return self.records == self.events_written + self.rejected + self.out_of_window
 
     @property
     def reject_ratio(self) -> float:
@@ -78,12 +83,13 @@ class RunReport:
             ("objects read", f"{self.objects:,}"),
             ("bytes read", f"{mb:,.1f} MB ({rate:,.1f} MB/s)"),
             ("records", f"{self.records:,}"),
+            ("events written", f"{self.events_written:,}"),
             ("rows written", f"{self.rows_written:,} in {len(self.partitions):,} partitions"),
             ("outside window", f"{self.out_of_window:,}"),
             ("rejected", f"{self.rejected:,} ({self.reject_ratio:.2%})"),
         ]
         rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(self.rejects_by_reason.items())]
-        rows.append(("records = rows + rejects + outside", "yes" if self.balanced else "NO"))
+        rows.append(("records = written + rejected + outside", "yes" if self.balanced else "NO"))
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
         rows.append(("wall time", f"{self.wall_seconds:.2f}s ({stages})"))
         width = max(len(k) for k, _ in rows)

@@ -52,6 +52,7 @@ class _Open:
 @dataclass
 class _Partition:
     rel: str  # relative directory under DEST
+    schema: pa.Schema | None = None  # of its current part file
     rows: int = 0
     files: list[str] = field(default_factory=list)  # temporary paths
     buffer: list[pa.RecordBatch] = field(default_factory=list)
@@ -68,6 +69,7 @@ class DatasetWriter:
         *,
         spec: TableSpec,
         time_column: str,
+        dynamic: bool = False,
         run_id: str,
         prefix: str = "",
         compression: str = "zstd",
@@ -83,7 +85,12 @@ class DatasetWriter:
         self.row_group_bytes = row_group_bytes
         self.budget = 2 * row_group_bytes
         self.max_open = max_open
+        # Fixed: every file has the table's schema. Dynamic (decoded payloads, whose columns come from
+        # the data): each partition takes the schema of its first rows, and rows with new columns start
+        # a new part file with the widened schema (readers merge them: union_by_name, missing_columns).
         self.schema = spec.file_schema
+        self.dynamic = dynamic
+        self.drop = [c for c in spec.partition_by if c in spec.schema.names]
         self.partitions: dict[PartitionKey, _Partition] = {}
         self.open: OrderedDict[PartitionKey, _Open] = OrderedDict()
         self.buffered = 0
@@ -103,7 +110,7 @@ class DatasetWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         for key, rows in split_by_hour(batch, self.time_column):
             part = self._partition(key)
-            rows = rows.select(self.schema.names)
+            rows = self._conform(key, part, rows)
             part.buffer.append(rows)
             part.buffered += rows.nbytes
             part.rows += rows.num_rows
@@ -115,11 +122,40 @@ class DatasetWriter:
             biggest = max(self.partitions, key=lambda k: self.partitions[k].buffered)
             self._flush(biggest)
 
+    def _conform(self, key: PartitionKey, part: _Partition, rows: pa.RecordBatch) -> pa.RecordBatch:
+        if not self.dynamic:
+            part.schema = self.schema
+            return rows.select(self.schema.names)
+        rows = rows.drop_columns([c for c in self.drop if c in rows.schema.names])
+        if part.schema is None:
+            part.schema = rows.schema
+        elif rows.schema != part.schema:
+            if not set(rows.schema.names) <= set(part.schema.names) or any(
+                part.schema.field(f.name).type != f.type for f in rows.schema
+            ):
+                widened = pa.unify_schemas([part.schema, rows.schema], promote_options="permissive")
+                logger.info("columns of %s widen to %s", part.rel, widened.names)
+                self._flush(key)
+                self._close(key)
+                part.schema = widened
+            if part.buffer and part.buffer[0].schema != part.schema:
+                part.buffer = [self._cast(b, part.schema) for b in part.buffer]
+            rows = self._cast(rows, part.schema)
+        return rows
+
+    @staticmethod
+    def _cast(rows: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        cols = [
+            rows.column(f.name).cast(f.type) if f.name in rows.schema.names else pa.nulls(rows.num_rows, f.type)
+            for f in schema
+        ]
+        return pa.RecordBatch.from_arrays(cols, schema=schema)
+
     def _flush(self, key: PartitionKey) -> None:
         part = self.partitions[key]
         if not part.buffer:
             return
-        table = pa.Table.from_batches(part.buffer, schema=self.schema)
+        table = pa.Table.from_batches(part.buffer, schema=part.schema)
         self.buffered -= part.buffered
         part.buffer, part.buffered = [], 0
         handle = self.open.get(key)
@@ -137,6 +173,7 @@ class DatasetWriter:
         name = f"part-{self.run_id}-{part.parts:05d}.parquet"
         part.parts += 1
         path = self.loc.join(TEMPORARY, self.run_id, part.rel, name)
+        schema = part.schema or self.schema
         fs = self.loc.fs
         with translate_errors(self.loc.uri(path), sink=True):
             if self.loc.is_local:
@@ -144,11 +181,11 @@ class DatasetWriter:
             f = fs.open(path, "wb")
             writer = pq.ParquetWriter(
                 f,
-                self.schema,
+                schema,
                 compression=self.compression,
-                use_dictionary=[c for c in self.schema.names if c in _DICTIONARY],
+                use_dictionary=[c for c in schema.names if c in _DICTIONARY],
                 # Min/max of payload strings cost time and prune nothing; ids and times do prune.
-                write_statistics=[c for c in self.schema.names if c not in _NO_STATISTICS],
+                write_statistics=[c for c in schema.names if c not in _NO_STATISTICS],
             )
         part.files.append(path)
         handle = self.open[key] = _Open(writer, f, path)

@@ -1,0 +1,291 @@
+"""Payload decoding: the CSV / JSON / JSON Lines / base64 bodies inside capture records to typed columns.
+
+One row per payload *record*: a body may carry several CSV rows, JSON Lines rows or ``instances``
+items, and the response carries the same number. Input and output sides are decoded independently
+(one event may be CSV in, JSON out), grouped by (endpoint, variant) so each keeps its own columns.
+An event whose body does not decode, or whose input and output record counts differ, is rejected
+as a whole with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.payload.csv import decode_csv_bodies
+from engine.payload.json import decode_json_bodies
+from engine.payload.records import SideRecords
+from engine.payload.spec import ColumnSpec, SideSpec, load_column_spec, parse_column_spec
+
+__all__ = [
+    "ColumnSpec",
+    "PayloadFailure",
+    "SideSpec",
+    "decode_payloads",
+    "decode_side",
+    "load_column_spec",
+    "parse_column_spec",
+    "payload_rejects",
+]
+
+Side = Literal["input", "output"]
+# Envelope columns carried onto every record row; the raw bodies are replaced by their decoded columns.
+ENVELOPE = [
+    "endpoint",
+    "variant",
+    "event_id",
+    "inference_id",
+    "inference_time",
+    "event_version",
+    "input_content_type",
+    "input_encoding",
+    "output_content_type",
+    "output_encoding",
+    "custom_attributes",
+    "source_file",
+    "source_line",
+]
+
+
+@dataclass(frozen=True)
+class PayloadFailure:
+    """An event rejected by payload decoding: its row in the envelope batch, why, and the body at fault."""
+
+    row: int
+    reason: str
+    detail: str
+    raw: bytes | None
+
+
+def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(a.to_numpy(zero_copy_only=False))
+
+
+def _mask(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(a, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _text(binary: pa.Array) -> tuple[pa.Array, list[int]]:
+    """Binary to string; returns the positions that are not UTF-8 (as nulls)."""
+    try:
+        return binary.cast(pa.string()), []
+    except pa.ArrowInvalid:
+        # Rare: find the offenders one by one, only on this failure path.
+        values = [None if v is None else _utf8(v) for v in binary.to_pylist()]
+        bad = [i for i, (v, b) in enumerate(zip(values, binary.is_valid().to_pylist(), strict=True)) if v is None and b]
+        return pa.array(values, pa.string()), bad
+
+
+def _utf8(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _concat(parts: list[SideRecords]) -> SideRecords:
+    parts = [p for p in parts if len(p.event) or p.failed]
+    failed = {k: v for p in parts for k, v in p.failed.items()}
+    rows = [p for p in parts if len(p.event)]
+    if not rows:
+        return SideRecords(np.empty(0, dtype=np.int64), pa.table({}), failed)
+    if len(rows) == 1:
+        return SideRecords(rows[0].event, rows[0].table, failed)
+    table = pa.concat_tables([p.table for p in rows], promote_options="permissive")
+    event = np.concatenate([p.event for p in rows])
+    order = np.argsort(event, kind="stable")
+    return SideRecords(event[order], table.take(pa.array(order)), failed)
+
+
+def decode_side(
+    data: pa.Array, encoding: pa.Array, content_type: pa.Array, *, side: Side, spec: ColumnSpec
+) -> SideRecords:
+    """Decode one side of a batch of events. Null bodies give no records (the side was not captured).
+
+    The format is the capture's `encoding`; BASE64 bodies are decoded and then read by their observed
+    content type (CSV, JSON, JSON Lines); any other content type stays binary, one record per body, in
+    a binary column named ``{side}_data``.
+    """
+    n = len(data)
+    present = _mask(pc.is_valid(data))
+    enc = pc.utf8_upper(pc.fill_null(encoding, ""))
+    ct = pc.utf8_lower(pc.fill_null(content_type, ""))
+    failed: dict[int, tuple[str, str]] = {}
+    is_b64 = _mask(pc.equal(enc, "BASE64")) & present
+    text = data
+    if is_b64.any():
+        decoded = pl.Series(data).str.decode("base64", strict=False).to_arrow()
+        bad64 = is_b64 & ~_mask(pc.is_valid(decoded))
+        for i in np.flatnonzero(bad64).tolist():
+            failed[i] = ("invalid_base64", f"the {side} body is not valid base64")
+        as_text, not_utf8 = _text(decoded)
+        binary_text = pc.if_else(pa.array(is_b64), as_text, data)
+        text = binary_text
+    else:
+        decoded, not_utf8 = None, []
+    is_csv_ct = _mask(pc.match_substring(ct, "csv"))
+    is_jsonl_ct = _mask(pc.match_substring_regex(ct, r"jsonl|jsonlines|ndjson"))
+    is_json_ct = _mask(pc.match_substring(ct, "json"))
+    is_csv_enc = _mask(pc.equal(enc, "CSV")) & present
+    is_json_enc = _mask(pc.equal(enc, "JSON")) & present
+    ok = present & ~np.isin(np.arange(n), np.fromiter(failed, dtype=np.int64, count=len(failed)))
+    csv = ok & (is_csv_enc | (is_b64 & is_csv_ct))
+    jsonl = ok & ((is_json_enc | is_b64) & is_jsonl_ct) & ~csv
+    json = ok & (is_json_enc | (is_b64 & is_json_ct)) & ~csv & ~jsonl
+    binary = ok & is_b64 & ~csv & ~json & ~jsonl
+    for i in np.flatnonzero(ok & ~csv & ~json & ~jsonl & ~binary).tolist():
+        failed[i] = ("unknown_encoding", f"{side} encoding {enc[i].as_py()!r} is not CSV, JSON or BASE64")
+    for i in not_utf8:
+        if csv[i] or json[i] or jsonl[i]:
+            failed[i] = ("invalid_utf8", f"the base64-decoded {side} body is not UTF-8 text")
+            csv[i] = json[i] = jsonl[i] = False
+
+    side_spec: SideSpec = spec.side(side)
+    parts = [SideRecords(np.empty(0, dtype=np.int64), pa.table({}), failed)]
+    for mask, kind in ((csv, "csv"), (json, "json"), (jsonl, "jsonl")):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        bodies = text.take(pa.array(idx))
+        if kind == "csv":
+            got = decode_csv_bodies(bodies, side=side, spec=side_spec)
+        else:
+            got = decode_json_bodies(bodies, lines=kind == "jsonl", side=side, spec=side_spec, arrays=spec.arrays)
+        parts.append(SideRecords(idx[got.event], got.table, {int(idx[k]): v for k, v in got.failed.items()}))
+    idx = np.flatnonzero(binary)
+    if len(idx) and decoded is not None:
+        parts.append(SideRecords(idx, pa.table({f"{side}_data": decoded.take(pa.array(idx))})))
+    return _concat(parts)
+
+
+def _groups(batch: pa.RecordBatch) -> Iterator[np.ndarray]:
+    """Row indices of each (endpoint, variant) in the batch."""
+    e = pc.dictionary_encode(batch.column("endpoint"), null_encoding="encode").indices
+    v = pc.dictionary_encode(batch.column("variant"), null_encoding="encode").indices
+    key = _np(e).astype(np.int64) * (int(pc.max(v).as_py() or 0) + 1) + _np(v).astype(np.int64)
+    for k in np.unique(key):
+        yield np.flatnonzero(key == k)
+
+
+def _positions(counts: np.ndarray, has: np.ndarray, rec_event: np.ndarray, rec_index: np.ndarray) -> pa.Array:
+    """Row of each output record in a side's table (ordered by event), null where the side is absent."""
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = start[rec_event] + rec_index
+    return pa.array(pos, pa.int64(), mask=~has[rec_event])
+
+
+def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBatch | None, list[PayloadFailure]]:
+    n = batch.num_rows
+    ins = decode_side(
+        batch.column("input_data"),
+        batch.column("input_encoding"),
+        batch.column("input_content_type"),
+        side="input",
+        spec=spec,
+    )
+    outs = decode_side(
+        batch.column("output_data"),
+        batch.column("output_encoding"),
+        batch.column("output_content_type"),
+        side="output",
+        spec=spec,
+    )
+    has_in = _mask(pc.is_valid(batch.column("input_data")))
+    has_out = _mask(pc.is_valid(batch.column("output_data")))
+    in_counts = np.bincount(ins.event, minlength=n)
+    out_counts = np.bincount(outs.event, minlength=n)
+
+    failures: list[PayloadFailure] = []
+    bad = np.zeros(n, dtype=bool)
+    for records, column in ((ins, "input_data"), (outs, "output_data")):
+        for row, (reason, detail) in sorted(records.failed.items()):
+            if not bad[row]:
+                bad[row] = True
+                failures.append(PayloadFailure(row, reason, detail, _raw(batch, column, row)))
+    mismatch = has_in & has_out & ~bad & (in_counts != out_counts)
+    for row in np.flatnonzero(mismatch).tolist():
+        detail = f"input has {in_counts[row]} records, output has {out_counts[row]}"
+        failures.append(PayloadFailure(row, "record_count_mismatch", detail, _raw(batch, "output_data", row)))
+    good = np.flatnonzero(~bad & ~mismatch)
+    # An event with neither side captured still is one record (of envelope columns only).
+    counts = np.where(has_in, in_counts, np.where(has_out, out_counts, 1))
+    if not len(good):
+        return None, failures
+
+    per = counts[good]
+    rec_event = np.repeat(good, per)
+    firsts = np.repeat(np.cumsum(per) - per, per)
+    rec_index = np.arange(len(rec_event), dtype=np.int64) - firsts
+    take = pa.array(rec_event)
+    columns: dict[str, pa.Array] = {c: batch.column(c).take(take) for c in ENVELOPE}
+    columns["record_index"] = pa.array(rec_index, pa.int64())
+    for records, has, counts_side, prefix in ((ins, has_in, in_counts, ""), (outs, has_out, out_counts, "output.")):
+        if not records.table.num_columns:
+            continue
+        pos = _positions(counts_side, has, rec_event, rec_index)
+        picked = records.table.take(pos)
+        for name in picked.column_names:
+            key = f"{prefix}{name}" if name in columns else name
+            columns[key] = picked.column(name).combine_chunks()
+    return pa.RecordBatch.from_pydict(columns), failures
+
+
+def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
+    value = batch.column(column)[row].as_py()
+    return value.encode() if isinstance(value, str) else value
+
+
+def decode_payloads(
+    batch: pa.RecordBatch, spec: ColumnSpec
+) -> tuple[list[pa.RecordBatch], list[tuple[pa.RecordBatch, list[PayloadFailure]]]]:
+    """Decode the payloads of a batch of capture rows.
+
+    Returns one record batch per (endpoint, variant) present (each with its own payload columns), and
+    the rejected events with the envelope rows they came from.
+    """
+    records: list[pa.RecordBatch] = []
+    rejected: list[tuple[pa.RecordBatch, list[PayloadFailure]]] = []
+    if batch.num_rows == 0:
+        return records, rejected
+    for rows in _groups(batch):
+        group = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
+        decoded, failures = _decode_group(group, spec)
+        if decoded is not None and decoded.num_rows:
+            records.append(decoded)
+        if failures:
+            rejected.append((group, failures))
+    return records, rejected
+
+
+def payload_rejects(rejected: list[tuple[pa.RecordBatch, list[PayloadFailure]]]) -> pa.RecordBatch:
+    """The `_rejects` rows of events that payload decoding rejected."""
+    from engine.layout import describe_key
+    from engine.schemas import rejects_schema
+
+    rows = []
+    for batch, failures in rejected:
+        files = batch.column("source_file")
+        lines = batch.column("source_line")
+        endpoints = batch.column("endpoint")
+        variants = batch.column("variant")
+        for f in failures:
+            uri = files[f.row].as_py()
+            rows.append(
+                {
+                    "endpoint": endpoints[f.row].as_py(),
+                    "variant": variants[f.row].as_py(),
+                    "source_hour": describe_key(uri)[2],
+                    "source_file": uri,
+                    "source_line": lines[f.row].as_py(),
+                    "reason": f.reason,
+                    "detail": f.detail[:500],
+                    "raw": f.raw,
+                }
+            )
+    return pa.RecordBatch.from_pylist(rows, schema=rejects_schema())
