@@ -40,13 +40,15 @@ test: $(VENV)/.dev lint ## Lint, type-check, run the test suite, then the benchm
 bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI size (results in benchmarks/results/)
 	$(PY) -m pytest benchmarks/test_kernels.py -q -p no:cacheprovider --benchmark-json=benchmarks/results/kernels.json
 	$(PY) -m benchmarks.run --size 20MB
+	$(PY) -m benchmarks.run --job decode --size 20MB
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
 	$(VENV)/bin/ruff format engine tests benchmarks
 
 bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1GB) against DuckDB, polars, pandas
-	$(PY) -m benchmarks.run --size $(BENCH_SIZE)
+	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --repeat 3
+	$(PY) -m benchmarks.run --job decode --size $(BENCH_SIZE) --repeat 3
 
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

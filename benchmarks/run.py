@@ -1,13 +1,19 @@
 """End-to-end benchmark: capture-engine against DuckDB, polars and pandas on the same synth capture tree.
 
-    python -m benchmarks.run --size 1GB [--tools engine,duckdb,polars,pandas] [--repeat N] [--json PATH]
+    python -m benchmarks.run --size 1GB [--job realtime|decode] [--tools engine,duckdb,...] [--repeat N] [--json PATH]
+
+Two jobs. ``realtime`` (the default): the envelope job, ``capture-engine realtime SRC DEST`` against the peers of
+``benchmarks/realtime_peers.py`` on synth's default payload mix. ``decode``: payload decoding,
+``capture-engine realtime SRC DEST --decode`` against the peers of ``benchmarks/decode_peers.py`` (DuckDB,
+polars) on a tree of plain CSV payloads, one output row per payload record.
 
 Each tool runs in its own process on a fresh destination; wall time is measured around the process (interpreter
 start and imports included, as a user would see it) and peak RSS is the child's own ``ru_maxrss`` from
 ``os.wait4``. Then every tool's output is read back with DuckDB and compared with the reference (the engine, or
 the first tool if the engine is not run): rows per partition, and the row count plus order-independent hashes
-over all rows. The reference itself is checked against the synth ground truth (events per UTC hour). Any
-failure or mismatch makes the exit status non-zero.
+over all rows. The reference itself is checked against the synth ground truth (events per UTC hour; for
+``decode`` also the payload records in total, and no rejected event). Any failure or mismatch makes the exit
+status non-zero.
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks.data import DEFAULT_ROOT, capture_files, ensure_data, is_complete, load_marker
+from benchmarks import decode_peers
+from benchmarks.data import DEFAULT_ROOT, Kind, capture_files, ensure_data, is_complete, load_marker
 from benchmarks.realtime_peers import PARTITION_KEYS, TOOLS
 from engine.options import parse_size
 from engine.schemas import table_spec
@@ -44,6 +51,90 @@ _DATA_COLUMNS: Final = (
     "input_data, output_content_type, output_encoding, output_data, custom_attributes, source_file, source_line"
 )
 MB: Final = 1e6  # sizes, throughput and RSS are all in decimal megabytes, like --size
+
+
+@dataclass(frozen=True)
+class Hash:
+    """One order-independent hash of the output check: the stats key, the hashed SQL, what a difference means."""
+
+    key: str
+    sql: str
+    differs: str  # the problem reported when only this hash (and the ones after it) differs; {ref} is the reference
+
+
+@dataclass(frozen=True)
+class Job:
+    """What is benchmarked: the engine's flags, the peers, the input tree kind and how outputs are checked."""
+
+    name: str
+    kind: Kind  # the synth tree (benchmarks.data)
+    peers: str  # the module running a peer: python -m PEERS TOOL SRC DEST [--files-from LIST]
+    tools: tuple[str, ...]
+    default_tools: tuple[str, ...]
+    engine_flags: tuple[str, ...]
+    file_schema: Callable[[], Any]  # the contract's Parquet file schema (pyarrow.Schema)
+    hashes: tuple[Hash, ...]  # most telling first: the first one that differs is reported
+
+
+def _decoded_file_schema() -> Any:
+    import pyarrow as pa
+
+    envelope = table_spec("capture").file_schema
+    fields = [f for f in envelope if f.name not in ("input_data", "output_data")]
+    fields.append(pa.field("record_index", pa.int64()))
+    fields += [pa.field(n, pa.float64()) for n in decode_peers.decoded_columns() if n[0] == "f" and n[1:].isdigit()]
+    fields.append(pa.field("prediction", pa.float64()))
+    return pa.schema(fields)
+
+
+_DECODED_COLUMNS: Final = ", ".join(
+    "epoch_ms(inference_time)" if c == "inference_time" else c for c in decode_peers.decoded_columns()
+)
+JOBS: Final[dict[str, Job]] = {
+    "realtime": Job(
+        name="realtime",
+        kind="mixed",
+        peers="benchmarks.realtime_peers",
+        tools=tuple(TOOLS),
+        default_tools=DEFAULT_TOOLS,
+        engine_flags=(),
+        file_schema=lambda: table_spec("capture").file_schema,
+        hashes=(
+            Hash(
+                "key_hash",
+                "hash(event_id, epoch_ms(inference_time), source_line)",
+                "hash of (event_id, inference_time ms, source_line) differs from {ref}",
+            ),
+            Hash(
+                "row_hash",
+                f"hash({_DATA_COLUMNS}, {', '.join(PARTITION_KEYS)})",
+                "same keys as {ref} but other column values differ (hash over every column)",
+            ),
+        ),
+    ),
+    "decode": Job(
+        name="decode",
+        kind="csv",
+        peers="benchmarks.decode_peers",
+        tools=tuple(decode_peers.TOOLS),
+        default_tools=("engine", "duckdb", "polars"),
+        engine_flags=("--decode",),
+        file_schema=_decoded_file_schema,
+        hashes=(
+            Hash("key_hash", "hash(event_id, record_index)", "hash of (event_id, record_index) differs from {ref}"),
+            Hash(
+                "value_hash",
+                "hash(event_id, record_index, prediction, f0, f68)",
+                "same (event_id, record_index) keys as {ref} but prediction, f0 or f68 differ",
+            ),
+            Hash(
+                "row_hash",
+                f"hash({_DECODED_COLUMNS}, {', '.join(PARTITION_KEYS)})",
+                "same keys, prediction, f0 and f68 as {ref} but other column values differ (hash over every column)",
+            ),
+        ),
+    ),
+}
 
 
 @dataclass
@@ -94,11 +185,11 @@ def _size_label(text: str) -> str:
     return re.sub(r"\s+", "", text).upper().replace("IB", "iB")
 
 
-def _tool_command(tool: str, src: Path, dest: Path, files_from: Path | None) -> list[str]:
+def _tool_command(tool: str, src: Path, dest: Path, files_from: Path | None, job: Job = JOBS["realtime"]) -> list[str]:
     if tool == "engine":
         # The documented command itself, not a wrapper, so the measured process is the engine's.
-        return [sys.executable, "-m", "engine", "realtime", str(src), str(dest), "--quiet"]
-    cmd = [sys.executable, "-m", "benchmarks.realtime_peers", tool, str(src), str(dest)]
+        return [sys.executable, "-m", "engine", "realtime", str(src), str(dest), *job.engine_flags, "--quiet"]
+    cmd = [sys.executable, "-m", job.peers, tool, str(src), str(dest)]
     if files_from is not None:
         cmd += ["--files-from", str(files_from)]
     return cmd
@@ -181,12 +272,27 @@ def _layout_problems(dest: Path) -> tuple[list[str], Path | None]:
     return problems, sample
 
 
-def _schema_notes(sample: Path) -> tuple[list[str], list[str]]:
+def _other_schemas(dest: Path, sample: Path) -> list[str]:
+    """Data files whose column names differ from the sample's (the decode job writes a schema per variant)."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(sample).names
+    odd = [
+        p.relative_to(dest).as_posix()
+        for p in sorted(dest.glob("endpoint=*/**/*.parquet"))
+        if pq.read_schema(p).names != names
+    ]
+    if not odd:
+        return []
+    return [f"{len(odd)} data files have other columns than {sample.relative_to(dest).as_posix()}, e.g. {odd[0]}"]
+
+
+def _schema_notes(sample: Path, job: Job = JOBS["realtime"]) -> tuple[list[str], list[str]]:
     """(problems, notes): column names must match the contract; type differences are reported, not failed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    want = table_spec("capture").file_schema
+    want = job.file_schema()
     got = pq.read_schema(sample)
     problems, notes = [], []
     if got.names != want.names:
@@ -202,8 +308,11 @@ def _schema_notes(sample: Path) -> tuple[list[str], list[str]]:
     return problems, notes
 
 
-def _stats(con: Any, dest: Path, subset: list[str] | None) -> dict[str, Any]:
-    """Row count, hashes and rows per partition of a dataset, optionally only rows from ``subset`` files."""
+def _stats(con: Any, dest: Path, subset: list[str] | None, job: Job = JOBS["realtime"]) -> dict[str, Any]:
+    """Row count, hashes and rows per partition of a dataset, optionally only rows from ``subset`` files.
+
+    The decode job also counts, per partition, the rows with record_index 0: one per event.
+    """
     rel = (
         f"read_parquet('{dest.as_posix()}/endpoint=*/**/*.parquet', hive_partitioning = true, "
         "hive_types_autocast = false)"  # keep '01' a string: zero padding is part of what is checked
@@ -213,27 +322,32 @@ def _stats(con: Any, dest: Path, subset: list[str] | None) -> dict[str, Any]:
         con.execute("CREATE OR REPLACE TEMP TABLE subset AS SELECT unnest(?::VARCHAR[]) AS uri", [subset])
         where = "WHERE source_file IN (SELECT uri FROM subset)"
     # Sums of 64-bit hashes as HUGEINT: order-independent, and unlike XOR a duplicated row does not cancel out.
-    rows, key_hash, row_hash = con.execute(
-        f"""SELECT count(*),
-                   coalesce(sum(hash(event_id, epoch_ms(inference_time), source_line)::HUGEINT), 0),
-                   coalesce(sum(hash({_DATA_COLUMNS}, {", ".join(PARTITION_KEYS)})::HUGEINT), 0)
-            FROM {rel} {where}"""
-    ).fetchone()
+    sums = ", ".join(f"coalesce(sum({h.sql}::HUGEINT), 0)" for h in job.hashes)
+    rows, *hashes = con.execute(f"SELECT count(*), {sums} FROM {rel} {where}").fetchone()
+    decode = job.name == "decode"
+    counts = "count(*), count(*) FILTER (WHERE record_index = 0)" if decode else "count(*)"
     parts = con.execute(
-        f"SELECT {', '.join(PARTITION_KEYS)}, count(*) FROM {rel} {where} GROUP BY ALL ORDER BY ALL"
+        f"SELECT {', '.join(PARTITION_KEYS)}, {counts} FROM {rel} {where} GROUP BY ALL ORDER BY ALL"
     ).fetchall()
-    partitions = {"/".join(f"{k}={v}" for k, v in zip(PARTITION_KEYS, p[:-1], strict=True)): p[-1] for p in parts}
-    return {"rows": rows, "key_hash": str(key_hash), "row_hash": str(row_hash), "partitions": partitions}
+    n_keys = len(PARTITION_KEYS)
+
+    def key(p: tuple[Any, ...]) -> str:
+        return "/".join(f"{k}={v}" for k, v in zip(PARTITION_KEYS, p[:n_keys], strict=True))
+
+    stats: dict[str, Any] = {"rows": rows, **{h.key: str(v) for h, v in zip(job.hashes, hashes, strict=True)}}
+    stats["partitions"] = {key(p): p[n_keys] for p in parts}
+    if decode:
+        stats["event_partitions"] = {key(p): p[n_keys + 1] for p in parts}
+    return stats
 
 
-def _compare(got: dict[str, Any], want: dict[str, Any], ref: str) -> list[str]:
+def _compare(got: dict[str, Any], want: dict[str, Any], ref: str, job: Job = JOBS["realtime"]) -> list[str]:
     problems = []
     if got["rows"] != want["rows"]:
         problems.append(f"{got['rows']:,} rows, {ref} has {want['rows']:,}")
-    if got["key_hash"] != want["key_hash"]:
-        problems.append(f"hash of (event_id, inference_time ms, source_line) differs from {ref}")
-    elif got["row_hash"] != want["row_hash"]:
-        problems.append(f"same keys as {ref} but other column values differ (hash over every column)")
+    differs = next((h for h in job.hashes if got[h.key] != want[h.key]), None)
+    if differs is not None:
+        problems.append(differs.differs.format(ref=ref))
     gp, wp = got["partitions"], want["partitions"]
     diff = sorted(k for k in gp.keys() | wp.keys() if gp.get(k) != wp.get(k))
     if diff:
@@ -242,13 +356,25 @@ def _compare(got: dict[str, Any], want: dict[str, Any], ref: str) -> list[str]:
     return problems
 
 
-def _ground_truth(stats: dict[str, Any], summary: dict[str, Any]) -> list[str]:
-    """What synth says it wrote: events in total and per UTC hour (every event is valid, so each is a row)."""
+def _ground_truth(stats: dict[str, Any], summary: dict[str, Any], job: Job = JOBS["realtime"]) -> list[str]:
+    """What synth says it wrote: events in total and per UTC hour (every event is valid, so each is a row).
+
+    Decode job: a row per payload record (synth's ``records``), and the rows with record_index 0 are the events.
+    """
     problems = []
-    if stats["rows"] != summary["events"]:
+    events = stats["partitions"]
+    if job.name == "decode":
+        if stats["rows"] != summary["records"]:
+            problems.append(f"{stats['rows']:,} rows but synth wrote {summary['records']:,} payload records")
+        events = stats["event_partitions"]
+        if sum(events.values()) != summary["events"]:
+            problems.append(
+                f"{sum(events.values()):,} rows with record_index 0 but synth wrote {summary['events']:,} events"
+            )
+    elif stats["rows"] != summary["events"]:
         problems.append(f"{stats['rows']:,} rows but synth wrote {summary['events']:,} events")
     per_hour: dict[str, int] = {}
-    for key, n in stats["partitions"].items():
+    for key, n in events.items():
         v = dict(kv.split("=", 1) for kv in key.split("/"))
         hour = f"{v['year']}-{v['month']}-{v['day']}T{v['hour']}"
         per_hour[hour] = per_hour.get(hour, 0) + n
@@ -258,10 +384,69 @@ def _ground_truth(stats: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_outputs(results: list[ToolResult], dests: dict[str, Path], summary: dict[str, Any]) -> str | None:
+def _rejects_problems(con: Any, dest: Path) -> list[str]:
+    """Events a tool moved to ``_rejects`` (the decode job's clean CSV input should have none), by reason."""
+    if not any((dest / "_rejects").glob("**/*.parquet")):
+        return []
+    rows = con.execute(
+        f"""SELECT reason, count(*), any_value(source_file || ':' || source_line), any_value(detail)
+            FROM read_parquet('{dest.as_posix()}/_rejects/**/*.parquet', hive_partitioning = false)
+            GROUP BY ALL ORDER BY 2 DESC"""
+    ).fetchall()
+    return [
+        f"{n:,} events rejected to _rejects as {reason!r}, e.g. {where}: {detail}" for reason, n, where, detail in rows
+    ]
+
+
+def _diff_detail(con: Any, got: Path, want: Path, ref: str) -> list[str]:
+    """Which rows and columns differ from the reference, joined on (event_id, record_index), with an example each."""
+    cols = [*decode_peers.decoded_columns(), *PARTITION_KEYS]
+
+    def rel(dest: Path) -> str:
+        return (
+            f"read_parquet('{dest.as_posix()}/endpoint=*/**/*.parquet', hive_partitioning = true, "
+            "hive_types_autocast = false)"
+        )
+
+    joined = (
+        f"FROM {rel(got)} g FULL OUTER JOIN {rel(want)} w "
+        "ON g.event_id = w.event_id AND g.record_index = w.record_index"
+    )
+    both = "g.event_id IS NOT NULL AND w.event_id IS NOT NULL"
+    counts = ", ".join(f"count(*) FILTER (WHERE {both} AND g.{c} IS DISTINCT FROM w.{c})" for c in cols)
+    only_got, only_want, *per_col = con.execute(
+        f"SELECT count(*) FILTER (WHERE w.event_id IS NULL), count(*) FILTER (WHERE g.event_id IS NULL), {counts} "
+        + joined
+    ).fetchone()
+    out = []
+    for n, side, other in ((only_got, "g", "w"), (only_want, "w", "g")):
+        if n:
+            example = con.execute(
+                f"SELECT {side}.event_id, {side}.record_index, {side}.source_file, {side}.source_line {joined} "
+                f"WHERE {other}.event_id IS NULL LIMIT 1"
+            ).fetchone()
+            where = "only here" if side == "g" else f"only in {ref}"
+            out.append(f"{n:,} (event_id, record_index) rows {where}, e.g. {example}")
+    for c, n in zip(cols, per_col, strict=True):
+        if n:
+            e = con.execute(
+                f"SELECT g.event_id, g.record_index, g.source_file, g.source_line, g.{c}, w.{c} {joined} "
+                f"WHERE {both} AND g.{c} IS DISTINCT FROM w.{c} LIMIT 1"
+            ).fetchone()
+            out.append(
+                f"column {c} differs on {n:,} rows, e.g. event {e[0]} record {e[1]} ({e[2]} line {e[3]}): "
+                f"{e[4]!r} here, {e[5]!r} in {ref}"
+            )
+    return out[:12]
+
+
+def check_outputs(
+    results: list[ToolResult], dests: dict[str, Path], summary: dict[str, Any], job: Job = JOBS["realtime"]
+) -> str | None:
     """Fill in each result's check; returns the reference tool (None if no full run succeeded)."""
     import duckdb
 
+    decode = job.name == "decode"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for r in results:
@@ -271,18 +456,22 @@ def check_outputs(results: list[ToolResult], dests: dict[str, Path], summary: di
             continue
         layout, sample = _layout_problems(dests[r.tool])
         r.problems += layout
+        if decode:
+            r.problems += _rejects_problems(con, dests[r.tool])
         if sample is not None:
-            names, notes = _schema_notes(sample)
+            names, notes = _schema_notes(sample, job)
             r.problems += names
             r.notes += notes
+            if decode:
+                r.problems += _other_schemas(dests[r.tool], sample)
             uris = None if r.subset_files is None else ["file://" + f for f in r.subset_files]
-            r.stats = _stats(con, dests[r.tool], uris)
+            r.stats = _stats(con, dests[r.tool], uris, job)
 
     full = [r for r in results if r.stats is not None and r.subset_files is None]
     ordered = sorted(full, key=lambda r: r.tool != "engine")  # the engine is the reference when it ran
     ref = ordered[0] if ordered else None
     if ref is not None and ref.stats is not None:
-        ref.problems += [f"ground truth: {p}" for p in _ground_truth(ref.stats, summary)]
+        ref.problems += [f"ground truth: {p}" for p in _ground_truth(ref.stats, summary, job)]
     for r in results:
         if r.failed or r.stats is None:
             if not r.failed:
@@ -295,10 +484,13 @@ def check_outputs(results: list[ToolResult], dests: dict[str, Path], summary: di
         if r is ref:
             pass
         elif r.subset_files is None:
-            r.problems += _compare(r.stats, ref.stats, ref.tool)
+            differs = _compare(r.stats, ref.stats, ref.tool, job)
+            r.problems += differs
+            if differs and decode:
+                r.problems += _diff_detail(con, dests[r.tool], dests[ref.tool], ref.tool)
         else:
-            want = _stats(con, dests[ref.tool], ["file://" + f for f in r.subset_files])
-            r.problems += _compare(r.stats, want, f"{ref.tool} (same {len(r.subset_files)} files)")
+            want = _stats(con, dests[ref.tool], ["file://" + f for f in r.subset_files], job)
+            r.problems += _compare(r.stats, want, f"{ref.tool} (same {len(r.subset_files)} files)", job)
         if r.problems:
             r.check = "MISMATCH"
         elif r is ref:
@@ -398,9 +590,16 @@ def _fmt_row(r: ToolResult, capture_bytes: int, engine_wall: float | None) -> li
     ]
 
 
-def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
+def _cpu(r: ToolResult) -> float | None:
+    """Median CPU seconds (user + system) of the runs, or None if any run failed."""
+    return None if r.failed else statistics.median(run.cpu_seconds for run in r.runs)
+
+
+def markdown_table(results: list[ToolResult], capture_bytes: int, cpu: bool = False) -> str:
+    """The results table; ``cpu`` adds the median CPU seconds and their ratio to the engine's (decode job)."""
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = engine.wall if engine else None
+    engine_cpu = _cpu(engine) if engine else None
     header = [
         "tool",
         "wall s" + (" (min-max)" if any(len(r.runs) > 1 for r in results) else ""),
@@ -410,8 +609,17 @@ def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
         "rows",
         "check",
     ]
+    if cpu:
+        # CPU time is what a busy neighbour on the machine disturbs least: the speed-up by CPU seconds.
+        header[5:5] = ["CPU s", "engine CPU ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(_fmt_row(r, capture_bytes, engine_wall)) + " |" for r in results]
+    for r in results:
+        row = _fmt_row(r, capture_bytes, engine_wall)
+        if cpu:
+            c = _cpu(r) if r.subset_files is None else None
+            ratio = f"{c / engine_cpu:.1f}x" if c and engine_cpu and r.tool != "engine" else "-"
+            row[5:5] = [f"{c:.1f}" if c is not None else "-", ratio]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -461,9 +669,19 @@ def _result_json(r: ToolResult, capture_bytes: int, engine_wall: float | None) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="20MB", help="capture bytes to generate: 20MB, 1GB, ... (default 20MB)")
-    parser.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help="comma-separated, from: " + ", ".join(TOOLS))
+    parser.add_argument(
+        "--job",
+        choices=sorted(JOBS),
+        default="realtime",
+        help="realtime: the envelope job (default); decode: --decode of CSV payloads, one row per record",
+    )
+    parser.add_argument(
+        "--tools",
+        help="comma-separated; default and choices: "
+        + "; ".join(f"{j.name}: {','.join(j.default_tools)} from {', '.join(j.tools)}" for j in JOBS.values()),
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved; the median is reported")
-    parser.add_argument("--json", type=Path, help="results file (default benchmarks/results/realtime-SIZE-UTC.json)")
+    parser.add_argument("--json", type=Path, help="results file (default benchmarks/results/JOB-SIZE-UTC.json)")
     parser.add_argument(
         "--pandas-max-size",
         default="200MB",
@@ -473,8 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-output", action="store_true", help="keep each tool's output dataset")
     args = parser.parse_args(argv)
 
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = [t for t in tools if t not in TOOLS]
+    job = JOBS[args.job]
+    tools = [t.strip() for t in (args.tools or ",".join(job.default_tools)).split(",") if t.strip()]
+    unknown = [t for t in tools if t not in job.tools]
     if unknown or not tools or args.repeat < 1:
         parser.error(f"unknown tools {unknown}" if unknown else "need at least one tool and --repeat >= 1")
     size = parse_size(args.size)
@@ -486,9 +705,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    tree_exists = is_complete(size, args.data_root)
-    say(f"{'reusing' if tree_exists else 'generating'} the {label} synth capture tree under {args.data_root}")
-    tree = ensure_data(size, args.data_root)
+    tree_exists = is_complete(size, args.data_root, job.kind)
+    what = "synth capture tree" if job.kind == "mixed" else f"{job.kind}-only synth capture tree"
+    say(f"{'reusing' if tree_exists else 'generating'} the {label} {what} under {args.data_root}")
+    tree = ensure_data(size, args.data_root, job.kind)
     marker = load_marker(tree)
     summary = marker["summary"]
     capture_root = tree / "capture"
@@ -514,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(
             ToolResult(
                 tool=tool,
-                command=_tool_command(tool, capture_root, dests[tool], files_from),
+                command=_tool_command(tool, capture_root, dests[tool], files_from, job),
                 input_bytes=input_bytes,
                 subset_files=None if subset is None else [str(p) for p in subset],
             )
@@ -538,24 +758,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     say("checking outputs with DuckDB")
-    ref = check_outputs(results, dests, summary)
+    ref = check_outputs(results, dests, summary, job)
     if not args.keep_output:
         for d in dests.values():
             shutil.rmtree(d, ignore_errors=True)
 
-    table = markdown_table(results, capture_bytes)
+    table = markdown_table(results, capture_bytes, cpu=job.name == "decode")
     footnotes = _footnotes(results, capture_bytes, ref)
     legend = (
         "wall s: whole process (interpreter start and imports included); MB/s over the capture bytes; "
         "peak RSS: the process's own ru_maxrss; engine speed-up: tool wall / engine wall."
+        + (
+            " CPU s: median user + system seconds; engine CPU ratio: tool CPU s / engine CPU s."
+            if job.name == "decode"
+            else ""
+        )
     )
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = engine.wall if engine else None
     ok = all(not r.failed and not r.check.startswith("MISMATCH") for r in results)
     finished = datetime.now(timezone.utc)
-    out_path = args.json or RESULTS / f"realtime-{label}-{started:%Y%m%dT%H%M%SZ}.json"
+    out_path = args.json or RESULTS / f"{job.name}-{label}-{started:%Y%m%dT%H%M%SZ}.json"
     document = {
-        "benchmark": "realtime",
+        "benchmark": job.name,
         "date": started.isoformat(timespec="seconds"),
         "total_seconds": round((finished - started).total_seconds(), 1),
         "command": [Path(sys.executable).name, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)],
@@ -566,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tree": str(tree),
             "cached": tree_exists,
             "events": summary["events"],
+            **({"records": summary["records"], "kind": job.kind} if job.name == "decode" else {}),
             "files": len(files),
             "capture_bytes": capture_bytes,
             "generate_seconds": marker["generate_seconds"],
@@ -584,8 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path.write_text(json.dumps(document, indent=2) + "\n")
 
     print(
-        f"\n## realtime, {label}: {capture_bytes / MB:,.1f} MB of capture, {summary['events']:,} events, "
-        f"{len(files):,} files; {os.cpu_count()} CPUs; median of {args.repeat} run(s)\n"
+        f"\n## {job.name}, {label}: {capture_bytes / MB:,.1f} MB of capture, {summary['events']:,} events"
+        + (f" ({summary['records']:,} payload records)" if job.name == "decode" else "")
+        + f", {len(files):,} files; {os.cpu_count()} CPUs; median of {args.repeat} run(s)\n"
     )
     print(table)
     if footnotes:
