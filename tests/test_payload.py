@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine import RealtimeOptions, read_capture, run_realtime
 from engine.payload import ColumnSpec, decode_payloads, parse_column_spec
-from tests.conftest import QUOTED_CSV, QUOTED_JSONLINES, QUOTED_MIXED
+from tests.conftest import QUOTED_CSV, QUOTED_JSONLINES, QUOTED_MIXED, WriteCapture
 
 T = "2026-11-01T10:15:00Z"
 
@@ -225,3 +225,29 @@ def test_csv_values_round_trip(bodies: list[list[list[float]]], trailing: bool) 
     want = [(f"e{i}", k, *row, row[0] / 2) for i, rs in enumerate(bodies) for k, row in enumerate(rs)]
     got = [(r["event_id"], r["record_index"], r["f0"], r["f1"], r["f2"], r["prediction"]) for r in rows]
     assert got == want
+
+
+def test_decode_job_rejects_bad_payload_events_and_balances(tmp_path: Path, write_capture: WriteCapture) -> None:
+    lines = [
+        event("ok1", (*CSV_IN, "1,2\n3,4"), (*CSV_OUT, "0.1\n0.2")),
+        event("short", (*CSV_IN, "1,2\n3,4"), (*CSV_OUT, "0.1")),
+        event("ok2", (*CSV_IN, "5,6"), (*CSV_OUT, "0.3")),
+        event("b64", ("text/csv", "BASE64", "%%%"), (*CSV_OUT, "0.3")),
+    ]
+    write_capture("2026/11/01/10", lines)
+    out = tmp_path / "out"
+    report = run_realtime(str(tmp_path / "capture"), str(out), options=RealtimeOptions(decode=True, max_reject_ratio=1))
+    assert report.balanced
+    assert (report.records, report.events_written, report.rows_written, report.rejected) == (4, 2, 3, 2)
+    assert report.rejects_by_reason == {"record_count_mismatch": 1, "invalid_base64": 1}
+    rejects = ds.dataset(out / "_rejects", partitioning="hive").to_table().to_pylist()
+    assert sorted((r["source_line"], r["reason"]) for r in rejects) == [
+        (2, "record_count_mismatch"),
+        (4, "invalid_base64"),
+    ]
+    rows = (
+        ds.dataset(out, partitioning="hive")
+        .to_table()
+        .sort_by([("event_id", "ascending"), ("record_index", "ascending")])
+    )
+    assert rows.column("prediction").to_pylist() == [0.1, 0.2, 0.3]
