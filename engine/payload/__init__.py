@@ -182,19 +182,15 @@ def _positions(counts: np.ndarray, has: np.ndarray, rec_event: np.ndarray, rec_i
 
 def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBatch | None, list[PayloadFailure]]:
     n = batch.num_rows
-    ins = decode_side(
-        batch.column("input_data"),
-        batch.column("input_encoding"),
-        batch.column("input_content_type"),
-        side="input",
-        spec=spec,
-    )
-    outs = decode_side(
-        batch.column("output_data"),
-        batch.column("output_encoding"),
-        batch.column("output_content_type"),
-        side="output",
-        spec=spec,
+    ins, outs = (
+        decode_side(
+            batch.column(f"{side}_data"),
+            batch.column(f"{side}_encoding"),
+            batch.column(f"{side}_content_type"),
+            side=side,
+            spec=spec,
+        )
+        for side in ("input", "output")
     )
     has_in = _mask(pc.is_valid(batch.column("input_data")))
     has_out = _mask(pc.is_valid(batch.column("output_data")))
