@@ -22,6 +22,7 @@ from engine.payload.csv import decode_csv_bodies
 from engine.payload.json import decode_json_bodies
 from engine.payload.records import SideRecords
 from engine.payload.spec import ColumnSpec, SideSpec, load_column_spec, parse_column_spec
+from engine.schemas import capture_schema
 
 __all__ = [
     "ColumnSpec",
@@ -35,22 +36,9 @@ __all__ = [
 ]
 
 Side = Literal["input", "output"]
-# Envelope columns carried onto every record row; the raw bodies are replaced by their decoded columns.
-ENVELOPE = [
-    "endpoint",
-    "variant",
-    "event_id",
-    "inference_id",
-    "inference_time",
-    "event_version",
-    "input_content_type",
-    "input_encoding",
-    "output_content_type",
-    "output_encoding",
-    "custom_attributes",
-    "source_file",
-    "source_line",
-]
+# Envelope columns carried onto every record row (from schemas/tables.json); the raw bodies are replaced
+# by their decoded columns.
+ENVELOPE = [n for n in capture_schema().names if n not in ("input_data", "output_data")]
 
 
 @dataclass(frozen=True)
