@@ -39,24 +39,15 @@ from benchmarks.realtime_peers import (
     _files,
     _source_glob,
     _sql_string,
+    run_engine_cli,
 )
+from engine.payload import ENVELOPE
 
 __all__ = ["FEATURES", "TOOLS", "decoded_columns", "duckdb_decode_query", "main"]
 
 FEATURES: Final = 69  # the synth CSV input width (SageMaker's XGBoost churn example)
-_ENVELOPE: Final = (
-    "event_id",
-    "inference_id",
-    "inference_time",
-    "event_version",
-    "input_content_type",
-    "input_encoding",
-    "output_content_type",
-    "output_encoding",
-    "custom_attributes",
-    "source_file",
-    "source_line",
-)
+# The engine's envelope columns of the decoded table (from schemas/tables.json), less the hive keys.
+_ENVELOPE: Final = tuple(c for c in ENVELOPE if c not in ("endpoint", "variant"))
 
 
 def decoded_columns(features: int = FEATURES) -> list[str]:
@@ -194,13 +185,7 @@ def run_polars(src: str, dest: str, files: list[str] | None) -> None:
 
 
 def run_engine(src: str, dest: str, files: list[str] | None) -> None:
-    if files is not None:
-        raise SystemExit("engine: --files-from is not supported; give the capture root (or a folder of it)")
-    from engine.cli import main as engine_main
-
-    code = engine_main(["realtime", src, dest, "--decode", "--quiet"])
-    if code:
-        raise SystemExit(code)
+    run_engine_cli(src, dest, files, "--decode")
 
 
 TOOLS: Final[dict[str, Callable[[str, str, list[str] | None], None]]] = {

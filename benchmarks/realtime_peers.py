@@ -269,14 +269,19 @@ def run_pandas(src: str, dest: str, files: list[str] | None) -> None:
 # --- the engine ---------------------------------------------------------------------------------------------
 
 
-def run_engine(src: str, dest: str, files: list[str] | None) -> None:
+def run_engine_cli(src: str, dest: str, files: list[str] | None, *flags: str) -> None:
+    """The engine's own command line in this process (the runner already gives every tool its own process)."""
     if files is not None:
         raise SystemExit("engine: --files-from is not supported; give the capture root (or a folder of it)")
     from engine.cli import main as engine_main
 
-    code = engine_main(["realtime", src, dest, "--quiet"])
+    code = engine_main(["realtime", src, dest, "--quiet", *flags])
     if code:
         raise SystemExit(code)
+
+
+def run_engine(src: str, dest: str, files: list[str] | None) -> None:
+    run_engine_cli(src, dest, files)
 
 
 TOOLS: Final[dict[str, Callable[[str, str, list[str] | None], None]]] = {

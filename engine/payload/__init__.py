@@ -25,6 +25,7 @@ from engine.payload.spec import ColumnSpec, SideSpec, load_column_spec, parse_co
 from engine.schemas import capture_schema
 
 __all__ = [
+    "ENVELOPE",
     "ColumnSpec",
     "PayloadFailure",
     "SideSpec",
