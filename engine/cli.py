@@ -84,6 +84,54 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
 
 
+def _add_job(p: argparse.ArgumentParser) -> None:
+    """The options every job shares (`JobOptions`)."""
+    p.add_argument("--start", type=_time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
+    p.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
+    p.add_argument("--max-reject-ratio", type=_ratio, default=0.01, help="fail above this share (default 0.01)")
+    p.add_argument("--require-data", action="store_true", help="an empty window is an error")
+    p.add_argument("--workers", type=_positive_int, help="decode threads (default: number of cores)")
+    p.add_argument("--fetch-concurrency", type=_positive_int, default=32, help="objects fetched at once")
+    p.add_argument("--unit-size", type=_size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
+    p.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
+    p.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
+    p.add_argument(
+        "--decode", action="store_true", help="decode payloads into typed columns, one row per payload record"
+    )
+    p.add_argument("--columns", metavar="SPEC", help="column spec file (names and types; implies --decode)")
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option, repeatable (e.g. endpoint_url=http://..., anon=true)",
+    )
+    p.add_argument("--kms-key-id", help="encrypt written S3 objects with this KMS key (SSE-KMS)")
+    _add_common(p)
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`JobOptions` keyword arguments from the options `_add_job` declared."""
+    opts: dict[str, Any] = {
+        "start": args.start,
+        "end": args.end,
+        "max_reject_ratio": args.max_reject_ratio,
+        "require_data": args.require_data,
+        "fetch_concurrency": args.fetch_concurrency,
+        "unit_bytes": args.unit_size,
+        "max_line_bytes": args.max_line_bytes,
+        "compression": args.compression,
+        "storage_options": _storage_options(args.storage_option),
+        "kms_key_id": args.kms_key_id,
+    }
+    if args.workers:
+        opts["workers"] = args.workers
+    if args.columns:
+        opts["columns"] = load_column_spec(args.columns, opts["storage_options"])
+    opts["decode"] = args.decode or bool(args.columns)
+    return opts
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capture-engine",
@@ -95,27 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("realtime", help="real-time endpoint capture -> hive-partitioned Parquet")
     rt.add_argument("source", help="capture root, any level of it, or one object (path or URL: s3://, file://)")
     rt.add_argument("dest", help="output dataset root (path or URL)")
-    rt.add_argument("--start", type=_time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
-    rt.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
-    rt.add_argument("--max-reject-ratio", type=_ratio, default=0.01, help="fail above this share (default 0.01)")
-    rt.add_argument("--require-data", action="store_true", help="an empty window is an error")
-    rt.add_argument("--workers", type=_positive_int, help="decode threads (default: number of cores)")
-    rt.add_argument("--fetch-concurrency", type=_positive_int, default=32, help="objects fetched at once")
-    rt.add_argument("--unit-size", type=_size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
-    rt.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
-    rt.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
-    rt.add_argument(
-        "--decode", action="store_true", help="decode payloads into typed columns, one row per payload record"
-    )
-    rt.add_argument("--columns", metavar="SPEC", help="column spec file (names and types; implies --decode)")
-    rt.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fsspec storage option, repeatable (e.g. endpoint_url=http://..., anon=true)",
-    )
-    _add_common(rt)
+    _add_job(rt)
 
     sy = sub.add_parser("synth", help="write a seeded sample capture tree with ground-truth labels")
     sy.add_argument("dest", help="where to write (capture/ and ground-truth/ go below it)")
@@ -171,23 +199,7 @@ class _Progress:
 
 
 def _cmd_realtime(args: argparse.Namespace) -> int:
-    opts: dict[str, Any] = {
-        "start": args.start,
-        "end": args.end,
-        "max_reject_ratio": args.max_reject_ratio,
-        "require_data": args.require_data,
-        "fetch_concurrency": args.fetch_concurrency,
-        "unit_bytes": args.unit_size,
-        "max_line_bytes": args.max_line_bytes,
-        "compression": args.compression,
-        "storage_options": _storage_options(args.storage_option),
-    }
-    if args.workers:
-        opts["workers"] = args.workers
-    if args.columns:
-        opts["columns"] = load_column_spec(args.columns, opts["storage_options"])
-    opts["decode"] = args.decode or bool(args.columns)
-    options = RealtimeOptions(**opts)
+    options = RealtimeOptions(**_job_options(args))
     progress = _Progress(sys.stderr.isatty() and not args.quiet)
     try:
         report = run_realtime(args.source, args.dest, options=options, progress=progress)

@@ -12,7 +12,7 @@ from typing import Any
 from engine.errors import OptionsError
 from engine.payload.spec import ColumnSpec
 
-__all__ = ["RealtimeOptions", "parse_size", "parse_time"]
+__all__ = ["JobOptions", "RealtimeOptions", "parse_size", "parse_time"]
 
 _TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<h>\d{2})(?::(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d+))?)?)?)?"
@@ -69,8 +69,8 @@ def _default_workers() -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RealtimeOptions:
-    """Options of the real-time capture job and reader.
+class JobOptions:
+    """Options every job shares: window, limits, concurrency, storage and output format.
 
     Attributes:
         start: first instant of the window (inclusive, UTC); None reads from the beginning.
@@ -87,6 +87,8 @@ class RealtimeOptions:
         row_group_bytes: buffered bytes per partition before a row group is written.
         decode: decode the payloads into typed columns, one row per payload record (design 3.3).
         columns: names and types of the decoded columns (implies `decode`); None: the default rules.
+        kms_key_id: encrypt every object written to S3 with this KMS key (SSE-KMS, as SageMaker's
+            ``KmsKeyId``); only for ``s3://`` destinations.
     """
 
     start: datetime | None = None
@@ -102,6 +104,7 @@ class RealtimeOptions:
     row_group_bytes: int = 16 * 2**20
     decode: bool = False
     columns: ColumnSpec | None = None
+    kms_key_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.columns is not None:
@@ -149,3 +152,8 @@ class RealtimeOptions:
             else:
                 out[k] = v
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealtimeOptions(JobOptions):
+    """Options of the real-time capture job and reader (`JobOptions`; nothing of its own yet)."""

@@ -43,8 +43,14 @@ def _codes(col: pa.Array) -> tuple[np.ndarray, list[str | None]]:
     return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64), values
 
 
+def _none(batch: pa.RecordBatch) -> tuple[np.ndarray, list[str | None]]:
+    return np.zeros(batch.num_rows, dtype=np.int64), [None]
+
+
 def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[PartitionKey, pa.RecordBatch]]:
     """Yield (key, rows) for each (endpoint, variant, hour of `time_column`) in `batch`.
+
+    Without `endpoint`/`variant` columns (batch transform tables) the key is (None, None, hour).
 
     Rows arrive mostly grouped (objects are read in hour order), so contiguous runs are sliced
     without a copy; otherwise one stable sort of an int64 composite key, then slices. Never a
@@ -52,8 +58,9 @@ def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[Par
     """
     if batch.num_rows == 0:
         return
-    e_codes, e_values = _codes(batch.column("endpoint"))
-    v_codes, v_values = _codes(batch.column("variant"))
+    # Batch tables have no endpoint/variant: every row then shares the (None, None) prefix.
+    e_codes, e_values = _codes(batch.column("endpoint")) if "endpoint" in batch.schema.names else _none(batch)
+    v_codes, v_values = _codes(batch.column("variant")) if "variant" in batch.schema.names else _none(batch)
     ts = batch.column(time_column).cast(pa.int64())
     valid = np.asarray(pc.is_valid(ts).to_numpy(zero_copy_only=False), dtype=bool)
     hours = np.where(valid, np.asarray(ts.fill_null(0).to_numpy(), dtype=np.int64) // _MS_PER_HOUR, -1)

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
 from engine.envelope import Decoded, decode_unit
-from engine.errors import NoDataError, RejectLimitError
 from engine.fetch import group_units, iter_pieces, ordered_map
+from engine.job import JobRun
 from engine.layout import CaptureObject, list_capture_objects
 from engine.options import RealtimeOptions
 from engine.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.report import RunReport
-from engine.schemas import capture_schema, table_spec
-from engine.sink import DatasetWriter, abort_run, begin_run, commit_run
+from engine.schemas import capture_schema
 from engine.storage import Location, open_location
 
 __all__ = ["ProgressCallback", "read_capture", "run_realtime"]
@@ -33,10 +30,6 @@ logger = logging.getLogger(__name__)
 _LOCAL_FETCH_THREADS = 4
 
 ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in total
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decoded_units(
@@ -140,18 +133,9 @@ def run_realtime(
         NoDataError: the window is empty and `options.require_data` is set.
     """
     options = options or RealtimeOptions()
-    started = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-    report = RunReport(
-        command=command,
-        source=source,
-        dest=dest,
-        options=options.to_dict(),
-        run_id=run_id,
-        window={"start": _iso(options.start), "end": _iso(options.end)},
-    )
+    run = JobRun(dest, command=command, source=source, options=options)
+    report = run.report
     src = open_location(source, options.storage_options)
-    out = open_location(dest, options.storage_options)
 
     t0 = time.perf_counter()
     objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
@@ -159,82 +143,23 @@ def run_realtime(
     report.objects = len(objects)
     logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
 
-    begin_run(out)
-    data = DatasetWriter(
-        out,
-        spec=table_spec("capture"),
-        time_column="inference_time",
-        dynamic=options.decode,
-        run_id=run_id,
-        compression=options.compression,
-        row_group_bytes=options.row_group_bytes,
-    )
-    rejects = DatasetWriter(
-        out,
-        spec=table_spec("rejects"),
-        time_column="source_hour",
-        prefix="_rejects",
-        run_id=run_id,
-        compression=options.compression,
-        row_group_bytes=options.row_group_bytes,
-    )
-    for o in objects:
-        # Rejects of every source hour read are replaced, so a fixed input clears old rejects.
-        hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
-        rejects.touch((o.endpoint, o.variant, hour))
-    try:
+    with run:
+        data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
+        for o in objects:
+            # Rejects of every source hour read are replaced, so a fixed input clears old rejects.
+            hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
+            run.rejects.touch((o.endpoint, o.variant, hour))
         for d in _decoded_units(src, objects, options, report):
             _account(report, d)
             t1 = time.perf_counter()
             for batch in d.records_out if d.records_out is not None else [d.rows]:
                 data.write(batch)
-            rejects.write(d.rejects)
+            run.rejects.write(d.rejects)
             report.add_time("write", time.perf_counter() - t1)
             if progress is not None:
                 progress(report, len(objects))
-        t1 = time.perf_counter()
-        written = data.close()
-        written_rejects = rejects.close()
-        report.add_time("write", time.perf_counter() - t1)
-    except BaseException:
-        data.abort()
-        rejects.abort()
-        abort_run(out, run_id)
-        raise
-
-    report.partitions = {rel: rows for rel, (rows, _) in sorted(written.items())}
-    report.rows_written = data.rows
-    report.wall_seconds = time.perf_counter() - started
-
-    if report.records and report.reject_ratio > options.max_reject_ratio:
-        # Keep the rejects (the user needs them to see why) but commit no data and no _SUCCESS.
-        commit_run(out, run_id, written_rejects, report=None)
-        abort_run(out, run_id)
-        report.status = "failed"
-        raise RejectLimitError(
-            f"{report.rejected:,} of {report.records:,} records rejected ({report.reject_ratio:.2%}), "
-            f"above --max-reject-ratio {options.max_reject_ratio:.2%}; nothing committed, "
-            f"see {out.uri(out.join('_rejects'))}"
+        return run.commit(
+            data,
+            empty_message="the window held no capture records (nothing to write)",
+            no_data_error=f"no capture records in the window under {source}",
         )
-    if report.records == 0 and options.require_data:
-        abort_run(out, run_id)
-        report.status = "failed"
-        raise NoDataError(f"no capture records in the window under {source}")
-
-    t1 = time.perf_counter()
-    report.status = "committed"
-    report.message = "" if report.records else "the window held no capture records (nothing to write)"
-    report.wall_seconds = time.perf_counter() - started
-    commit_run(out, run_id, {**written, **written_rejects}, report=None)
-    report.add_time("commit", time.perf_counter() - t1)
-    report.wall_seconds = time.perf_counter() - started
-    commit_run(out, run_id, {}, report=report.to_json())
-    logger.info(
-        "run %s: %d records, %d rows, %d rejected, %d outside the window",
-        run_id,
-        report.records,
-        report.rows_written,
-        report.rejected,
-        report.out_of_window,
-    )
-    return report

@@ -103,7 +103,8 @@ class DatasetWriter:
     def _partition(self, key: PartitionKey) -> _Partition:
         part = self.partitions.get(key)
         if part is None:
-            rel = "/".join(p for p in (self.prefix, partition_path(key)) if p)
+            path = partition_path(key, with_names="endpoint" in self.spec.partition_by)
+            rel = "/".join(p for p in (self.prefix, path) if p)
             part = self.partitions[key] = _Partition(rel=rel)
         return part
 

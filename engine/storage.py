@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import fsspec
 from fsspec.core import url_to_fs
 
-from engine.errors import EngineError, SinkError, SourceError
+from engine.errors import EngineError, OptionsError, SinkError, SourceError
 
 __all__ = ["Location", "open_location", "translate_errors"]
 
@@ -42,10 +42,23 @@ class Location:
         return self.protocol == "file"
 
 
-def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
-    """Open `url` (a local path or any fsspec URL) with the given storage options."""
+def open_location(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, kms_key_id: str | None = None
+) -> Location:
+    """Open `url` (a local path or any fsspec URL) with the given storage options.
+
+    `kms_key_id` asks S3 to encrypt every object written through this location with that KMS key
+    (SSE-KMS), as SageMaker's ``KmsKeyId`` does for its own outputs.
+    """
+    options = dict(storage_options or {})
+    if kms_key_id:
+        if urlsplit(url).scheme not in ("s3", "s3a"):
+            raise OptionsError(f"--kms-key-id needs an s3:// destination, got {url}")
+        extra = dict(options.get("s3_additional_kwargs") or {})
+        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
+        options["s3_additional_kwargs"] = extra
     try:
-        fs, path = url_to_fs(url, **dict(storage_options or {}))
+        fs, path = url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
         # fsspec says which package a protocol needs (s3 -> s3fs); pass that on in one line.
         raise SourceError(f"cannot open storage ({exc})", uri=url) from exc
