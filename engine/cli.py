@@ -145,6 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("dest", help="output dataset root (path or URL)")
     _add_job(rt)
 
+    bt = sub.add_parser("batch", help="batch transform capture (manifests + .out files) -> hour-partitioned Parquet")
+    bt.add_argument("source", help="batch data-capture destination (input/ and output/ manifests) or one manifest")
+    bt.add_argument("dest", help="output dataset root (path or URL)")
+    bt.add_argument(
+        "--prefix-map",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="rewrite manifest prefixes before reading, repeatable (e.g. s3://bucket/out/=/opt/ml/processing/out/)",
+    )
+    _add_job(bt)
+
     sy = sub.add_parser("synth", help="write a seeded sample capture tree with ground-truth labels")
     sy.add_argument("dest", help="where to write (capture/ and ground-truth/ go below it)")
     sy.add_argument("--records", type=_positive_int, default=20_000, help="capture events (default 20000)")
@@ -203,6 +215,30 @@ def _cmd_realtime(args: argparse.Namespace) -> int:
     progress = _Progress(sys.stderr.isatty() and not args.quiet)
     try:
         report = run_realtime(args.source, args.dest, options=options, progress=progress)
+    finally:
+        progress.done()
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _prefix_map(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        src, sep, dst = pair.partition("=")
+        if not sep or not src or not dst:
+            raise OptionsError(f"--prefix-map takes FROM=TO, got {pair!r}")
+        out[src] = dst
+    return out
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from engine.batch import BatchOptions, run_batch
+
+    options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
+    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    try:
+        report = run_batch(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
     if not args.quiet:
@@ -272,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    handlers = {"realtime": _cmd_realtime, "synth": _cmd_synth, "demo": _cmd_demo}
+    handlers = {"realtime": _cmd_realtime, "batch": _cmd_batch, "synth": _cmd_synth, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except EngineError as exc:

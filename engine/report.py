@@ -41,6 +41,10 @@ class RunReport:
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     fallback_units: int = 0
     partitions: dict[str, int] = field(default_factory=dict)
+    # Job-specific counts (batch: missing outputs...; merge: matched, unmatched...), shown in the summary.
+    counts: dict[str, int] = field(default_factory=dict)
+    # Job-specific notes for the user, e.g. the URIs of missing transform outputs (bounded lists).
+    notes: dict[str, list[str]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     message: str = ""
@@ -89,6 +93,7 @@ class RunReport:
             ("rejected", f"{self.rejected:,} ({self.reject_ratio:.2%})"),
         ]
         rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(self.rejects_by_reason.items())]
+        rows += [(name.replace("_", " "), f"{n:,}") for name, n in self.counts.items()]
         rows.append(("records = written + rejected + outside", "yes" if self.balanced else "NO"))
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
         rows.append(("wall time", f"{self.wall_seconds:.2f}s ({stages})"))

@@ -154,7 +154,10 @@ def decode_side(
 
 
 def _groups(batch: pa.RecordBatch) -> Iterator[np.ndarray]:
-    """Row indices of each (endpoint, variant) in the batch."""
+    """Row indices of each (endpoint, variant) in the batch (batch transform rows: one group)."""
+    if "endpoint" not in batch.schema.names:
+        yield np.arange(batch.num_rows)
+        return
     e = pc.dictionary_encode(batch.column("endpoint"), null_encoding="encode").indices
     v = pc.dictionary_encode(batch.column("variant"), null_encoding="encode").indices
     key = _np(e).astype(np.int64) * (int(pc.max(v).as_py() or 0) + 1) + _np(v).astype(np.int64)
@@ -208,7 +211,9 @@ def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBat
     firsts = np.repeat(np.cumsum(per) - per, per)
     rec_index = np.arange(len(rec_event), dtype=np.int64) - firsts
     take = pa.array(rec_event)
-    columns: dict[str, pa.Array] = {c: batch.column(c).take(take) for c in ENVELOPE}
+    # Every column but the bodies is carried onto the record rows (the capture envelope, or batch provenance).
+    carried = [c for c in batch.schema.names if c not in ("input_data", "output_data")]
+    columns: dict[str, pa.Array] = {c: batch.column(c).take(take) for c in carried}
     columns["record_index"] = pa.array(rec_index, pa.int64())
     for records, has, counts_side, prefix in ((ins, has_in, in_counts, ""), (outs, has_out, out_counts, "output.")):
         if not records.table.num_columns:

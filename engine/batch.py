@@ -1,0 +1,532 @@
+"""The batch transform capture job: manifests -> transform objects in step -> records -> write -> commit.
+
+Records (design 3.4): one row per output record with the appended ``SageMakerInferenceId`` and
+``SageMakerInferenceTime`` taken out of it (CSV: the last two columns, trimmed; JSON and JSON Lines:
+the two keys, wherever they are), the input record it answers, and provenance. Everything per record
+is a vectorized Arrow or polars operation over a unit of lines; only per-file decisions (CSV or JSON,
+IDs present, output joined with its input) look at a file's first record in Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.envelope import parse_inference_times
+from engine.fetch import ordered_map
+from engine.job import JobRun
+from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
+from engine.options import JobOptions
+from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
+from engine.report import RunReport
+from engine.schemas import rejects_schema, table_spec
+from engine.storage import Location, open_location
+from engine.transform import Unit, iter_units
+
+__all__ = ["BatchOptions", "read_batch", "run_batch"]
+
+logger = logging.getLogger(__name__)
+
+_ISO = r"^\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?\s*$"
+# The appended keys, with the comma that joins them to a neighbour: first the ones followed by a comma
+# (first or middle position), then a last one preceded by a comma. RE2 via Arrow, one pass each.
+_KEY = r'"SageMakerInference(?:Id|Time)"\s*:\s*"[^"\\]*"'
+_KEY_THEN_COMMA = _KEY + r"\s*,\s*"
+_COMMA_THEN_KEY = r"\s*,\s*" + _KEY
+_NOTES_KEPT = 20  # URIs listed per note in the report; the counts are complete
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions(JobOptions):
+    """Options of the batch job (`JobOptions`) plus where manifest prefixes really are.
+
+    Attributes:
+        prefix_map: rewrites manifest prefixes before reading, longest FROM first: inside a
+            processing container the objects are mounted on local disk while the manifests still
+            say ``s3://...`` (``{"s3://bucket/transform-output/": "/opt/ml/processing/output/"}``).
+    """
+
+    prefix_map: Mapping[str, str] = field(default_factory=dict)
+
+    def manifest_hours(self) -> tuple[datetime, datetime] | None:
+        """The manifest hour folders of the window: a folder is the job's start hour, so no slack."""
+        if self.start is None or self.end is None:
+            return None
+        first = self.start.replace(minute=0, second=0, microsecond=0)
+        last = self.end.replace(minute=0, second=0, microsecond=0)
+        return first, last if last < self.end else last - timedelta(hours=1)
+
+
+@dataclass
+class _Format:
+    """What a file's first record says about all of it."""
+
+    json: bool = False
+    ids: bool = False
+    joined: bool = False
+    input_json: bool = False
+
+
+@dataclass
+class Decoded:
+    """One unit decoded: rows of the batch table (or decoded records), rejects, counts."""
+
+    rows: list[pa.RecordBatch]
+    rejects: pa.RecordBatch
+    records: int
+    written: int
+    out_of_window: int
+    bytes: int
+    reasons: Counter[str] = field(default_factory=Counter)
+    note: tuple[str, str] | None = None  # (kind, uri) for the report
+
+
+def _lines(data: bytes | None) -> pa.Array:
+    """The lines of whole-line bytes as a string array (CR of CRLF removed), in one Arrow call."""
+    if not data:
+        return pa.array([], pa.string())
+    text = pa.array([data], pa.binary()).cast(pa.string())  # raises ArrowInvalid on bad UTF-8
+    parts = pc.list_flatten(pc.split_pattern(text, "\n"))
+    return pc.utf8_rtrim(parts.slice(0, len(parts) - 1), characters="\r")
+
+
+def _safe_lines(data: bytes | None) -> tuple[pa.Array, np.ndarray]:
+    """Lines, and a mask of lines that are not UTF-8 (decoded with replacement so counts stay right)."""
+    try:
+        return _lines(data), np.zeros(0 if not data else data.count(b"\n"), dtype=bool)
+    except pa.ArrowInvalid:
+        assert data is not None
+        raw = data.split(b"\n")[:-1]
+        bad = np.array([not _is_utf8(r) for r in raw], dtype=bool)
+        text = [r.decode("utf-8", "replace").rstrip("\r") for r in raw]
+        return pa.array(text, pa.string()), bad
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _first_line(data: bytes | None) -> str | None:
+    """The first non-blank line (a per-file probe: stops at the first one)."""
+    pos = 0
+    while data and pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[pos:end].strip()
+        if line:
+            return line.decode("utf-8", "replace")
+        pos = end + 1
+    return None
+
+
+def sniff(unit: Unit) -> _Format:
+    """A file's format from its first unit: CSV or JSON, appended IDs, output joined with its input."""
+    fmt = _Format()
+    head = _first_line(unit.output)
+    first_in = _first_line(unit.input)
+    fmt.input_json = first_in is not None and first_in[:1] in ("{", "[")
+    if head is None:
+        return fmt
+    fmt.json = head[:1] in ("{", "[")
+    if fmt.json:
+        probe = pl.Series([head])
+        fmt.ids = bool(probe.str.json_path_match("$.SageMakerInferenceId").is_not_null().all())
+        fmt.joined = bool(
+            probe.str.json_path_match("$.SageMakerOutput").is_not_null().all()
+            or probe.str.json_path_match("$.SageMakerInput").is_not_null().all()
+        )
+    else:
+        parts = head.rsplit(",", 2)
+        fmt.ids = len(parts) == 3 and pc.match_substring_regex(pa.scalar(parts[2]), _ISO).as_py() is True
+        body = parts[0] if fmt.ids else head
+        fmt.joined = first_in is not None and body.startswith(first_in + ",")
+    return fmt
+
+
+class _Rejects:
+    """Collects rejected lines of one unit as `_rejects` rows."""
+
+    def __init__(self, hour: datetime | None) -> None:
+        self.hour = hour
+        self.parts: list[pa.RecordBatch] = []
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, uri: str | None, lines: np.ndarray, reason: str, detail: str, raw: pa.Array | None) -> None:
+        n = len(lines)
+        if not n:
+            return
+        self.reasons[reason] += n
+        raw_col = pa.nulls(n, pa.binary()) if raw is None else raw.cast(pa.binary())
+        self.parts.append(
+            pa.RecordBatch.from_arrays(
+                [
+                    pa.nulls(n, pa.string()),
+                    pa.nulls(n, pa.string()),
+                    pa.array([self.hour] * n, pa.timestamp("ms", tz="UTC")),
+                    pa.array([uri or ""] * n, pa.string()),
+                    pa.array(lines, pa.int64()),
+                    pa.array([reason] * n, pa.string()),
+                    pa.array([detail] * n, pa.string()),
+                    raw_col,
+                ],
+                schema=rejects_schema(),
+            )
+        )
+
+    def batch(self) -> pa.RecordBatch:
+        if not self.parts:
+            return _empty_rejects()
+        return pa.concat_batches(self.parts) if len(self.parts) > 1 else self.parts[0]
+
+
+def _empty_rejects() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=rejects_schema())
+
+
+def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
+    return arr.take(pa.array(idx, pa.int64()))
+
+
+def _mask(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(a, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class _Decoder:
+    """Decodes one unit of a transform file, given the format sniffed from the file's first unit."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        self.options = options
+
+    def __call__(self, job: tuple[Unit, _Format]) -> Decoded:
+        unit, fmt = job
+        tf = unit.file
+        rej = _Rejects(tf.hour)
+        if unit.missing is not None and unit.output is None and unit.input is None:
+            uri = tf.output if unit.missing == "output" else tf.input
+            if unit.missing.startswith("corrupt"):
+                rej.add(tf.output or tf.input, np.array([unit.first_line]), "corrupt_gzip", unit.missing, None)
+                return Decoded([], rej.batch(), 1, 0, 0, unit.bytes_read, rej.reasons, ("corrupt", uri or ""))
+            return Decoded([], _empty_rejects(), 0, 0, 0, 0, Counter(), (f"missing_{unit.missing}", uri or ""))
+        out, out_bad = _safe_lines(unit.output)
+        inp, in_bad = _safe_lines(unit.input)
+        lead_is_out = unit.output is not None
+        lead = out if lead_is_out else inp
+        n = len(lead)
+        line = np.arange(unit.first_line, unit.first_line + n, dtype=np.int64)
+        lead_uri = tf.output if lead_is_out else tf.input
+        ok = np.ones(n, dtype=bool)
+
+        def reject(mask: np.ndarray, reason: str, detail: str, raw: pa.Array | None = None) -> None:
+            hit = mask & ok
+            if hit.any():
+                idx = np.flatnonzero(hit)
+                rej.add(lead_uri, line[idx], reason, detail, None if raw is None else _take(raw, idx))
+                ok[hit] = False
+
+        bad_utf8 = out_bad if lead_is_out else in_bad
+        if len(bad_utf8):
+            reject(bad_utf8, "invalid_utf8", "the record is not UTF-8 text", lead)
+        if lead_is_out and unit.input is not None and len(inp) < n:
+            # The input ran out before the output: these outputs answer no input line we can name.
+            tail = np.arange(n) >= len(inp)
+            reject(tail, "line_count_mismatch", f"the output has more lines than its input {tf.input}", out)
+            inp = pa.concat_arrays([inp, pa.nulls(n - len(inp), pa.string())])
+        blank = _mask(pc.equal(pc.utf8_trim_whitespace(lead), ""))
+        reject(blank, "empty_record", "blank line", lead)
+
+        ids = pa.nulls(n, pa.string())
+        times = pa.nulls(n, pa.timestamp("ms", tz="UTC"))
+        data = lead
+        if lead_is_out and fmt.json:
+            series = pl.Series(out)
+            reject(~series.str.json_path_match("$").is_not_null().to_numpy(), "invalid_json", "not JSON", out)
+            if fmt.ids:
+                ids = series.str.json_path_match("$.SageMakerInferenceId").to_arrow().cast(pa.string())
+                raw_times = series.str.json_path_match("$.SageMakerInferenceTime").to_arrow().cast(pa.string())
+                data = pc.replace_substring_regex(out, _KEY_THEN_COMMA, "")
+                data = pc.replace_substring_regex(data, _COMMA_THEN_KEY, "")
+                times = parse_inference_times(raw_times)
+        elif lead_is_out and fmt.ids:
+            parts = pc.split_pattern(out, ",", max_splits=2, reverse=True)
+            three = _mask(pc.equal(pc.list_value_length(parts), 3))
+            reject(~three, "missing_inference_id", "the output line lacks the appended ID and time columns", out)
+            padded = pc.if_else(pa.array(three), parts, pa.scalar(["", "", ""], pa.list_(pa.string())))
+            data = pc.list_element(padded, 0)
+            ids = pc.utf8_trim_whitespace(pc.list_element(padded, 1))
+            raw_times = pc.utf8_trim_whitespace(pc.list_element(padded, 2))
+            times = parse_inference_times(raw_times)
+        if fmt.ids and lead_is_out:
+            no_id = ~_mask(pc.greater(pc.utf8_length(pc.fill_null(ids, "")), 0))
+            reject(no_id, "missing_inference_id", "no SageMakerInferenceId in the output record", out)
+            reject(~_mask(pc.is_valid(times)), "invalid_inference_time", "unparseable SageMakerInferenceTime", out)
+        else:
+            ids = pa.nulls(n, pa.string())
+            times = pa.array([tf.hour] * n, pa.timestamp("ms", tz="UTC"))
+
+        inside = ok.copy()
+        if self.options.start is not None or self.options.end is not None:
+            ms = np.asarray(times.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+            if self.options.start is not None:
+                inside &= ms >= int(self.options.start.timestamp() * 1000)
+            if self.options.end is not None:
+                inside &= ms < int(self.options.end.timestamp() * 1000)
+        out_of_window = int((ok & ~inside).sum())
+        keep = np.flatnonzero(inside)
+
+        encoding = "JSON" if fmt.json else "CSV"
+        in_encoding = "JSON" if fmt.input_json else "CSV"
+        k = len(keep)
+        has_in = unit.input is not None
+        rows = pa.RecordBatch.from_arrays(
+            [
+                pa.array([tf.manifest] * k, pa.string()),
+                pa.array([tf.input] * k, pa.string()),
+                pa.array([tf.output] * k, pa.string()),
+                pa.array(line[keep], pa.int64()),
+                pa.array(np.zeros(k, dtype=np.int32), pa.int32()),
+                _take(ids, keep),
+                _take(times, keep),
+                pa.array([in_encoding if has_in else None] * k, pa.string()),
+                _take(inp, keep) if has_in else pa.nulls(k, pa.string()),
+                pa.array([encoding if lead_is_out else None] * k, pa.string()),
+                _take(data, keep) if lead_is_out else pa.nulls(k, pa.string()),
+                pa.array([fmt.joined] * k, pa.bool_()),
+            ],
+            schema=table_spec("batch").schema,
+        )
+        records = n
+        if unit.extra is not None:
+            extra = _lines(unit.extra[1])
+            extra_lines = np.arange(unit.first_line + n, unit.first_line + n + len(extra), dtype=np.int64)
+            rej.add(tf.input, extra_lines, "line_count_mismatch", f"the input has more lines than {tf.output}", extra)
+            records += len(extra)
+        batches = [rows]
+        written = k
+        if self.options.decode and k:
+            batches, failed = _decode(rows, fmt, self.options.columns or ColumnSpec())
+            for reason, group in _by_reason(failed):
+                idx = np.array([f.row for f in group], dtype=np.int64)
+                raws = pa.array([f.raw for f in group], pa.binary())
+                rej.add(tf.output or tf.input, line[keep][idx], reason, group[0].detail, raws)
+            written = k - len(failed)
+        note = ("missing_input", tf.input or "") if unit.missing == "input" and unit.first_line == 1 else None
+        return Decoded(batches, rej.batch(), records, written, out_of_window, unit.bytes_read, rej.reasons, note)
+
+
+def _by_reason(failed: list[PayloadFailure]) -> Iterator[tuple[str, list[PayloadFailure]]]:
+    groups: dict[str, list[PayloadFailure]] = {}
+    for f in failed:
+        groups.setdefault(f.reason, []).append(f)
+    yield from groups.items()
+
+
+def _prediction(rows: pa.RecordBatch, fmt: _Format) -> pa.Array:
+    """The output's own part: for outputs joined with their input, without the input columns."""
+    out = rows.column("output_data")
+    if not fmt.joined:
+        return out
+    if fmt.json:
+        return pl.Series(out).str.json_path_match("$.SageMakerOutput").to_arrow().cast(pa.string())
+    # CSV joined: the input line, a comma, then the prediction columns.
+    frame = pl.DataFrame({"o": pl.Series(out), "i": pl.Series(rows.column("input_data"))})
+    cut = frame.select(
+        pl.when(pl.col("o").str.starts_with(pl.col("i") + ","))
+        .then(pl.col("o").str.slice(pl.col("i").str.len_bytes() + 1))
+        .otherwise(pl.col("o"))
+    ).to_series()
+    return cut.to_arrow().cast(pa.string())
+
+
+def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[pa.RecordBatch], list[PayloadFailure]]:
+    """Typed columns through the real-time payload decoder: input record -> features, output -> predictions."""
+    n = rows.num_rows
+
+    def ctype(enc: pa.Array) -> pa.Array:
+        return pc.if_else(pc.equal(enc, "JSON"), "application/json", pc.if_else(pc.equal(enc, "CSV"), "text/csv", None))
+
+    frame = rows.drop_columns(["input_data", "output_data", "input_encoding", "output_encoding", "record_index"])
+    frame = frame.append_column("input_content_type", ctype(rows.column("input_encoding")))
+    frame = frame.append_column("input_encoding", rows.column("input_encoding"))
+    frame = frame.append_column("input_data", rows.column("input_data"))
+    frame = frame.append_column("output_content_type", ctype(rows.column("output_encoding")))
+    frame = frame.append_column("output_encoding", rows.column("output_encoding"))
+    frame = frame.append_column("output_data", _prediction(rows, fmt))
+    frame = frame.append_column("row", pa.array(np.arange(n), pa.int64()))
+    decoded, rejected = decode_payloads(frame, spec)
+    failed = [f for _, fs in rejected for f in fs]
+    # decode_payloads reports rows of the group it got; with one group that is our row number.
+    return [d.drop_columns(["row", "input_content_type", "output_content_type"]) for d in decoded], failed
+
+
+def _manifests(
+    loc: Location, options: BatchOptions, report: RunReport
+) -> tuple[list[TransformFile], list[ManifestProblem]]:
+    t0 = time.perf_counter()
+    inputs, outputs = list_manifests(loc, hours=options.manifest_hours(), concurrency=options.fetch_concurrency)
+    parsed: list[Manifest] = []
+    problems: list[ManifestProblem] = []
+    for side, objs in (("input", inputs), ("output", outputs)):
+        for m, p in ordered_map(
+            lambda o, s=side: read_manifest(loc, o, s, prefix_map=options.prefix_map),  # type: ignore[misc]
+            objs,
+            workers=options.fetch_concurrency,
+            lookahead=options.fetch_concurrency,
+        ):
+            problems += p
+            if m is not None:
+                parsed.append(m)
+    files = pair_manifests([m for m in parsed if m.side == "input"], [m for m in parsed if m.side == "output"])
+    report.add_time("list", time.perf_counter() - t0)
+    report.counts["manifests"] = len(inputs) + len(outputs)
+    report.counts["transform_files"] = len(files)
+    logger.info("%d manifests list %d transform files under %s", len(inputs) + len(outputs), len(files), loc.url)
+    return files, problems
+
+
+def _problem_rejects(problems: list[ManifestProblem]) -> pa.RecordBatch:
+    rows = [
+        {
+            "endpoint": None,
+            "variant": None,
+            "source_hour": p.manifest.hour,
+            "source_file": p.manifest.uri,
+            "source_line": p.entry,
+            "reason": p.reason,
+            "detail": p.detail[:500],
+            "raw": p.raw,
+        }
+        for p in problems
+    ]
+    return pa.RecordBatch.from_pylist(rows, schema=rejects_schema())
+
+
+def _decoded(source: str, options: BatchOptions, report: RunReport) -> tuple[Iterator[Decoded], pa.RecordBatch]:
+    loc = open_location(source, options.storage_options)
+    files, problems = _manifests(loc, options, report)
+    units = iter_units(
+        loc,
+        files,
+        unit_bytes=options.unit_bytes,
+        max_record_bytes=options.max_line_bytes,
+        concurrency=min(options.fetch_concurrency, 4) if loc.is_local else options.fetch_concurrency,
+    )
+    decoder = _Decoder(options)
+
+    def timed(job: tuple[Unit, _Format]) -> Decoded:
+        t0 = time.perf_counter()
+        d = decoder(job)
+        report.add_time("decode", time.perf_counter() - t0)
+        return d
+
+    def with_formats() -> Iterator[tuple[Unit, _Format]]:
+        # Sniffed in order here, so that the units of one file can then be decoded in parallel.
+        fmt = _Format()
+        for unit in units:
+            if unit.first_line == 1:
+                fmt = sniff(unit)
+            yield unit, fmt
+
+    decoded = ordered_map(timed, with_formats(), workers=options.workers, lookahead=options.workers + 1)
+    return decoded, _problem_rejects(problems)
+
+
+def _account(report: RunReport, d: Decoded) -> None:
+    report.records += d.records
+    report.bytes_read += d.bytes
+    report.rejected += d.rejects.num_rows
+    report.events_written += d.written
+    report.out_of_window += d.out_of_window
+    report.rejects_by_reason.update(d.reasons)
+    if d.note is not None:
+        kind, uri = d.note
+        report.counts[kind + "s"] = report.counts.get(kind + "s", 0) + 1
+        kept = report.notes.setdefault(kind + "s", [])
+        if len(kept) < _NOTES_KEPT:
+            kept.append(uri)
+        logger.warning("%s: %s", kind.replace("_", " "), uri)
+
+
+def read_batch(
+    source: str,
+    *,
+    options: BatchOptions | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> pa.RecordBatchReader:
+    """Stream the batch transform records under `source` (design 3.4 columns; raw, not decoded).
+
+    Args:
+        source: a batch data-capture destination (holding ``input/`` and/or ``output/`` manifests) or
+            one manifest file, as a local path or fsspec URL.
+        options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored.
+        on_rejects: called with each batch of rejected records (``_rejects`` columns).
+    """
+    options = options or BatchOptions()
+    if options.decode:
+        options = BatchOptions(**{**options.__dict__, "decode": False, "columns": None})
+    report = RunReport(command="read", source=source, dest=None, options={})
+    decoded, problems = _decoded(source, options, report)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        if problems.num_rows and on_rejects is not None:
+            on_rejects(problems)
+        for d in decoded:
+            if d.rejects.num_rows and on_rejects is not None:
+                on_rejects(d.rejects)
+            yield from (b for b in d.rows if b.num_rows)
+
+    return pa.RecordBatchReader.from_batches(table_spec("batch").schema, batches())
+
+
+def run_batch(
+    source: str,
+    dest: str,
+    *,
+    options: BatchOptions | None = None,
+    progress: Callable[[RunReport, int], None] | None = None,
+) -> RunReport:
+    """Read batch transform capture under `source` into hour-partitioned Parquet under `dest`.
+
+    Raises:
+        SourceError: the source does not exist or cannot be read.
+        SinkError: the destination cannot be written.
+        RejectLimitError: rejects exceed `options.max_reject_ratio` (rejects are kept, nothing else).
+        NoDataError: the window is empty and `options.require_data` is set.
+    """
+    options = options or BatchOptions()
+    run = JobRun(dest, command="batch", source=source, options=options)
+    report = run.report
+    decoded, problems = _decoded(source, options, report)
+    report.objects = report.counts.get("transform_files", 0)
+    report.records += problems.num_rows
+    report.rejected += problems.num_rows
+    report.rejects_by_reason.update(problems.column("reason").to_pylist())
+    with run:
+        data = run.writer("batch", time_column="inference_time", dynamic=options.decode)
+        run.rejects.write(problems)
+        for d in decoded:
+            _account(report, d)
+            t0 = time.perf_counter()
+            for b in d.rows:
+                data.write(b)
+            run.rejects.write(d.rejects)
+            report.add_time("write", time.perf_counter() - t0)
+            if progress is not None:
+                progress(report, report.objects)
+        return run.commit(
+            data,
+            empty_message="the window held no batch transform records (nothing to write)",
+            no_data_error=f"no batch transform records in the window under {source}",
+        )

@@ -1,0 +1,227 @@
+"""Transform objects: each input object and its ``.out`` read in step, as units of aligned lines.
+
+SageMaker writes one output record per input record, in order (formats reference 4.3), so line i
+of the output belongs to line i of the input. Objects are streamed in blocks of about `unit_bytes`
+of output and the same number of input lines, so memory follows the block, not the object; gzip
+inputs are decompressed on the fly. A file whose output is one record (``SplitType=None``: one JSON
+document, perhaps pretty-printed, perhaps for many ``instances``) is read whole on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+import orjson
+
+from engine.fetch import ordered_map
+from engine.manifest import TransformFile
+from engine.storage import Location, translate_errors
+
+__all__ = ["Unit", "iter_units"]
+
+logger = logging.getLogger(__name__)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Aligned lines of one transform file: output line k goes with input line k.
+
+    `output` / `input` hold whole lines (each ending with a newline) or are None when that side is
+    not read (no manifest for it, or its object is missing). `whole` marks a file read as one record.
+    `extra` is set on the last unit of a file whose sides have different line counts: it holds
+    the lines of the longer side past the end of the shorter one, which cannot be paired.
+    """
+
+    file: TransformFile
+    first_line: int  # 1-based number of the unit's first line
+    output: bytes | None
+    input: bytes | None
+    whole: bool = False
+    last: bool = False
+    bytes_read: int = 0
+    missing: str | None = None  # "output" or "input": that side's object does not exist
+    extra: tuple[str, bytes] | None = None  # ("output" | "input", unpaired lines)
+
+
+class _Stream:
+    """Blocks of whole lines from one object, gunzipped when it starts with the gzip magic."""
+
+    def __init__(self, handle: IO[bytes], uri: str, block: int) -> None:
+        self.handle = handle
+        self.uri = uri
+        self.block = block
+        self.buf = b""
+        self.eof = False
+        self.inflate: zlib._Decompress | None = None
+        self.started = False
+        self.raw_bytes = 0
+
+    def _fill(self) -> None:
+        with translate_errors(self.uri):
+            raw = self.handle.read(self.block)
+        self.raw_bytes += len(raw)
+        if not self.started:
+            self.started = True
+            if raw[:2] == _GZIP_MAGIC:
+                self.inflate = zlib.decompressobj(wbits=31)
+        if not raw:
+            self.eof = True
+            if self.buf and not self.buf.endswith(b"\n"):
+                self.buf += b"\n"  # a last line without newline is still a line
+            return
+        if self.inflate is not None:
+            try:
+                data = self.inflate.decompress(raw)
+                while self.inflate.eof and self.inflate.unused_data[:2] == _GZIP_MAGIC:  # concatenated members
+                    rest = self.inflate.unused_data
+                    self.inflate = zlib.decompressobj(wbits=31)
+                    data += self.inflate.decompress(rest)
+            except zlib.error as exc:
+                raise _Corrupt(f"corrupt gzip: {exc}") from None
+        else:
+            data = raw
+        if not self.buf and data.startswith(_BOM):
+            data = data[len(_BOM) :]
+        self.buf += data
+
+    def read_all(self, limit: int) -> bytes | None:
+        """Everything, if it is at most `limit` bytes; else None (and what was read stays buffered)."""
+        while not self.eof and len(self.buf) <= limit:
+            self._fill()
+        return self.buf if self.eof and len(self.buf) <= limit else None
+
+    def lines(self) -> bytes:
+        """About one block of whole lines; b"" at the end."""
+        while not self.eof and (len(self.buf) < self.block or b"\n" not in self.buf):
+            self._fill()
+        cut = self.buf.rfind(b"\n") + 1
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return out
+
+    def take(self, n: int) -> bytes:
+        """The next `n` whole lines (fewer at the end of the object)."""
+        while not self.eof and self.buf.count(b"\n") < n:
+            self._fill()
+        nl = np.flatnonzero(np.frombuffer(self.buf, dtype=np.uint8) == 10)
+        cut = int(nl[n - 1]) + 1 if len(nl) >= n else len(self.buf)
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return out
+
+    def rest(self) -> bytes:
+        """Everything not read yet."""
+        while not self.eof:
+            self._fill()
+        out, self.buf = self.buf, b""
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.eof and not self.buf
+
+
+class _Corrupt(Exception):
+    """A gzip stream that cannot be decompressed."""
+
+
+def _open(loc: Location, uri: str, block: int) -> _Stream | None:
+    path = loc.fs._strip_protocol(uri)
+    with translate_errors(uri):
+        try:
+            handle = loc.fs.open(path, "rb", block_size=max(block, 5 * 2**20))
+        except FileNotFoundError:
+            return None
+    return _Stream(handle, uri, block)
+
+
+def _single_record(text: bytes) -> bool:
+    """One record: one non-blank line, or one JSON document spread over lines (pretty-printed)."""
+    body = text.strip()
+    if not body:
+        return False
+    if body.count(b"\n") == 0:
+        return True
+    if body[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record_bytes: int) -> Iterator[Unit]:
+    """The units of one transform file, read in step."""
+    out = _open(loc, tf.output, unit_bytes) if tf.output else None
+    if tf.output and out is None:
+        # SageMaker writes no .out for a file that failed: nothing was predicted, so its input is not read.
+        yield Unit(tf, 1, None, None, last=True, missing="output")
+        return
+    inp = _open(loc, tf.input, unit_bytes) if tf.input else None
+    missing = "input" if tf.input and inp is None else None
+    lead = out if out is not None else inp
+    if lead is None:
+        yield Unit(tf, 1, None, None, last=True, missing=missing)
+        return
+    follow = inp if lead is out else None
+    try:
+        small = lead.read_all(max_record_bytes)
+        if small is not None and _single_record(small):
+            other = follow.read_all(max_record_bytes) if follow is not None else None
+            if follow is not None and other is None:
+                raise _Corrupt(f"the input of a one-record output is larger than {max_record_bytes} bytes")
+            body = small.strip() + b"\n"
+            pair = None if other is None else other.strip() + b"\n"
+            o, i = (body, pair) if lead is out else (None, body)
+            size = lead.raw_bytes + (follow.raw_bytes if follow else 0)
+            yield Unit(tf, 1, o, i, whole=True, last=True, bytes_read=size, missing=missing)
+            return
+        line, before = 1, 0
+        while True:
+            block = lead.lines()
+            n = block.count(b"\n")
+            paired = follow.take(n) if follow is not None and n else None
+            done = lead.done
+            extra = None
+            if done and follow is not None:
+                rest = follow.rest()
+                if rest.strip():
+                    extra = ("input", rest)
+            o, i = (block, paired) if lead is out else (None, block)
+            total = lead.raw_bytes + (follow.raw_bytes if follow else 0)
+            yield Unit(tf, line, o, i, last=done, bytes_read=total - before, missing=missing, extra=extra)
+            before, line = total, line + n
+            if done:
+                return
+    except _Corrupt as exc:
+        yield Unit(tf, 1, None, None, last=True, missing=f"corrupt: {exc}")
+    finally:
+        for st in (out, inp):
+            if st is not None:
+                st.handle.close()
+
+
+def iter_units(
+    loc: Location, files: list[TransformFile], *, unit_bytes: int, max_record_bytes: int, concurrency: int
+) -> Iterator[Unit]:
+    """Units of every file in order; files are opened and their first block read `concurrency` at a time.
+
+    Small objects (the common case on S3) are thus fetched concurrently, while a large object is
+    streamed block by block as the consumer asks for it.
+    """
+
+    def first(tf: TransformFile) -> tuple[Unit | None, Iterator[Unit]]:
+        units = _file_units(loc, tf, unit_bytes=unit_bytes, max_record_bytes=max_record_bytes)
+        return next(units, None), units
+
+    for head, rest in ordered_map(first, files, workers=max(1, concurrency), lookahead=max(1, concurrency)):
+        if head is not None:
+            yield head
+            yield from rest
