@@ -111,6 +111,14 @@ def _safe_lines(data: bytes | None) -> tuple[pa.Array, np.ndarray]:
         return pa.array(text, pa.string()), bad
 
 
+def _whole(data: bytes | None) -> tuple[pa.Array, np.ndarray]:
+    """An object that is one record (SplitType=None), newlines and all."""
+    if data is None:
+        return pa.array([], pa.string()), np.zeros(0, dtype=bool)
+    text = data.decode("utf-8", "replace").strip()
+    return pa.array([text], pa.string()), np.array([not _is_utf8(data)])
+
+
 def _is_utf8(b: bytes) -> bool:
     try:
         b.decode("utf-8")
@@ -135,8 +143,11 @@ def _first_line(data: bytes | None) -> str | None:
 def sniff(unit: Unit) -> _Format:
     """A file's format from its first unit: CSV or JSON, appended IDs, output joined with its input."""
     fmt = _Format()
-    head = _first_line(unit.output)
-    first_in = _first_line(unit.input)
+    if unit.whole:  # one record, perhaps pretty-printed over many lines
+        head = None if unit.output is None else unit.output.decode("utf-8", "replace").strip() or None
+        first_in = None if unit.input is None else unit.input.decode("utf-8", "replace").strip() or None
+    else:
+        head, first_in = _first_line(unit.output), _first_line(unit.input)
     fmt.input_json = first_in is not None and first_in[:1] in ("{", "[")
     if head is None:
         return fmt
@@ -220,8 +231,9 @@ class _Decoder:
                 rej.add(tf.output or tf.input, np.array([unit.first_line]), "corrupt_gzip", unit.missing, None)
                 return Decoded([], rej.batch(), 1, 0, 0, unit.bytes_read, rej.reasons, ("corrupt", uri or ""))
             return Decoded([], _empty_rejects(), 0, 0, 0, 0, Counter(), (f"missing_{unit.missing}", uri or ""))
-        out, out_bad = _safe_lines(unit.output)
-        inp, in_bad = _safe_lines(unit.input)
+        split = _whole if unit.whole else _safe_lines
+        out, out_bad = split(unit.output)
+        inp, in_bad = split(unit.input)
         lead_is_out = unit.output is not None
         lead = out if lead_is_out else inp
         n = len(lead)
@@ -413,7 +425,9 @@ def _problem_rejects(problems: list[ManifestProblem]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=rejects_schema())
 
 
-def _decoded(source: str, options: BatchOptions, report: RunReport) -> tuple[Iterator[Decoded], pa.RecordBatch]:
+def _decoded(
+    source: str, options: BatchOptions, report: RunReport
+) -> tuple[Iterator[Decoded], pa.RecordBatch, list[TransformFile]]:
     loc = open_location(source, options.storage_options)
     files, problems = _manifests(loc, options, report)
     units = iter_units(
@@ -440,7 +454,7 @@ def _decoded(source: str, options: BatchOptions, report: RunReport) -> tuple[Ite
             yield unit, fmt
 
     decoded = ordered_map(timed, with_formats(), workers=options.workers, lookahead=options.workers + 1)
-    return decoded, _problem_rejects(problems)
+    return decoded, _problem_rejects(problems), files
 
 
 def _account(report: RunReport, d: Decoded) -> None:
@@ -477,7 +491,7 @@ def read_batch(
     if options.decode:
         options = BatchOptions(**{**options.__dict__, "decode": False, "columns": None})
     report = RunReport(command="read", source=source, dest=None, options={})
-    decoded, problems = _decoded(source, options, report)
+    decoded, problems, _ = _decoded(source, options, report)
 
     def batches() -> Iterator[pa.RecordBatch]:
         if problems.num_rows and on_rejects is not None:
@@ -506,15 +520,18 @@ def run_batch(
         NoDataError: the window is empty and `options.require_data` is set.
     """
     options = options or BatchOptions()
-    run = JobRun(dest, command="batch", source=source, options=options)
+    run = JobRun(dest, command="batch", source=source, options=options, endpoint_rejects=False)
     report = run.report
-    decoded, problems = _decoded(source, options, report)
+    decoded, problems, files = _decoded(source, options, report)
     report.objects = report.counts.get("transform_files", 0)
     report.records += problems.num_rows
     report.rejected += problems.num_rows
     report.rejects_by_reason.update(problems.column("reason").to_pylist())
     with run:
         data = run.writer("batch", time_column="inference_time", dynamic=options.decode)
+        # The rejects of every manifest hour read are replaced, so a fixed input clears old rejects.
+        for hour in {f.hour for f in files} | set(problems.column("source_hour").to_pylist()):
+            run.rejects.touch((None, None, None if hour is None else int(hour.timestamp()) // 3600))
         run.rejects.write(problems)
         for d in decoded:
             _account(report, d)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 
 from engine.errors import NoDataError, RejectLimitError
 from engine.options import JobOptions
 from engine.report import RunReport
-from engine.schemas import table_spec
+from engine.schemas import TableSpec, table_spec
 from engine.sink import DatasetWriter, abort_run, begin_run, commit_run
 from engine.storage import Location, open_location
 
@@ -36,7 +37,9 @@ class JobRun:
     exception aborts every writer and removes the run's temporary files.
     """
 
-    def __init__(self, dest: str, *, command: str, source: str, options: JobOptions) -> None:
+    def __init__(
+        self, dest: str, *, command: str, source: str, options: JobOptions, endpoint_rejects: bool = True
+    ) -> None:
         self.started = time.perf_counter()
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.options = options
@@ -50,13 +53,20 @@ class JobRun:
         )
         self.out: Location = open_location(dest, options.storage_options, kms_key_id=options.kms_key_id)
         self._writers: list[DatasetWriter] = []
-        self.rejects = self.writer("rejects", time_column="source_hour", prefix="_rejects")
+        # Rejects of sources without endpoints (batch, labels) are partitioned by hour only, so that
+        # readers need not type an all-null endpoint=/variant= level.
+        spec = table_spec("rejects")
+        if not endpoint_rejects:
+            spec = replace(spec, partition_by=tuple(c for c in spec.partition_by if c not in ("endpoint", "variant")))
+        self.rejects = self.writer(spec, time_column="source_hour", prefix="_rejects")
 
-    def writer(self, table: str, *, time_column: str, prefix: str = "", dynamic: bool = False) -> DatasetWriter:
+    def writer(
+        self, table: str | TableSpec, *, time_column: str, prefix: str = "", dynamic: bool = False
+    ) -> DatasetWriter:
         """A partitioned writer of output table `table` (see `schemas/tables.json`) for this run."""
         w = DatasetWriter(
             self.out,
-            spec=table_spec(table),
+            spec=table_spec(table) if isinstance(table, str) else table,
             time_column=time_column,
             dynamic=dynamic,
             run_id=self.run_id,

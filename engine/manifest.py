@@ -136,7 +136,8 @@ def read_manifest(
             detail = f"{rel!r} escapes the manifest prefix {prefix}"
             problems.append(ManifestProblem(obj, i, "key_escapes_prefix", detail, entry_raw))
             continue
-        uris.append(uri)
+        # Full URIs for provenance (a local manifest may list plain paths).
+        uris.append(loc.uri(loc.fs._strip_protocol(uri)))
     return Manifest(obj, side, uris), problems
 
 
