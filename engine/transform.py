@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
+# Reads are this size, so a unit ends up at most this much larger than `unit_bytes`.
+_READ = 2**20
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class _Stream:
 
     def _fill(self) -> None:
         with translate_errors(self.uri):
-            raw = self.handle.read(self.block)
+            raw = self.handle.read(min(self.block, _READ))
         self.raw_bytes += len(raw)
         if not self.started:
             self.started = True
@@ -141,6 +143,18 @@ def _open(loc: Location, uri: str, block: int) -> _Stream | None:
     return _Stream(handle, uri, block)
 
 
+def _starts_document(buf: bytes) -> bool:
+    """The first line opens a JSON document it does not close (a pretty-printed SplitType=None record)."""
+    first = buf[: buf.find(b"\n")].strip() if b"\n" in buf else buf.strip()
+    if first[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
 def _single_record(text: bytes) -> bool:
     """One record: one non-blank line, or one JSON document spread over lines (pretty-printed)."""
     body = text.strip()
@@ -172,7 +186,10 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
         return
     follow = inp if lead is out else None
     try:
-        small = lead.read_all(max_record_bytes)
+        # Most files are many lines: look at one block only, unless it starts a document spread over lines.
+        small = lead.read_all(unit_bytes)
+        if small is None and _starts_document(lead.buf):
+            small = lead.read_all(max_record_bytes)
         if small is not None and _single_record(small):
             other = follow.read_all(max_record_bytes) if follow is not None else None
             if follow is not None and other is None:
