@@ -4,6 +4,7 @@ The public API is what `__all__` lists; everything else may change.
 """
 
 from engine._version import __version__
+from engine.batch import BatchOptions, read_batch, run_batch
 from engine.errors import (
     DecodeError,
     EngineError,
@@ -19,6 +20,7 @@ from engine.realtime import read_capture, run_realtime
 from engine.report import RunReport
 
 __all__ = [
+    "BatchOptions",
     "ColumnSpec",
     "DecodeError",
     "EngineError",
@@ -33,6 +35,8 @@ __all__ = [
     "decode_payloads",
     "load_column_spec",
     "parse_column_spec",
+    "read_batch",
     "read_capture",
+    "run_batch",
     "run_realtime",
 ]
