@@ -41,6 +41,7 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m pytest benchmarks/test_kernels.py -q -p no:cacheprovider --benchmark-json=benchmarks/results/kernels.json
 	$(PY) -m benchmarks.run --size 20MB
 	$(PY) -m benchmarks.run --job decode --size 20MB
+	$(PY) -m benchmarks.batch_bench --size 20MB
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
@@ -49,6 +50,7 @@ format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1GB) against DuckDB, polars, pandas
 	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --repeat 3
 	$(PY) -m benchmarks.run --job decode --size $(BENCH_SIZE) --repeat 3
+	$(PY) -m benchmarks.batch_bench --size $(BENCH_SIZE) --repeat 3
 
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

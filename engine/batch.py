@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.envelope import parse_inference_times
-from engine.fetch import ordered_map
+from engine.fetch import ordered_map, prefetch
 from engine.job import JobRun
 from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
 from engine.options import JobOptions
@@ -453,7 +453,9 @@ def _decoded(
                 fmt = sniff(unit)
             yield unit, fmt
 
-    decoded = ordered_map(timed, with_formats(), workers=options.workers, lookahead=options.workers + 1)
+    # Reading runs in its own thread, so that the caller's thread (writing Parquet) never waits on it.
+    jobs = prefetch(with_formats(), depth=2)
+    decoded = ordered_map(timed, jobs, workers=options.workers, lookahead=options.workers + 1)
     return decoded, _problem_rejects(problems), files
 
 

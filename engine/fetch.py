@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import gzip
 import logging
+import queue
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from engine.layout import CaptureObject
 from engine.storage import Location, translate_errors
 
-__all__ = ["Piece", "group_units", "iter_pieces", "ordered_map"]
+__all__ = ["Piece", "group_units", "iter_pieces", "ordered_map", "prefetch"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,53 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, looka
         finally:
             for f in pending:
                 f.cancel()
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate `items` in a background thread, at most `depth` ahead of the consumer.
+
+    For producers that do I/O in the iterating thread (streamed objects): the consumer's thread is
+    then free for its own work (decoding, writing) while the next items are read.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            q.put(_Failure(exc))
+
+    thread = threading.Thread(target=run, name="engine-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _split_lines(obj: CaptureObject, data: bytes, block: int) -> list[Piece]:

@@ -54,13 +54,19 @@ class Unit:
 
 
 class _Stream:
-    """Blocks of whole lines from one object, gunzipped when it starts with the gzip magic."""
+    """Blocks of whole lines from one object, gunzipped when it starts with the gzip magic.
+
+    Reads are kept as a list of chunks with a running newline count and joined once per block,
+    so a block costs one copy, not one per read.
+    """
 
     def __init__(self, handle: IO[bytes], uri: str, block: int) -> None:
         self.handle = handle
         self.uri = uri
         self.block = block
-        self.buf = b""
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.newlines = 0
         self.eof = False
         self.inflate: zlib._Decompress | None = None
         self.started = False
@@ -70,14 +76,15 @@ class _Stream:
         with translate_errors(self.uri):
             raw = self.handle.read(min(self.block, _READ))
         self.raw_bytes += len(raw)
-        if not self.started:
+        first = not self.started
+        if first:
             self.started = True
             if raw[:2] == _GZIP_MAGIC:
                 self.inflate = zlib.decompressobj(wbits=31)
         if not raw:
             self.eof = True
-            if self.buf and not self.buf.endswith(b"\n"):
-                self.buf += b"\n"  # a last line without newline is still a line
+            if self.size and not self.chunks[-1].endswith(b"\n"):
+                self._add(b"\n")  # a last line without newline is still a line
             return
         if self.inflate is not None:
             try:
@@ -90,43 +97,65 @@ class _Stream:
                 raise _Corrupt(f"corrupt gzip: {exc}") from None
         else:
             data = raw
-        if not self.buf and data.startswith(_BOM):
+        if first and data.startswith(_BOM):
             data = data[len(_BOM) :]
-        self.buf += data
+        if data:
+            self._add(data)
+
+    def _add(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        self.newlines += data.count(b"\n")
+
+    def _joined(self) -> bytes:
+        if len(self.chunks) > 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0] if self.chunks else b""
+
+    def _split(self, cut: int) -> bytes:
+        data = self._joined()
+        out, rest = data[:cut], data[cut:]
+        self.chunks = [rest] if rest else []
+        self.size = len(rest)
+        self.newlines -= out.count(b"\n")
+        return out
+
+    def peek(self) -> bytes:
+        """What is buffered, without consuming it."""
+        return self._joined()
 
     def read_all(self, limit: int) -> bytes | None:
         """Everything, if it is at most `limit` bytes; else None (and what was read stays buffered)."""
-        while not self.eof and len(self.buf) <= limit:
+        while not self.eof and self.size <= limit:
             self._fill()
-        return self.buf if self.eof and len(self.buf) <= limit else None
+        return self._joined() if self.eof and self.size <= limit else None
 
     def lines(self) -> bytes:
         """About one block of whole lines; b"" at the end."""
-        while not self.eof and (len(self.buf) < self.block or b"\n" not in self.buf):
+        while not self.eof and (self.size < self.block or not self.newlines):
             self._fill()
-        cut = self.buf.rfind(b"\n") + 1
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out
+        return self._split(self._joined().rfind(b"\n") + 1)
 
     def take(self, n: int) -> bytes:
         """The next `n` whole lines (fewer at the end of the object)."""
-        while not self.eof and self.buf.count(b"\n") < n:
+        while not self.eof and self.newlines < n:
             self._fill()
-        nl = np.flatnonzero(np.frombuffer(self.buf, dtype=np.uint8) == 10)
-        cut = int(nl[n - 1]) + 1 if len(nl) >= n else len(self.buf)
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out
+        if self.newlines < n:  # the object ended first
+            return self._split(self.size)
+        if self.newlines == n:  # whatever follows the last newline belongs to the next lines
+            return self._split(self._joined().rfind(b"\n") + 1)
+        nl = np.flatnonzero(np.frombuffer(self._joined(), dtype=np.uint8) == 10)
+        return self._split(int(nl[n - 1]) + 1)
 
     def rest(self) -> bytes:
         """Everything not read yet."""
         while not self.eof:
             self._fill()
-        out, self.buf = self.buf, b""
-        return out
+        return self._split(self.size)
 
     @property
     def done(self) -> bool:
-        return self.eof and not self.buf
+        return self.eof and not self.size
 
 
 class _Corrupt(Exception):
@@ -188,7 +217,7 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
     try:
         # Most files are many lines: look at one block only, unless it starts a document spread over lines.
         small = lead.read_all(unit_bytes)
-        if small is None and _starts_document(lead.buf):
+        if small is None and _starts_document(lead.peek()):
             small = lead.read_all(max_record_bytes)
         if small is not None and _single_record(small):
             other = follow.read_all(max_record_bytes) if follow is not None else None

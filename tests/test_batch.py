@@ -402,3 +402,13 @@ def test_property_rows_plus_rejects_is_lines(tmp_path_factory: pytest.TempPathFa
         else:  # no IDs: every non-blank line is a record of its own
             want_rows, want_records = want_rows + len(nonblank), want_records + len(file_kinds)
     assert (rows.height, report.records) == (want_rows, want_records)
+
+
+def test_tiny_units_give_the_same_rows_as_whole_files(tmp_path: Path) -> None:
+    # Blocks far smaller than a line exercise every boundary of the in-step reader (and gzip inputs).
+    summary = synth_batch(str(tmp_path / "s"), BatchSynthOptions(jobs=2, files_per_job=2, records_per_file=30))
+    whole = run_batch(summary.capture_root, str(tmp_path / "a"))
+    tiny = run_batch(summary.capture_root, str(tmp_path / "b"), options=BatchOptions(unit_bytes=97))
+    assert whole.rows_written == tiny.rows_written == summary.records and tiny.rejected == 0
+    cols = ["output_file", "line", "inference_id", "input_data", "output_data"]
+    assert _rows(tmp_path / "a").select(cols).equals(_rows(tmp_path / "b").select(cols))
