@@ -77,6 +77,44 @@ def _is_client_error(exc: BaseException) -> bool:
     )
 
 
+# Error codes with which object stores refuse a request for its rate: S3's SlowDown (HTTP 503), the Throttling
+# family of other AWS services and S3-compatible stores, 429 Too Many Requests. A HEAD response has no body, so
+# botocore knows only its status, which then is the code ("503").
+_THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "503",
+        "429",
+    }
+)
+
+
+def _client_error_code(exc: BaseException) -> str | None:
+    """The error code of the botocore ClientError behind `exc`, if there is one.
+
+    s3fs turns a ClientError into an OSError by its code, several codes to one errno (EBUSY is SlowDown but also
+    409 Conflict), and keeps the ClientError as the cause or context: only the code tells them apart.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None) if _is_client_error(current) else None
+        error = response.get("Error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and error.get("Code"):
+            return str(error["Code"])
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     kwargs = getattr(exc, "kwargs", None) if _is_client_error(exc) else None
     endpoint = kwargs.get("endpoint_url") if isinstance(kwargs, dict) else None
@@ -84,11 +122,16 @@ def _describe(exc: BaseException) -> str:
         # botocore's message repeats the whole request URL; the endpoint is what the user can act on.
         parts = urlsplit(endpoint)
         return f"cannot connect to the object store at {parts.scheme}://{parts.netloc}"
+    code = _client_error_code(exc)
+    if code in _THROTTLING_CODES:
+        # botocore (and s3fs, for SlowDown) have already retried with backoff: say so, so that the user lowers the
+        # request rate (--fetch-concurrency) or raises the retries rather than rerunning at once.
+        return f"throttled by the object store: {'HTTP ' + code if code.isdigit() else code} even after retries"
     if isinstance(exc, FileNotFoundError):
         return "not found"
     if isinstance(exc, PermissionError):
         return "access denied"
-    if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
+    if isinstance(exc, OSError) and exc.errno == errno.EBUSY and code is None:
         return "throttled by the object store"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]

@@ -7,6 +7,8 @@ Use it from a test module with ``pytest_plugins = ["tests.s3_server"]`` (import 
   ``s3_reader`` is the same server with read-only credentials, ``s3_weed`` the `WeedServer` behind both.
 * ``s3_bucket`` (function): a fresh, empty bucket on that server.
 * ``weed_server`` (function): a `WeedServer` of its own, for tests that stop or kill the server.
+* ``s3_proxy`` (function): a `FaultProxy` in front of the session's server that forwards every request until a
+  test gives it a policy, e.g. `ThrottleObjectGets` or `throttle_everything` (503 ``SlowDown``, as S3 throttles).
 
 Every port is chosen here and passed explicitly, everything binds to 127.0.0.1, and requests must be signed
 with the generated key/secret (anonymous or wrongly signed requests are refused), so the tests exercise the
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import http.client
 import itertools
 import json
 import os
@@ -28,16 +32,37 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import s3fs
 
-__all__ = ["S3Endpoint", "WeedServer", "find_weed", "s3_bucket", "s3_reader", "s3_server", "s3_weed", "weed_server"]
+__all__ = [
+    "SLOW_DOWN_BODY",
+    "Exchange",
+    "FaultProxy",
+    "Policy",
+    "ProxyRequest",
+    "S3Endpoint",
+    "ThrottleObjectGets",
+    "WeedServer",
+    "find_weed",
+    "s3_bucket",
+    "s3_proxy",
+    "s3_reader",
+    "s3_server",
+    "s3_weed",
+    "throttle_everything",
+    "weed_server",
+]
 
 REGION = "us-east-1"
 START_TIMEOUT = 30.0  # a slow 2-core machine starts `weed mini` in ~1-3 s; 30 s means it is broken
@@ -348,6 +373,281 @@ class WeedServer:
                 sock.unlink(missing_ok=True)
 
 
+# -- a fault-injecting proxy in front of the S3 port ----------------------------------------------------------------
+
+# What S3 answers when a prefix gets more requests than it takes at the moment (HTTP 503).
+SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
+# Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, not the request, so they are not forwarded.
+# `Expect: 100-continue` is answered by this proxy itself. SigV4 signs neither Expect nor Transfer-Encoding, so
+# dropping them keeps the client's signature valid; everything signed (Host above all) is passed on unchanged.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "expect",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """What a policy sees of one request (path-style addressing, as clients use with a custom endpoint)."""
+
+    method: str
+    bucket: str
+    key: str  # "" for a request on a bucket (a listing, a bucket probe) or on the service
+    query: str
+
+    @property
+    def is_object_get(self) -> bool:
+        """A GetObject: a GET of a key (a listing is a GET of the bucket with a query)."""
+        return self.method == "GET" and bool(self.key)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request the proxy received and the status its client got."""
+
+    request: ProxyRequest
+    status: int
+    throttled: bool  # answered by the proxy with 503 SlowDown; the server never saw it
+
+
+Policy = Callable[[ProxyRequest], bool]  # True: answer the request with 503 SlowDown instead of forwarding it
+
+
+def forward_everything(request: ProxyRequest) -> bool:
+    return False
+
+
+def throttle_everything(request: ProxyRequest) -> bool:
+    """Persistent throttling: every request of every kind is refused."""
+    return True
+
+
+class ThrottleObjectGets:
+    """Throttle the first `times` GETs of every object under `prefix` (of `bucket`, if given).
+
+    Every object is refused before it is served, so a run that reads them all can only complete if each throttled
+    GET was retried; other requests (listings, HEADs, writes) pass.
+    """
+
+    def __init__(self, prefix: str = "", *, times: int = 1, bucket: str | None = None) -> None:
+        self.prefix = prefix
+        self.times = times
+        self.bucket = bucket
+        self._gets: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()  # the proxy handles each client connection in a thread of its own
+
+    def __call__(self, request: ProxyRequest) -> bool:
+        if not request.is_object_get or not request.key.startswith(self.prefix):
+            return False
+        if self.bucket is not None and request.bucket != self.bucket:
+            return False
+        with self._lock:
+            self._gets[(request.bucket, request.key)] += 1
+            return self._gets[(request.bucket, request.key)] <= self.times
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    """A thread per client connection; it keeps the open connections so that closing can end their threads."""
+
+    daemon_threads = True
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        """Shut down every client connection: a thread waiting for the next request on one then ends."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a cancelled request, a closed s3fs session) is normal; anything else is a proxy
+        # bug that the test should see, not a traceback on stderr.
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, (ConnectionError, TimeoutError)):
+            self.proxy.errors.append(exc)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as S3 clients expect (HTTP/1.0 would close after every answer)
+    timeout = 60  # an idle keep-alive connection's thread ends after this long, even if nobody closes it
+    server: _ProxyServer
+
+    def setup(self) -> None:
+        super().setup()
+        self._upstream: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        super().finish()
+        if self._upstream is not None:
+            self._upstream.close()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the exchanges are in FaultProxy.log; one stderr line per request would only bury the test output
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        # The body is read whatever happens to the request, or its bytes would be taken for the next request.
+        body = self._read_body()
+        url = urlsplit(self.path)
+        bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+        request = ProxyRequest(self.command, bucket, key, url.query)
+        proxy = self.server.proxy
+        if proxy.policy(request):
+            proxy.record(Exchange(request, 503, throttled=True))
+            headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW_DOWN_BODY)))]
+            self._answer(503, "Slow Down", headers, SLOW_DOWN_BODY)
+            return
+        status, reason, headers, data = self._forward(body)
+        proxy.record(Exchange(request, status, throttled=False))
+        self._answer(status, reason, headers, data)
+
+    def _read_body(self) -> bytes | None:
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            return self.rfile.read(int(length))
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields (none are signed: they only carry checksums)
+            return b"".join(parts)
+        return None
+
+    def _forward(self, body: bytes | None) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        """Send the request upstream as received (same path, Host and signature); the whole answer, read."""
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
+        if body is not None and "Content-Length" not in self.headers:
+            headers.append(("Content-Length", str(len(body))))  # a chunked body is sent with its length
+        while True:
+            reused = self._upstream is not None
+            conn = self._upstream or http.client.HTTPConnection(*self.server.proxy.upstream, timeout=60)
+            self._upstream = conn
+            try:
+                # skip_host: the client's own Host header (the proxy's address) is what it signed, and what the
+                # server must see to compute the same signature.
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+                response = conn.getresponse()
+                data = response.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                conn.close()
+                self._upstream = None
+                if reused:
+                    continue  # the server closed an idle keep-alive connection: once more on a new one
+                raise
+            break
+        if response.will_close:
+            conn.close()
+            self._upstream = None
+        out = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+        if self.command != "HEAD" and response.status not in _NO_BODY_STATUSES:
+            # The body was read whole (de-chunked): it goes on with its length.
+            out = [(k, v) for k, v in out if k.lower() != "content-length"]
+            out.append(("Content-Length", str(len(data))))
+        return response.status, response.reason, out, data
+
+    def _answer(self, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
+        self.send_response_only(status, reason)  # no Server/Date of our own: the server's are passed on
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD" and status not in _NO_BODY_STATUSES:
+            self.wfile.write(data)
+
+
+class FaultProxy:
+    """An HTTP proxy on a free 127.0.0.1 port in front of an S3 server, run in a thread of the test process.
+
+    Each request is either forwarded unchanged (method, path, headers, body: signatures stay valid, because
+    SigV4 signs the Host header the client sends, the proxy's, and the server checks the Host header it
+    receives, passed on as is) or, when `policy` says so, answered by the proxy itself with 503 and S3's
+    ``SlowDown`` error. `log` lists every exchange, so a test can show what was throttled and what was retried.
+    """
+
+    def __init__(self, upstream_port: int, policy: Policy = forward_everything) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.policy = policy  # may be replaced at any time; each request asks the policy of the moment
+        self.errors: list[BaseException] = []  # exceptions of the proxy's own threads (should stay empty)
+        self._log: list[Exchange] = []
+        self._lock = threading.Lock()
+        self._server = _ProxyServer(self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-fault-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def endpoint(self, server: S3Endpoint) -> S3Endpoint:
+        """`server`'s credentials, reached through this proxy."""
+        return dataclasses.replace(server, endpoint_url=self.endpoint_url)
+
+    def record(self, exchange: Exchange) -> None:
+        with self._lock:
+            self._log.append(exchange)
+
+    @property
+    def log(self) -> list[Exchange]:
+        """Every exchange so far, in the order the answers were decided."""
+        with self._lock:
+            return list(self._log)
+
+    def close(self) -> None:
+        """Stop accepting, end every open connection and wait for the proxy's threads."""
+        self._server.shutdown()
+        self._server.end_connections()
+        self._server.server_close()  # joins the connection threads
+        self._thread.join()
+
+
 def _new_server() -> WeedServer:
     # A short path of our own (not pytest's tmp_path, which is kept after the run): the data is removed at stop.
     return WeedServer(Path(tempfile.mkdtemp(prefix="weed-")))
@@ -394,3 +694,13 @@ def weed_server() -> Iterator[WeedServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def s3_proxy(s3_weed: WeedServer) -> Iterator[FaultProxy]:
+    """A `FaultProxy` in front of the session's server, forwarding everything until the test sets its `policy`."""
+    proxy = FaultProxy(s3_weed.ports["s3.port"])
+    try:
+        yield proxy
+    finally:
+        proxy.close()

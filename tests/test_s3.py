@@ -1,8 +1,10 @@
 """The engine against a real S3 endpoint (SeaweedFS on loopback): commit protocol, parity with local disk,
-windowed listing, the CLI's settings and errors, and an object store that dies in the middle of a run."""
+windowed listing, the CLI's settings and errors, an object store that dies in the middle of a run, and one that
+throttles (through a fault-injecting proxy)."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -10,6 +12,8 @@ import re
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,7 +34,7 @@ from tests.conftest import ROOT
 
 if TYPE_CHECKING:
     # Types only: importing the module before pytest loads it as a plugin would skip its assertion rewriting.
-    from tests.s3_server import S3Endpoint, WeedServer
+    from tests.s3_server import FaultProxy, S3Endpoint, WeedServer
 
 pytest_plugins = ["tests.s3_server"]
 pytestmark = pytest.mark.s3
@@ -474,3 +478,113 @@ def test_store_dies_mid_write_is_a_sink_error(weed_server: WeedServer) -> None:
         pytest.fail(f"the server was not killed where intended: {seen}")
     assert isinstance(error, SinkError), repr(error)
     assert "s3://crash/out/" in str(error)
+
+
+# -- an object store that throttles: retried with backoff, and a one-line error when it does not stop ----------------
+
+# Retry settings of the persistent-throttling tests: botocore's standard mode, 2 attempts per call (one retry with
+# backoff), so that the CLI gives up within seconds.
+MAX_ATTEMPTS = 2
+THROTTLING_DEADLINE = 30.0  # seconds; the runs below take about 1-3 s (a share throttled) and 2-8 s (all of it)
+
+
+def _capture_prefix(sample: SynthSummary) -> tuple[str, str]:
+    """(bucket, key prefix) of the sample's capture objects."""
+    bucket, _, prefix = sample.capture_root[len("s3://") :].partition("/")
+    return bucket, prefix + "/"
+
+
+def test_throttled_gets_are_retried_and_the_run_completes(
+    s3_server: S3Endpoint, s3_proxy: FaultProxy, s3_bucket: str, sample: SynthSummary
+) -> None:
+    from tests.s3_server import ThrottleObjectGets  # here, not at the top: see the TYPE_CHECKING import
+
+    bucket, prefix = _capture_prefix(sample)
+    s3_proxy.policy = ThrottleObjectGets(prefix, bucket=bucket)  # each capture object's first GET: 503 SlowDown
+    # The client's default retry settings, as a user has them; source and destination both go through the proxy.
+    options = RealtimeOptions(storage_options=s3_proxy.endpoint(s3_server).storage_options())
+    t0 = time.monotonic()
+    report = run_realtime(sample.capture_root, f"s3://{s3_bucket}/out", options=options)
+    elapsed = time.monotonic() - t0
+
+    assert report.status == "committed"
+    assert (report.records, report.rows_written, report.rejected) == (sample.events, sample.events, 0)
+    assert _read(s3_server.filesystem(), f"{s3_bucket}/out").num_rows == sample.events  # read past the proxy
+    # Every capture object was refused once, then served to the retry: throttled responses were really served,
+    # each one was retried, and no object was skipped or read twice.
+    gets: dict[str, list[int]] = {}
+    for e in s3_proxy.log:
+        if e.request.is_object_get and e.request.bucket == bucket and e.request.key.startswith(prefix):
+            gets.setdefault(e.request.key, []).append(e.status)
+    assert len(gets) == sample.files
+    assert all(statuses == [503, 200] for statuses in gets.values()), gets
+    assert sum(e.throttled for e in s3_proxy.log) == sample.files
+    assert s3_proxy.errors == []
+    assert elapsed < THROTTLING_DEADLINE  # one backoff of a second at most, the objects fetched in parallel
+
+
+@pytest.mark.parametrize("throttled", ["every-request", "every-object-get"])
+def test_cli_persistent_throttling_is_one_line_after_bounded_retries(
+    throttled: str, s3_server: S3Endpoint, s3_proxy: FaultProxy, s3_bucket: str, sample: SynthSummary
+) -> None:
+    from tests.s3_server import ThrottleObjectGets, throttle_everything  # see the TYPE_CHECKING import
+
+    bucket, prefix = _capture_prefix(sample)
+    # every-request: the first request (the HEAD probing the source) is refused. every-object-get: the listing
+    # passes, each object's GETs are refused, which s3fs retries on top of botocore (it recognises SlowDown).
+    everything = throttled == "every-request"
+    s3_proxy.policy = (
+        throttle_everything if everything else ThrottleObjectGets(prefix, bucket=bucket, times=sys.maxsize)
+    )
+    env = {**s3_proxy.endpoint(s3_server).env(), "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
+    t0 = time.monotonic()
+    proc = _cli("realtime", sample.capture_root, f"s3://{s3_bucket}/out", env=env)
+    elapsed = time.monotonic() - t0
+
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr  # no traceback, no retry chatter
+    line = lines[0]
+    why = "HTTP 503" if everything else "SlowDown"  # a HEAD answer has no body, so no error code but its status
+    assert line.startswith(f"{ERROR_PREFIX}cannot read (throttled by the object store: {why} even after retries): ")
+    uri = line.rsplit("): ", 1)[1]
+    if everything:
+        assert uri == sample.capture_root, line  # the source itself: its probe was the first request
+    else:
+        assert uri.startswith(sample.capture_root + "/") and uri.endswith(".jsonl"), line  # the object refused
+    _assert_secret_kept(s3_server.secret, proc.stdout, proc.stderr)
+
+    # Retried, but boundedly: at most botocore's attempts times s3fs's own tries for any one request.
+    log = s3_proxy.log
+    tries = Counter((e.request.method, e.request.bucket, e.request.key) for e in log if e.throttled)
+    assert tries and MAX_ATTEMPTS <= max(tries.values()) <= MAX_ATTEMPTS * s3fs.S3FileSystem.retries, tries
+    assert all(e.throttled for e in log if everything or e.request.is_object_get)  # nothing got through
+    assert s3_proxy.errors == []
+    assert elapsed < THROTTLING_DEADLINE
+    assert _files(s3_server.filesystem(), f"{s3_bucket}/out") == []  # nothing written, not even _SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "text"),
+    [
+        ("SlowDown", 503, "throttled by the object store: SlowDown even after retries"),
+        ("503", 503, "throttled by the object store: HTTP 503 even after retries"),  # a HEAD: no body, no code
+        ("Throttling", 400, "throttled by the object store: Throttling even after retries"),
+        ("TooManyRequests", 429, "throttled by the object store: TooManyRequests even after retries"),
+        # s3fs maps a 409 conflict to EBUSY too, which is not throttling: the store's own message is shown.
+        ("OperationAborted", 409, f"[Errno {errno.EBUSY}] A conflicting conditional operation is in progress."),
+    ],
+)
+def test_store_error_codes_to_one_line(code: str, status: int, text: str) -> None:
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from engine.errors import SourceError
+    from engine.storage import translate_errors
+
+    message = "A conflicting conditional operation is in progress." if status == 409 else "Please slow down."
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    # As s3fs raises it: the ClientError turned into an OSError by its code, the ClientError as the cause.
+    with pytest.raises(SourceError) as raised, translate_errors("s3://b/k.jsonl"):
+        raise translate_boto_error(ClientError(response, "GetObject"))
+    assert str(raised.value) == f"cannot read ({text}): s3://b/k.jsonl"
