@@ -671,9 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="20MB", help="capture bytes to generate: 20MB, 1GB, ... (default 20MB)")
     parser.add_argument(
         "--job",
-        choices=sorted(JOBS),
+        choices=[*sorted(JOBS), "merge"],
         default="realtime",
-        help="realtime: the envelope job (default); decode: --decode of CSV payloads, one row per record",
+        help="realtime: the envelope job (default); decode: --decode of CSV payloads, one row per record; "
+        "merge: predictions x ground truth (benchmarks/merge_peers.py)",
+    )
+    parser.add_argument(
+        "--rows", type=int, help="merge: prediction rows (default: --size of capture divided by ~566 bytes per event)"
     )
     parser.add_argument(
         "--tools",
@@ -690,6 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="cache of generated trees and outputs")
     parser.add_argument("--keep-output", action="store_true", help="keep each tool's output dataset")
     args = parser.parse_args(argv)
+    if args.job == "merge":
+        from benchmarks.merge_peers import bench
+
+        return bench(args)
 
     job = JOBS[args.job]
     tools = [t.strip() for t in (args.tools or ",".join(job.default_tools)).split(",") if t.strip()]

@@ -14,7 +14,9 @@ from engine.errors import (
     SinkError,
     SourceError,
 )
-from engine.options import RealtimeOptions
+from engine.labels import read_ground_truth
+from engine.merge import run_merge
+from engine.options import MergeOptions, RealtimeOptions
 from engine.payload import ColumnSpec, decode_payloads, load_column_spec, parse_column_spec
 from engine.realtime import read_capture, run_realtime
 from engine.report import RunReport
@@ -24,6 +26,7 @@ __all__ = [
     "ColumnSpec",
     "DecodeError",
     "EngineError",
+    "MergeOptions",
     "NoDataError",
     "OptionsError",
     "RealtimeOptions",
@@ -37,6 +40,8 @@ __all__ = [
     "parse_column_spec",
     "read_batch",
     "read_capture",
+    "read_ground_truth",
     "run_batch",
+    "run_merge",
     "run_realtime",
 ]

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
+from typing import Protocol, TypeVar
 
 from engine.errors import NoDataError, RejectLimitError
 from engine.options import JobOptions
@@ -21,9 +22,20 @@ from engine.schemas import TableSpec, table_spec
 from engine.sink import DatasetWriter, abort_run, begin_run, commit_run
 from engine.storage import Location, open_location
 
-__all__ = ["JobRun", "iso"]
+__all__ = ["JobRun", "SideWriter", "iso"]
 
 logger = logging.getLogger(__name__)
+
+
+class SideWriter(Protocol):
+    """What a run commits besides Parquet tables (e.g. merge's JSON Lines): partitions of `part-*` files."""
+
+    def close(self) -> dict[str, tuple[int, list[str]]]: ...
+
+    def abort(self) -> None: ...
+
+
+W = TypeVar("W", bound=SideWriter)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -52,7 +64,7 @@ class JobRun:
             window={"start": iso(options.start), "end": iso(options.end)},
         )
         self.out: Location = open_location(dest, options.storage_options, kms_key_id=options.kms_key_id)
-        self._writers: list[DatasetWriter] = []
+        self._writers: list[SideWriter] = []
         # Rejects of sources without endpoints (batch, labels) are partitioned by hour only, so that
         # readers need not type an all-null endpoint=/variant= level.
         spec = table_spec("rejects")
@@ -76,6 +88,11 @@ class JobRun:
         )
         self._writers.append(w)
         return w
+
+    def track(self, writer: W) -> W:
+        """Commit (or abort) `writer`'s files with this run's, like a side table."""
+        self._writers.append(writer)
+        return writer
 
     def __enter__(self) -> JobRun:
         begin_run(self.out)

@@ -7,12 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from engine.errors import OptionsError
 from engine.payload.spec import ColumnSpec
 
-__all__ = ["JobOptions", "RealtimeOptions", "parse_size", "parse_time"]
+__all__ = ["JobOptions", "MergeOptions", "RealtimeOptions", "parse_duration", "parse_size", "parse_time"]
 
 _TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<h>\d{2})(?::(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d+))?)?)?)?"
@@ -62,6 +62,43 @@ def parse_size(value: str | int) -> int:
         raise OptionsError(f"invalid size {value!r}: expected a number with an optional unit (KB, MB, GB, MiB...)")
     unit = m.group(2).lower() if m.group(2) else None
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+_DURATION = re.compile(
+    r"(?i)\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
+    r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*"
+)
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """Parse a duration such as ``24h``, ``90m``, ``2d``, ``1h30m`` or ``3600s`` (a bare number is seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)):
+        return timedelta(seconds=value)
+    text = value.strip()
+    try:
+        return timedelta(seconds=float(text))
+    except ValueError:
+        pass
+    m = _DURATION.fullmatch(text)
+    if not text or not m or not any(m.groups()):
+        raise OptionsError(f"invalid duration {value!r}: expected e.g. 24h, 90m, 2d, 1h30m or 3600s")
+    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+def format_duration(value: timedelta) -> str:
+    """``24h``, ``90m``, ``1h30m``: the shortest form `parse_duration` reads back."""
+    seconds = int(value.total_seconds())
+    if seconds != value.total_seconds():
+        return f"{value.total_seconds()}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"
 
 
 def _default_workers() -> int:
@@ -157,3 +194,68 @@ class JobOptions:
 @dataclass(frozen=True, kw_only=True)
 class RealtimeOptions(JobOptions):
     """Options of the real-time capture job and reader (`JobOptions`; nothing of its own yet)."""
+
+
+_SEGMENT = re.compile(r"[^/\\]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeOptions(JobOptions):
+    """Options of the merge of predictions with ground truth (`JobOptions` plus the join's own).
+
+    The window [start, end) selects predictions by `inference_time`; labels are looked for in the hour
+    folders of the label window, from the hour of `start` to `end + label_delay` (both needed; without a
+    window every label is read).
+
+    Attributes:
+        label_delay: how long after the prediction window labels may still be collected (SageMaker's
+            ground-truth offsets play this role); widens the label window only.
+        how: ``inner`` keeps matched predictions only; ``left`` keeps every prediction, with null labels
+            when none matched.
+        sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/merge/`` (needs
+            raw, not decoded, predictions).
+        schedule_name: the folder SageMaker puts between ``merge/`` and the hour for batch transform
+            merges (its monitoring schedule name); None: no folder.
+        join_memory: memory for the label side of the join (labels take about their JSON Lines size in
+            memory). Label windows whose objects are larger are hash-partitioned into buckets spilled to a
+            local temporary directory together with the predictions, and joined bucket by bucket.
+    """
+
+    label_delay: timedelta = timedelta(hours=24)
+    how: Literal["inner", "left"] = "inner"
+    sagemaker_format: bool = False
+    schedule_name: str | None = None
+    join_memory: int = 256 * 2**20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "label_delay", parse_duration(self.label_delay))
+        if self.label_delay < timedelta(0):
+            raise OptionsError(f"label_delay must not be negative, got {self.label_delay}")
+        if self.how not in ("inner", "left"):
+            raise OptionsError(f"how must be inner or left, got {self.how!r}")
+        if self.join_memory < 1:
+            raise OptionsError(f"join_memory must be at least 1, got {self.join_memory}")
+        if self.schedule_name is not None and not _SEGMENT.fullmatch(self.schedule_name):
+            raise OptionsError(f"schedule_name must be one folder name, got {self.schedule_name!r}")
+        if self.sagemaker_format and self.decode:
+            raise OptionsError(
+                "the sagemaker format writes the raw capture bodies SageMaker merges: it cannot be combined "
+                "with payload decoding (--decode/--columns)"
+            )
+
+    def label_hours(self) -> tuple[datetime, datetime] | None:
+        """The first and last hour folders of ground truth to list: [start, end + label_delay), no slack.
+
+        A label sits in the hour it was collected, never before its inference, so no earlier hour is needed.
+        """
+        if self.start is None or self.end is None:
+            return None
+        first = self.start.replace(minute=0, second=0, microsecond=0)
+        last = self.end + self.label_delay - timedelta(milliseconds=1)
+        return first, last.replace(minute=0, second=0, microsecond=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["label_delay"] = format_duration(self.label_delay)
+        return out

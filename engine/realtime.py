@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.envelope import Decoded, decode_unit
+from engine.errors import OptionsError
 from engine.fetch import group_units, iter_pieces, ordered_map
 from engine.job import JobRun
 from engine.layout import CaptureObject, list_capture_objects
@@ -23,7 +24,7 @@ from engine.report import RunReport
 from engine.schemas import capture_schema
 from engine.storage import Location, open_location
 
-__all__ = ["ProgressCallback", "read_capture", "run_realtime"]
+__all__ = ["ProgressCallback", "iter_capture", "read_capture", "run_realtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,37 @@ def _account(report: RunReport, d: Decoded) -> None:
     report.fallback_units += int(d.fallback)
 
 
+def iter_capture(
+    source: str,
+    *,
+    options: RealtimeOptions | None = None,
+    report: RunReport | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the capture under `source` as record batches: capture rows, or with `options.decode` payload records.
+
+    Decoded records carry the columns of their (endpoint, variant), so batches may differ in schema; that is
+    why this is an iterator and not a `pyarrow.RecordBatchReader` like `read_capture`. Counts (objects,
+    records, rejects...) go to `report` when one is given; rejects to `on_rejects` (else the log).
+
+    Raises:
+        SourceError: the source does not exist or cannot be read (when iteration starts).
+    """
+    options = options or RealtimeOptions()
+    loc = open_location(source, options.storage_options)
+    objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
+    report = report or RunReport(command="read", source=source, dest=None, options={})
+    report.objects += len(objects)
+    for d in _decoded_units(loc, objects, options, report):
+        _account(report, d)
+        if d.rejects.num_rows:
+            if on_rejects is not None:
+                on_rejects(d.rejects)
+            else:
+                logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
+        yield from (b for b in (d.records_out if d.records_out is not None else [d.rows]) if b.num_rows)
+
+
 def read_capture(
     source: str,
     *,
@@ -94,8 +126,12 @@ def read_capture(
 
     Raises:
         SourceError: the source does not exist or cannot be read.
+        OptionsError: `options.decode` is set: decoded columns vary by endpoint and variant, so they cannot
+            share one reader schema; use `iter_capture`.
     """
     options = options or RealtimeOptions()
+    if options.decode:
+        raise OptionsError("read_capture streams one schema; decoded payload columns vary: use iter_capture")
     loc = open_location(source, options.storage_options)
     objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report = RunReport(command="read", source=source, dest=None, options={})

@@ -38,6 +38,8 @@ _DICTIONARY = {
     "output_encoding",
     "source_file",
     "reason",
+    "label_encoding",
+    "label_file",
 }
 _NO_STATISTICS = {"input_data", "output_data", "custom_attributes", "raw", "detail"}
 

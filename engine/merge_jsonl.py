@@ -1,0 +1,248 @@
+"""SageMaker's merged JSON Lines layout: merged rows rendered as the records SageMaker's own merge job writes.
+
+Model Monitor's analyzers (model quality, Clarify bias) read the merge job's intermediate output (formats
+reference 2.5)::
+
+    {output}/merge/{endpoint}/{variant}/yyyy/mm/dd/hh/part-*.jsonl          real-time endpoints
+    {output}/merge/[{schedule}/]yyyy/mm/dd/hh/part-*.jsonl                  batch transform
+
+one record per matched prediction. Records are rendered for a whole batch at once with polars string
+expressions (values JSON-escaped by polars' own encoder), never a ``json.dumps`` per row. Absent values are
+left out, as SageMaker's Spark writer leaves out nulls.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+from urllib.parse import quote
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.partition import HIVE_NULL, PartitionKey, split_by_hour
+from engine.sink import TEMPORARY
+from engine.storage import Location, translate_errors
+
+__all__ = ["MergedJsonWriter", "render_records"]
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["realtime", "batch"]
+_REALTIME_COLUMNS = (
+    "event_id",
+    "inference_id",
+    "inference_time",
+    "event_version",
+    "input_content_type",
+    "input_encoding",
+    "input_data",
+    "output_content_type",
+    "output_encoding",
+    "output_data",
+    "label_data",
+    "label_encoding",
+)
+_BATCH_COLUMNS = ("inference_id", "output_encoding", "output_data", "label_data", "label_encoding")
+
+
+def required_columns(kind: Kind) -> tuple[str, ...]:
+    """The prediction and label columns the records are built from (raw, not decoded, predictions)."""
+    return _REALTIME_COLUMNS if kind == "realtime" else _BATCH_COLUMNS
+
+
+_RENDER_ROWS = 16_384  # rows rendered at once: the JSON text of a slice is a few times its raw bodies
+# A member whose value is null: `"key":null` after a comma, first in its object, or alone in it. Inside a JSON
+# string every quote is escaped, so `,"` and `{"` only ever start a member: no string content can match.
+_NULL_AFTER_COMMA = r',"[A-Za-z]+":null'
+_NULL_FIRST = r'\{"[A-Za-z]+":null,'
+_NULL_ALONE = r'\{"[A-Za-z]+":null\}'
+
+
+def _time(name: str) -> pl.Expr:
+    # SageMaker writes whole seconds ("2023-01-19T06:04:56Z"); sub-second times keep their milliseconds.
+    c = pl.col(name)
+    whole = c.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return pl.when(c.dt.millisecond() == 0).then(whole).otherwise(c.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+
+
+def _side(prefix: str, mode: str) -> pl.Expr:
+    """endpointInput / endpointOutput, in SageMaker's key order; null when that side was not captured."""
+    c = pl.col
+    fields = (f"{prefix}_data", f"{prefix}_encoding", f"{prefix}_content_type")
+    captured = pl.any_horizontal([c(f).is_not_null() for f in fields])
+    side = pl.struct(
+        c(fields[0]).alias("data"),
+        c(fields[1]).alias("encoding"),
+        pl.lit(mode).alias("mode"),
+        c(fields[2]).alias("observedContentType"),
+    )
+    return pl.when(captured).then(side)
+
+
+def _record(kind: Kind) -> pl.Expr:
+    c = pl.col
+    truth = pl.struct(c("label_data").alias("data"), c("label_encoding").alias("encoding")).alias("groundTruthData")
+    if kind == "realtime":
+        return pl.struct(
+            pl.coalesce(c("event_version"), pl.lit("0")).alias("eventVersion"),
+            truth,
+            pl.struct(
+                _side("input", "INPUT").alias("endpointInput"), _side("output", "OUTPUT").alias("endpointOutput")
+            ).alias("captureData"),
+            pl.struct(
+                c("event_id").alias("eventId"),
+                c("inference_id").alias("inferenceId"),
+                _time("inference_time").alias("inferenceTime"),
+            ).alias("eventMetadata"),
+        )
+    # SageMaker's batch records: eventId is the SageMakerInferenceId; data is the output record as the transform
+    # wrote it, without the appended ID and time.
+    output = pl.struct(c("output_data").alias("data"), c("output_encoding").alias("encoding"))
+    return pl.struct(
+        pl.struct(c("inference_id").alias("eventId")).alias("eventMetadata"),
+        pl.lit("0").alias("eventVersion"),
+        truth,
+        pl.struct(output.alias("batchTransformOutput")).alias("captureData"),
+    )
+
+
+def render_records(batch: pa.RecordBatch, kind: Kind) -> pa.Array:
+    """One SageMaker merged record per row of `batch` (matched merged rows), each ending in a newline.
+
+    Each record is one struct encoded by polars (key order = field order), then its null members are cut
+    out, as SageMaker's Spark writer leaves nulls out. Slices of `_RENDER_ROWS` bound the memory it takes.
+    """
+    names = required_columns(kind)
+    record = _record(kind).struct.json_encode().str.replace_all(_NULL_AFTER_COMMA, "").str.replace_all(
+        _NULL_FIRST, "{"
+    ).str.replace_all(_NULL_ALONE, "{}") + pl.lit("\n")
+    parts = []
+    for start in range(0, batch.num_rows, _RENDER_ROWS):
+        rows = batch.slice(start, _RENDER_ROWS)
+        frame = pl.from_arrow(pa.table({n: rows.column(n) for n in names}))
+        assert isinstance(frame, pl.DataFrame)
+        lines = frame.select(record.alias("line")).get_column("line")
+        parts.append(lines.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(pa.string()))
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def _text_bytes(lines: pa.Array) -> bytes:
+    """The concatenated values of a string array slice: its data buffer between the first and last offset."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    if data is None or not len(lines):
+        return b""
+    start, end = int(offsets[0]), int(offsets[-1])
+    text: bytes = data.slice(start, end - start).to_pybytes()  # a zero-copy view, one copy of just this range
+    return text
+
+
+@dataclass
+class _Partition:
+    rel: str
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    buffer: list[bytes] = field(default_factory=list)
+    buffered: int = 0
+
+
+class MergedJsonWriter:
+    """Writes rendered records as ``part-<run>-<n>.jsonl`` files per hour folder under ``_temporary/<run>/``.
+
+    Each flush writes a whole new part file (object stores cannot append), so buffers are flushed at
+    `buffer_bytes` per folder and the largest folder first when all buffers exceed twice that. Committed with
+    the run (`JobRun.track`), which replaces the folders it wrote.
+    """
+
+    def __init__(
+        self,
+        loc: Location,
+        *,
+        run_id: str,
+        kind: Kind,
+        schedule_name: str | None = None,
+        buffer_bytes: int = 16 * 2**20,
+    ) -> None:
+        self.loc = loc
+        self.run_id = run_id
+        self.kind = kind
+        self.schedule_name = schedule_name
+        self.buffer_bytes = buffer_bytes
+        self.partitions: dict[PartitionKey, _Partition] = {}
+        self.buffered = 0
+        self.rows = 0
+
+    def _rel(self, key: PartitionKey) -> str:
+        endpoint, variant, hour = key
+        parts = ["merge"]
+        if self.kind == "realtime":
+            parts += [quote(v, safe="-_.~ ") if v is not None else HIVE_NULL for v in (endpoint, variant)]
+        elif self.schedule_name:
+            parts.append(self.schedule_name)
+        if hour is None:
+            parts.append(HIVE_NULL)
+        else:
+            parts.append(f"{datetime.fromtimestamp(hour * 3600, tz=timezone.utc):%Y/%m/%d/%H}")
+        return "/".join(parts)
+
+    def render(self, merged: pa.RecordBatch) -> pa.RecordBatch | None:
+        """The records of the matched rows of `merged` with their partition columns (unmatched rows have no
+        label); thread-safe, so that rendering runs on the join's threads."""
+        matched = pc.is_valid(merged.column("label_file"))
+        if not pc.any(matched).as_py():
+            return None
+        if not pc.all(matched).as_py():
+            merged = merged.filter(matched)
+        cols = {"inference_time": merged.column("inference_time"), "line": render_records(merged, self.kind)}
+        if self.kind == "realtime":
+            cols = {"endpoint": merged.column("endpoint"), "variant": merged.column("variant"), **cols}
+        return pa.RecordBatch.from_pydict(cols)
+
+    def write(self, rendered: pa.RecordBatch | None) -> None:
+        """Buffer records `render` made, by hour folder; full buffers become part files."""
+        if rendered is None:
+            return
+        for key, rows in split_by_hour(rendered, "inference_time"):
+            part = self.partitions.get(key)
+            if part is None:
+                part = self.partitions[key] = _Partition(self._rel(key))
+            data = _text_bytes(rows.column("line"))
+            part.buffer.append(data)
+            part.buffered += len(data)
+            part.rows += rows.num_rows
+            self.buffered += len(data)
+            self.rows += rows.num_rows
+            if part.buffered >= self.buffer_bytes:
+                self._flush(part)
+        while self.buffered > 2 * self.buffer_bytes:
+            self._flush(max(self.partitions.values(), key=lambda p: p.buffered))
+
+    def _flush(self, part: _Partition) -> None:
+        if not part.buffer:
+            return
+        data = b"".join(part.buffer)
+        self.buffered -= part.buffered
+        part.buffer, part.buffered = [], 0
+        path = self.loc.join(TEMPORARY, self.run_id, part.rel, f"part-{self.run_id}-{len(part.files):05d}.jsonl")
+        with translate_errors(self.loc.uri(path), sink=True):
+            if self.loc.is_local:
+                self.loc.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.loc.fs.pipe_file(path, data)
+        part.files.append(path)
+
+    def close(self) -> dict[str, tuple[int, list[str]]]:
+        """Flush everything; returns {folder: (records, temporary files)} for the commit."""
+        for part in self.partitions.values():
+            self._flush(part)
+        return {p.rel: (p.rows, p.files) for p in self.partitions.values()}
+
+    def abort(self) -> None:
+        """Nothing is open between flushes: dropping the buffers is enough (the run removes its files)."""
+        for part in self.partitions.values():
+            part.buffer, part.buffered = [], 0
+        self.buffered = 0

@@ -1,0 +1,336 @@
+"""Predictions: the prediction side of a merge as record batches, from capture, batch capture or a Parquet dataset.
+
+Three sources, one shape: an iterator of record batches of prediction rows within the window [start, end) of
+`inference_time`, plus what kind of rows they are (real-time or batch) and whether they carry the raw bodies.
+
+* capture (``--captures``): decoded here by the real-time reader (`iter_capture`), raw or `decode`-d;
+* batch capture (``--batch``): decoded here by the batch reader (`read_batch`);
+* a dataset a `realtime` or `batch` run wrote (``--predictions``): only the hour partitions of the window are
+  listed, and files are read in groups of equal schema (decoded datasets vary by endpoint and variant), so every
+  batch keeps its own columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from queue import SimpleQueue
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from engine.errors import SourceError
+from engine.options import JobOptions, RealtimeOptions
+from engine.partition import HIVE_NULL
+from engine.report import RunReport
+from engine.storage import Location, open_location, translate_errors
+
+__all__ = ["Predictions", "batch_predictions", "capture_predictions", "dataset_predictions"]
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["realtime", "batch"]
+_BATCH_ROWS = 64 * 1024
+_PREFETCH = 2  # batches decoded ahead of the join
+T = TypeVar("T")
+
+
+@dataclass
+class Predictions:
+    """Prediction rows to merge.
+
+    Attributes:
+        kind: real-time rows (joined on coalesce(inference_id, event_id), partitioned by endpoint, variant and
+            hour) or batch rows (joined on inference_id, partitioned by hour).
+        raw: the rows carry the raw request/response bodies (not decoded payload records).
+        batches: the rows, within the window; schemas may differ between batches.
+    """
+
+    kind: Kind
+    raw: bool
+    batches: Iterator[pa.RecordBatch]
+
+
+def _common(options: JobOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in fields(JobOptions)}
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _in_window(batch: pa.RecordBatch, options: JobOptions) -> pa.RecordBatch:
+    """Rows of `batch` with inference_time in [start, end) (no-op without a window)."""
+    if options.start is None and options.end is None:
+        return batch
+    ms = np.asarray(batch.column("inference_time").cast(pa.int64()).fill_null(-(2**62)).to_numpy(), dtype=np.int64)
+    inside = np.ones(len(ms), dtype=bool)
+    if options.start is not None:
+        inside &= ms >= _ms(options.start)
+    if options.end is not None:
+        inside &= ms < _ms(options.end)
+    return batch if inside.all() else batch.filter(pa.array(inside))
+
+
+def capture_predictions(
+    source: str, options: JobOptions, report: RunReport, on_rejects: Callable[[pa.RecordBatch], None]
+) -> Predictions:
+    """Real-time capture under `source`, decoded by this run (counted in `report`)."""
+    from engine.realtime import iter_capture
+
+    rt = RealtimeOptions(**_common(options))
+    rows = iter_capture(source, options=rt, report=report, on_rejects=on_rejects)
+    return Predictions("realtime", not rt.decode, rows)
+
+
+def batch_predictions(
+    source: str, options: JobOptions, report: RunReport, on_rejects: Callable[[pa.RecordBatch], None]
+) -> Predictions:
+    """Batch transform capture under `source`, decoded by this run: its records and rejects count in `report`."""
+    from engine.batch import BatchOptions, read_batch
+
+    def rejected(batch: pa.RecordBatch) -> None:
+        report.records += batch.num_rows
+        report.rejected += batch.num_rows
+        report.rejects_by_reason.update(batch.column("reason").to_pylist())
+        on_rejects(batch)
+
+    reader = read_batch(source, options=BatchOptions(**_common(options)), on_rejects=rejected)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            kept = _in_window(batch, options)
+            report.records += batch.num_rows
+            report.events_written += kept.num_rows
+            report.out_of_window += batch.num_rows - kept.num_rows
+            if kept.num_rows:
+                yield kept
+
+    return Predictions("batch", True, batches())
+
+
+# --- a dataset written by `realtime` or `batch` ------------------------------------------------------------
+
+
+def _dirs(loc: Location, path: str, prefix: str) -> list[str]:
+    with translate_errors(loc.uri(path)):
+        entries = loc.fs.ls(path, detail=True)
+    names = (e["name"].rstrip("/") for e in entries if e.get("type") == "directory")
+    return sorted(n for n in names if n.rsplit("/", 1)[-1].startswith(prefix))
+
+
+def _parquet_files(loc: Location, path: str, *, missing_ok: bool) -> list[tuple[str, int]]:
+    try:
+        with translate_errors(loc.uri(path)):
+            found = loc.fs.find(path, detail=True)
+    except SourceError:
+        if missing_ok:
+            return []
+        raise
+    out = []
+    for name, info in found.items():
+        rel = name[len(path) :]
+        # Not data: _rejects/, _temporary/, _SUCCESS, hidden files (every reader skips them too).
+        if info.get("type") != "file" or not name.endswith(".parquet") or re.search(r"/[_.]", rel):
+            continue
+        out.append((name, int(info.get("size") or 0)))
+    return out
+
+
+def _hours(options: JobOptions) -> list[datetime] | None:
+    """Hour partitions of the window: the dataset's hour is the UTC hour of inference_time, so no slack."""
+    if options.start is None or options.end is None:
+        return None
+    h = options.start.replace(minute=0, second=0, microsecond=0)
+    out = []
+    while h < options.end:
+        out.append(h)
+        h += timedelta(hours=1)
+    return out
+
+
+def _list_dataset(loc: Location, options: JobOptions) -> tuple[Kind, list[tuple[str, int]]]:
+    root = loc.root
+    with translate_errors(loc.uri(root)):
+        exists = loc.fs.exists(root)
+    if not exists:
+        raise SourceError("prediction dataset not found", uri=loc.uri(root))
+    if _dirs(loc, root, "endpoint="):
+        kind: Kind = "realtime"
+        bases = [v for e in _dirs(loc, root, "endpoint=") for v in _dirs(loc, e, "variant=")]
+    elif _dirs(loc, root, "year="):
+        kind, bases = "batch", [root]
+    else:
+        raise SourceError(
+            "not a dataset written by capture-engine realtime or batch (no endpoint=... or year=... folders)",
+            uri=loc.uri(root),
+        )
+    hours = _hours(options)
+    if hours is None:
+        prefixes, missing_ok = bases, False
+    else:
+        prefixes = [f"{b}/year={h:%Y}/month={h:%m}/day={h:%d}/hour={h:%H}" for b in bases for h in hours]
+        missing_ok = True
+    if len(prefixes) <= 1:
+        found = [f for p in prefixes for f in _parquet_files(loc, p, missing_ok=missing_ok)]
+    else:
+        # Listing is latency-bound on object stores: one request per hour prefix, many at once.
+        with ThreadPoolExecutor(max_workers=min(options.fetch_concurrency, len(prefixes))) as pool:
+            results: Iterable[list[tuple[str, int]]] = pool.map(
+                lambda p: _parquet_files(loc, p, missing_ok=missing_ok), prefixes
+            )
+            found = [f for r in results for f in r]
+    return kind, sorted(found)
+
+
+def _filesystem(loc: Location) -> pafs.FileSystem:
+    if loc.is_local:
+        return pafs.LocalFileSystem()
+    return pafs.PyFileSystem(pafs.FSSpecHandler(loc.fs))
+
+
+@dataclass(frozen=True)
+class _RowGroup:
+    """One row group to read, with its file's footer and the partition values its path holds."""
+
+    path: str
+    index: int
+    metadata: pq.FileMetaData
+    partition: tuple[tuple[str, str | None], ...]
+
+
+def _partition_values(root: str, path: str, names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    values = dict(seg.split("=", 1) for seg in path[len(root) :].split("/") if "=" in seg)
+    return tuple((n, None if values.get(n, HIVE_NULL) == HIVE_NULL else unquote(values[n])) for n in names)
+
+
+def _overlaps(metadata: pq.FileMetaData, rg: int, column: int | None, lo: int | None, hi: int | None) -> bool:
+    """Whether row group `rg` may hold inference times in [lo, hi) ms, by its statistics (True when unknown)."""
+    if column is None or (lo is None and hi is None):
+        return True
+    stats = metadata.row_group(rg).column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    low, high = (_to_ms(v) for v in (stats.min, stats.max))
+    return (hi is None or low < hi) and (lo is None or high >= lo)
+
+
+def _to_ms(value: Any) -> int:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+
+def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> Predictions:
+    """The prediction rows of a dataset a `realtime` or `batch` run wrote, within the window.
+
+    Only the window's hour partitions are listed; row groups outside [start, end) are skipped by their
+    statistics. Each file keeps its own columns (decoded datasets vary by endpoint and variant). The rows were
+    decoded by an earlier run, so they count as objects and bytes read only.
+
+    Raises:
+        SourceError: the dataset does not exist, cannot be read, or is not in either layout.
+    """
+    loc = open_location(source, options.storage_options)
+    kind, files = _list_dataset(loc, options)
+    report.objects += len(files)
+    report.bytes_read += sum(size for _, size in files)
+    logger.info("found %d %s prediction files under %s", len(files), kind, source)
+    fs = _filesystem(loc)
+    paths = [p for p, _ in files]
+
+    def footer(path: str) -> pq.FileMetaData:
+        with translate_errors(loc.uri(path)):
+            return pq.read_metadata(path, filesystem=fs)
+
+    if len(paths) > 1:
+        # Footers are one request each on object stores: many at once.
+        with ThreadPoolExecutor(max_workers=min(options.fetch_concurrency, len(paths))) as pool:
+            footers = list(pool.map(footer, paths))
+    else:
+        footers = [footer(p) for p in paths]
+    schemas = [m.schema.to_arrow_schema() for m in footers]
+    raw = bool(schemas) and all("output_data" in s.names for s in schemas)
+    if kind == "realtime" and any("event_id" not in s.names for s in schemas):
+        raise SourceError("prediction dataset has endpoint= folders but no event_id column", uri=loc.uri(loc.root))
+    if kind == "batch" and any("inference_id" not in s.names for s in schemas):
+        raise SourceError("prediction dataset has no inference_id column to join on", uri=loc.uri(loc.root))
+    names = ("endpoint", "variant") if kind == "realtime" else ()
+    lo = None if options.start is None else _ms(options.start)
+    hi = None if options.end is None else _ms(options.end)
+    groups = []
+    for path, metadata in zip(paths, footers, strict=True):
+        # Parquet numbers leaf columns (a list column has its own leaves), so look the time column up by path.
+        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        column = leaves.index("inference_time") if "inference_time" in leaves else None
+        partition = _partition_values(loc.root, path, names)
+        groups += [
+            _RowGroup(path, rg, metadata, partition)
+            for rg in range(metadata.num_row_groups)
+            if _overlaps(metadata, rg, column, lo, hi)
+        ]
+    return Predictions(kind, raw, _scan(loc, fs, groups, options))
+
+
+def _scan(loc: Location, fs: pafs.FileSystem, groups: list[_RowGroup], options: JobOptions) -> Iterator[pa.RecordBatch]:
+    """The row groups' rows in batches, decoded a batch at a time by a background thread, at most `_PREFETCH`
+    batches ahead: memory follows the batch size, not the row-group size."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for group in groups:
+            with translate_errors(loc.uri(group.path)):
+                f = pq.ParquetFile(group.path, filesystem=fs, metadata=group.metadata)
+                for batch in f.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group.index], use_threads=True):
+                    for name, value in group.partition:
+                        batch = batch.append_column(name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
+                    kept = _in_window(batch, options)
+                    if kept.num_rows:
+                        yield kept
+
+    yield from prefetch(batches(), _PREFETCH)
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run `items` in a background thread, at most `depth` items ahead; errors are raised here, in order."""
+    queue: SimpleQueue[tuple[bool, Any]] = SimpleQueue()
+    slots = threading.Semaphore(depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        """Queue `entry` once a slot is free, unless the consumer has stopped (then False)."""
+        while not stop.is_set():
+            if slots.acquire(timeout=0.1):
+                queue.put(entry)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = queue.get()
+            slots.release()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()  # the producer notices `stop` within its acquire timeout
