@@ -428,7 +428,7 @@ def _problem_rejects(problems: list[ManifestProblem]) -> pa.RecordBatch:
 def _decoded(
     source: str, options: BatchOptions, report: RunReport
 ) -> tuple[Iterator[Decoded], pa.RecordBatch, list[TransformFile]]:
-    loc = open_location(source, options.storage_options)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     files, problems = _manifests(loc, options, report)
     units = iter_units(
         loc,

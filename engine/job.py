@@ -63,7 +63,9 @@ class JobRun:
             run_id=self.run_id,
             window={"start": iso(options.start), "end": iso(options.end)},
         )
-        self.out: Location = open_location(dest, options.storage_options, kms_key_id=options.kms_key_id)
+        self.out: Location = open_location(
+            dest, options.storage_options, kms_key_id=options.kms_key_id, connections=options.fetch_concurrency
+        )
         self._writers: list[SideWriter] = []
         # Rejects of sources without endpoints (batch, labels) are partitioned by hour only, so that
         # readers need not type an all-null endpoint=/variant= level.

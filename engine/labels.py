@@ -402,7 +402,7 @@ def read_ground_truth(
         SourceError: the source does not exist or cannot be read.
     """
     options = options or MergeOptions()
-    loc = open_location(source, options.storage_options)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     objects = list_label_objects(loc, hours=label_window(options), concurrency=options.fetch_concurrency)
     report = RunReport(command="read", source=source, dest=None, options={})
 

@@ -222,7 +222,7 @@ def run_merge(
     report.counts.update(dict.fromkeys(_COUNTS, 0))
 
     t0 = time.perf_counter()
-    gt = open_location(ground_truth, options.storage_options)
+    gt = open_location(ground_truth, options.storage_options, connections=options.fetch_concurrency)
     objects = list_label_objects(gt, hours=options.label_hours(), concurrency=options.fetch_concurrency)
     report.add_time("list", time.perf_counter() - t0)
     report.objects += len(objects)

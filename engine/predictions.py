@@ -238,7 +238,7 @@ def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> 
     Raises:
         SourceError: the dataset does not exist, cannot be read, or is not in either layout.
     """
-    loc = open_location(source, options.storage_options)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     kind, files = _list_dataset(loc, options)
     report.objects += len(files)
     report.bytes_read += sum(size for _, size in files)

@@ -95,7 +95,7 @@ def iter_capture(
         SourceError: the source does not exist or cannot be read (when iteration starts).
     """
     options = options or RealtimeOptions()
-    loc = open_location(source, options.storage_options)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report = report or RunReport(command="read", source=source, dest=None, options={})
     report.objects += len(objects)
@@ -132,7 +132,7 @@ def read_capture(
     options = options or RealtimeOptions()
     if options.decode:
         raise OptionsError("read_capture streams one schema; decoded payload columns vary: use iter_capture")
-    loc = open_location(source, options.storage_options)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report = RunReport(command="read", source=source, dest=None, options={})
 
@@ -171,7 +171,7 @@ def run_realtime(
     options = options or RealtimeOptions()
     run = JobRun(dest, command=command, source=source, options=options)
     report = run.report
-    src = open_location(source, options.storage_options)
+    src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
 
     t0 = time.perf_counter()
     objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)

@@ -43,14 +43,24 @@ class Location:
 
 
 def open_location(
-    url: str, storage_options: Mapping[str, Any] | None = None, *, kms_key_id: str | None = None
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    kms_key_id: str | None = None,
+    connections: int = 32,
 ) -> Location:
     """Open `url` (a local path or any fsspec URL) with the given storage options.
 
     `kms_key_id` asks S3 to encrypt every object written through this location with that KMS key
-    (SSE-KMS), as SageMaker's ``KmsKeyId`` does for its own outputs.
+    (SSE-KMS), as SageMaker's ``KmsKeyId`` does for its own outputs. `connections` sizes the S3
+    client's connection pool for that many requests at once (unless the options set it).
     """
     options = dict(storage_options or {})
+    if urlsplit(url).scheme in ("s3", "s3a"):
+        # botocore pools 10 connections by default: further concurrent GETs would wait for one.
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", max(10, connections))
+        options["config_kwargs"] = config
     if kms_key_id:
         if urlsplit(url).scheme not in ("s3", "s3a"):
             raise OptionsError(f"--kms-key-id needs an s3:// destination, got {url}")

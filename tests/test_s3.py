@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -105,7 +104,7 @@ def _success(fs: s3fs.S3FileSystem, path: str) -> dict[str, Any] | None:
 
 def _engine_fs(url: str, storage_options: dict[str, Any]) -> s3fs.S3FileSystem:
     """The s3fs instance the engine will use for `url`: fsspec caches instances per options and thread."""
-    fs = fsspec.filesystem("s3", **storage_options)
+    fs = open_location(url, storage_options).fs
     fs.connect()  # creates the botocore client to hook; may edit nested options in place (see _fail_fast)
     assert open_location(url, storage_options).fs is fs  # hooks must sit on the engine's own client
     return fs
