@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
-from engine.envelope import _Lines, _valid_utf8, parse_inference_times
+from engine.envelope import _get, _Lines, _text, _valid_utf8, parse_inference_times
 from engine.errors import SourceError
 from engine.fetch import Piece, group_units, iter_pieces, ordered_map
 from engine.layout import CaptureObject, list_capture_objects
@@ -163,16 +163,6 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         table.column("eventVersion"),
     ]
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
-
-
-def _text(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    return orjson.dumps(v).decode()
-
-
-def _get(d: Any, key: str) -> Any:
-    return d.get(key) if isinstance(d, dict) else None
 
 
 def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[_Reject], int]:
