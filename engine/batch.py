@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -186,11 +187,11 @@ class _Rejects:
                 [
                     pa.nulls(n, pa.string()),
                     pa.nulls(n, pa.string()),
-                    pa.array([self.hour] * n, pa.timestamp("ms", tz="UTC")),
-                    pa.array([uri or ""] * n, pa.string()),
+                    _repeat(self.hour, n, pa.timestamp("ms", tz="UTC")),
+                    _repeat(uri or "", n, pa.string()),
                     pa.array(lines, pa.int64()),
-                    pa.array([reason] * n, pa.string()),
-                    pa.array([detail] * n, pa.string()),
+                    _repeat(reason, n, pa.string()),
+                    _repeat(detail, n, pa.string()),
                     raw_col,
                 ],
                 schema=rejects_schema(),
@@ -205,6 +206,11 @@ class _Rejects:
 
 def _empty_rejects() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=rejects_schema())
+
+
+def _repeat(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    """One value n times, built in Arrow (no Python list of n items)."""
+    return pa.repeat(pa.scalar(value, type_), n)
 
 
 def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
@@ -286,7 +292,7 @@ class _Decoder:
             reject(~_mask(pc.is_valid(times)), "invalid_inference_time", "unparseable SageMakerInferenceTime", out)
         else:
             ids = pa.nulls(n, pa.string())
-            times = pa.array([tf.hour] * n, pa.timestamp("ms", tz="UTC"))
+            times = _repeat(tf.hour, n, pa.timestamp("ms", tz="UTC"))
 
         inside = ok.copy()
         if self.options.start is not None or self.options.end is not None:
@@ -304,18 +310,18 @@ class _Decoder:
         has_in = unit.input is not None
         rows = pa.RecordBatch.from_arrays(
             [
-                pa.array([tf.manifest] * k, pa.string()),
-                pa.array([tf.input] * k, pa.string()),
-                pa.array([tf.output] * k, pa.string()),
+                _repeat(tf.manifest, k, pa.string()),
+                _repeat(tf.input, k, pa.string()),
+                _repeat(tf.output, k, pa.string()),
                 pa.array(line[keep], pa.int64()),
                 pa.array(np.zeros(k, dtype=np.int32), pa.int32()),
                 _take(ids, keep),
                 _take(times, keep),
-                pa.array([in_encoding if has_in else None] * k, pa.string()),
+                _repeat(in_encoding if has_in else None, k, pa.string()),
                 _take(inp, keep) if has_in else pa.nulls(k, pa.string()),
-                pa.array([encoding if lead_is_out else None] * k, pa.string()),
+                _repeat(encoding if lead_is_out else None, k, pa.string()),
                 _take(data, keep) if lead_is_out else pa.nulls(k, pa.string()),
-                pa.array([fmt.joined] * k, pa.bool_()),
+                _repeat(fmt.joined, k, pa.bool_()),
             ],
             schema=table_spec("batch").schema,
         )
