@@ -42,6 +42,8 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m benchmarks.run --size 20MB
 	$(PY) -m benchmarks.run --job decode --size 20MB
 	$(PY) -m benchmarks.batch_bench --size 20MB
+	$(PY) -m benchmarks.run --job merge --size 20MB
+	$(PY) -m benchmarks.s3_objects --objects 300 --json benchmarks/results/s3_objects-ci.json
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
@@ -51,6 +53,9 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --repeat 3
 	$(PY) -m benchmarks.run --job decode --size $(BENCH_SIZE) --repeat 3
 	$(PY) -m benchmarks.batch_bench --size $(BENCH_SIZE) --repeat 3
+	$(PY) -m benchmarks.run --job merge --rows 2000000 --repeat 3
+	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3
+	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
 
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
