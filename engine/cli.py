@@ -350,26 +350,39 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from engine.batch import run_batch
     from engine.merge import run_merge
-    from engine.synth import SynthOptions, synth
+    from engine.options import MergeOptions
+    from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 
     root = Path(args.dir).resolve()
     sample, output, decoded = root / "sample", root / "realtime", root / "decoded"
     merged = root / "merged"
-    print(f"1/4 synthesizing a sample capture tree under {sample}")
+    print(f"1/6 synthesizing a sample capture tree under {sample}")
     summary = synth(str(sample), SynthOptions(records=20_000, hours=3))
     print(
         f"    {summary.events:,} events in {summary.files:,} objects, {summary.labels:,} labels "
         f"({summary.capture_bytes / 1e6:.1f} MB)"
     )
-    print(f"2/4 capture-engine realtime {summary.capture_root} {output}")
+    print(f"2/6 capture-engine realtime {summary.capture_root} {output}")
     report = run_realtime(summary.capture_root, str(output), options=RealtimeOptions())
     print(report.summary())
-    print(f"3/4 capture-engine realtime {summary.capture_root} {decoded} --decode")
+    print(f"3/6 capture-engine realtime {summary.capture_root} {decoded} --decode")
     report = run_realtime(summary.capture_root, str(decoded), options=RealtimeOptions(decode=True))
     print(report.summary())
-    print(f"4/4 capture-engine merge --predictions {output} --ground-truth {summary.ground_truth_root} {merged}")
+    print(f"4/6 capture-engine merge --predictions {output} --ground-truth {summary.ground_truth_root} {merged}")
     report = run_merge(predictions=str(output), ground_truth=summary.ground_truth_root, dest=str(merged))
+    print(report.summary())
+    batch_sample, batch_out, batch_merged = root / "batch-sample", root / "batch", root / "batch-merged"
+    print(f"5/6 synthesizing batch transform capture under {batch_sample}, then capture-engine batch")
+    tree = synth_batch(str(batch_sample), BatchSynthOptions())
+    report = run_batch(tree.capture_root, str(batch_out))
+    print(report.summary())
+    print(f"6/6 capture-engine merge --predictions {batch_out} --ground-truth {tree.ground_truth_root} {batch_merged}")
+    options = MergeOptions(sagemaker_format=True)
+    report = run_merge(
+        predictions=str(batch_out), ground_truth=tree.ground_truth_root, dest=str(batch_merged), options=options
+    )
     print(report.summary())
     print(
         "\nRead it back with, for example:\n"

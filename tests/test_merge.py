@@ -671,12 +671,17 @@ def test_cli_merge(
         assert p.returncode == 2 and "Traceback" not in p.stderr
 
 
-def test_demo_ends_with_a_merge(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+def test_demo_runs_every_job_and_merges(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
     p = run_cli("demo", str(tmp_path / "demo"), timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "4/4 capture-engine merge --predictions" in p.stdout
+    assert "4/6 capture-engine merge --predictions" in p.stdout
     report = json.loads((tmp_path / "demo" / "merged" / "_SUCCESS").read_text())
     assert report["counts"]["matched"] == report["counts"]["labels"] > 0 and report["balanced"]
+    batch = json.loads((tmp_path / "demo" / "batch" / "_SUCCESS").read_text())
+    assert batch["status"] == "committed" and batch["rows_written"] > 0 and batch["rejected"] == 0
+    merged = json.loads((tmp_path / "demo" / "batch-merged" / "_SUCCESS").read_text())
+    assert merged["counts"]["matched"] == merged["counts"]["labels"] > 0
+    assert list((tmp_path / "demo" / "batch-merged" / "merge").glob("**/*.jsonl"))  # SageMaker's layout
 
 
 # -- readers ------------------------------------------------------------------------------------------------
