@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from engine.envelope import parse_inference_times
 from engine.fetch import ordered_map, prefetch
 from engine.job import JobRun
 from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
-from engine.options import JobOptions
+from engine.options import BatchOptions
 from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.report import RunReport
 from engine.schemas import rejects_schema, table_spec
@@ -44,27 +44,6 @@ _KEY = r'"SageMakerInference(?:Id|Time)"\s*:\s*"[^"\\]*"'
 _KEY_THEN_COMMA = _KEY + r"\s*,\s*"
 _COMMA_THEN_KEY = r"\s*,\s*" + _KEY
 _NOTES_KEPT = 20  # URIs listed per note in the report; the counts are complete
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchOptions(JobOptions):
-    """Options of the batch job (`JobOptions`) plus where manifest prefixes really are.
-
-    Attributes:
-        prefix_map: rewrites manifest prefixes before reading, longest FROM first: inside a
-            processing container the objects are mounted on local disk while the manifests still
-            say ``s3://...`` (``{"s3://bucket/transform-output/": "/opt/ml/processing/output/"}``).
-    """
-
-    prefix_map: Mapping[str, str] = field(default_factory=dict)
-
-    def manifest_hours(self) -> tuple[datetime, datetime] | None:
-        """The manifest hour folders of the window: a folder is the job's start hour, so no slack."""
-        if self.start is None or self.end is None:
-            return None
-        first = self.start.replace(minute=0, second=0, microsecond=0)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
-        return first, last if last < self.end else last - timedelta(hours=1)
 
 
 @dataclass

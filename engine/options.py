@@ -12,7 +12,15 @@ from typing import Any, Literal
 from engine.errors import OptionsError
 from engine.payload.spec import ColumnSpec
 
-__all__ = ["JobOptions", "MergeOptions", "RealtimeOptions", "parse_duration", "parse_size", "parse_time"]
+__all__ = [
+    "BatchOptions",
+    "JobOptions",
+    "MergeOptions",
+    "RealtimeOptions",
+    "parse_duration",
+    "parse_size",
+    "parse_time",
+]
 
 _TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<h>\d{2})(?::(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d+))?)?)?)?"
@@ -259,3 +267,24 @@ class MergeOptions(JobOptions):
         out = super().to_dict()
         out["label_delay"] = format_duration(self.label_delay)
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions(JobOptions):
+    """Options of the batch job (`JobOptions`) plus where manifest prefixes really are.
+
+    Attributes:
+        prefix_map: rewrites manifest prefixes before reading, longest FROM first: inside a
+            processing container the objects are mounted on local disk while the manifests still
+            say ``s3://...`` (``{"s3://bucket/transform-output/": "/opt/ml/processing/output/"}``).
+    """
+
+    prefix_map: Mapping[str, str] = field(default_factory=dict)
+
+    def manifest_hours(self) -> tuple[datetime, datetime] | None:
+        """The manifest hour folders of the window: a folder is the job's start hour, so no slack."""
+        if self.start is None or self.end is None:
+            return None
+        first = self.start.replace(minute=0, second=0, microsecond=0)
+        last = self.end.replace(minute=0, second=0, microsecond=0)
+        return first, last if last < self.end else last - timedelta(hours=1)
