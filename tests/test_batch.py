@@ -412,3 +412,25 @@ def test_tiny_units_give_the_same_rows_as_whole_files(tmp_path: Path) -> None:
     assert whole.rows_written == tiny.rows_written == summary.records and tiny.rejected == 0
     cols = ["output_file", "line", "inference_id", "input_data", "output_data"]
     assert _rows(tmp_path / "a").select(cols).equals(_rows(tmp_path / "b").select(cols))
+
+
+def test_merge_batch_capture_with_its_labels(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    # `merge --batch` reads the batch capture itself; batch labels key on SageMakerInferenceId.
+    summary = synth_batch(str(tmp_path / "s"), BatchSynthOptions(jobs=2, files_per_job=2, records_per_file=50))
+    dest = tmp_path / "merged"
+    proc = run_cli("merge", "--batch", summary.capture_root, "--ground-truth", summary.ground_truth_root, str(dest))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((dest / "_SUCCESS").read_text())
+    assert report["counts"]["matched"] == report["counts"]["labels"] == summary.labels
+    assert report["counts"]["unmatched_predictions"] == summary.records - summary.labels
+    rows = _rows(dest)
+    assert rows.height == summary.labels and rows["label_data"].null_count() == 0
+    assert set(rows["inference_id"].to_list()) <= _batch_ids(summary.transform_output_root)
+
+
+def _batch_ids(output_root: str) -> set[str]:
+    lines = [line for path in Path(output_root).glob("**/*.out") for line in path.read_text().splitlines()]
+    return {
+        json.loads(line)["SageMakerInferenceId"] if line.startswith("{") else line.rsplit(",", 2)[1].strip()
+        for line in lines
+    }
