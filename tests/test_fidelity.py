@@ -6,7 +6,6 @@ Each test here reproduces a defect that once gave silent wrong data or failed a 
 from __future__ import annotations
 
 import random
-
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
