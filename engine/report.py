@@ -99,6 +99,7 @@ class RunReport:
         rows.append(("wall time", f"{self.wall_seconds:.2f}s ({stages})"))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"warning: {w}" for w in self.notes.get("warnings", [])]
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)
