@@ -28,9 +28,9 @@ import logging
 import math
 import tempfile
 import time
-from datetime import timedelta
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
