@@ -56,7 +56,9 @@ def _by_line(rows: list[dict[str, Any]], file_col: str, line_col: str, *, as_tex
     out: dict[Key, list[Any]] = defaultdict(list)
     for r in rows:
         key = (str(r[file_col]), int(r[line_col]))
-        values = {k: (None if v is None else str(v)) if as_text else v for k, v in r.items() if k != line_col}
+        # Null columns are left out: a damaged record may bring a new field, and with it a column that
+        # is null in every other row of its table; that is the table's shape, not another record's value.
+        values = {k: str(v) if as_text else v for k, v in r.items() if k != line_col and v is not None}
         out[key].append(values)
     for v in out.values():
         v.sort(key=lambda d: str(d.get("record_index")))
@@ -89,7 +91,8 @@ def _check(
         d = damaged.get(uri)
         rows_here = {line: v for (f, line), v in got.items() if f == uri}
         if d is None:  # untouched object: exactly the clean rows
-            assert rows_here == {line: v for (f, line), v in clean.items() if f == uri}, uri
+            want_here = {line: v for (f, line), v in clean.items() if f == uri}
+            assert rows_here == want_here, (uri, _diff(rows_here, want_here))
             continue
         if d.nonblank is None:  # a broken gzip stream: no row from beyond its verified members
             assert all(line <= d.verified_lines for line in rows_here), (uri, d.kind)
@@ -106,7 +109,13 @@ def _check(
         for new, old in d.intact.items():
             want = clean.get((uri, old))
             if want is not None:
-                assert rows_here.get(new) == want, (uri, d.kind, new, old)
+                assert rows_here.get(new) == want, (
+                    uri,
+                    d.kind,
+                    new,
+                    old,
+                    _diff({0: rows_here.get(new) or []}, {0: want}),
+                )
         for line, values in rows_here.items():
             if line in d.intact:
                 continue
@@ -119,6 +128,19 @@ def _check(
             expected = meta.get(id_path[1]) if isinstance(meta, dict) else None
             if isinstance(expected, str):
                 assert {v[id_column] for v in values} == {expected}, (uri, d.kind, line)
+
+
+def _diff(got: dict[int, list[Any]], want: dict[int, list[Any]]) -> list[tuple[Any, ...]]:
+    """The first differing (line, column, got, want), for a readable failure."""
+    out: list[tuple[Any, ...]] = []
+    for line in sorted(set(got) | set(want)):
+        g, w = got.get(line), want.get(line)
+        if g is None or w is None or len(g) != len(w):
+            out.append((line, "rows", len(g or []), len(w or [])))
+            continue
+        for gi, wi in zip(g, w, strict=True):
+            out += [(line, k, gi.get(k), wi.get(k)) for k in sorted(set(gi) | set(wi)) if gi.get(k) != wi.get(k)]
+    return out[:6]
 
 
 def _run(capture: Path, dest: Path, decode: bool) -> RunReport:
