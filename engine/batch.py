@@ -33,7 +33,7 @@ from engine.schemas import rejects_schema, table_spec
 from engine.storage import Location, open_location
 from engine.transform import Unit, iter_units
 
-__all__ = ["BatchOptions", "read_batch", "run_batch"]
+__all__ = ["BatchOptions", "iter_batch", "read_batch", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -460,6 +460,49 @@ def _account(report: RunReport, d: Decoded) -> None:
         logger.warning("%s: %s", kind.replace("_", " "), uri)
 
 
+def iter_batch(
+    source: str,
+    *,
+    options: BatchOptions | None = None,
+    report: RunReport | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the batch transform records under `source`: table rows, or with `options.decode` payload records.
+
+    Decoded records carry the columns of their file, so batches may differ in schema (that is why this is an
+    iterator, not a `pyarrow.RecordBatchReader` like `read_batch`). Every record read is counted in `report`
+    (records, rows, rejects by reason, outside the window), so ``records = events_written + rejected +
+    out_of_window`` holds for the batch source of a merge too; rejects go to `on_rejects` (else the log).
+
+    Raises:
+        SourceError: the source does not exist or cannot be read (at the call: manifests are listed then).
+    """
+    options = options or BatchOptions()
+    report = report or RunReport(command="read", source=source, dest=None, options={})
+    decoded, problems, _ = _decoded(source, options, report)
+    report.objects += report.counts.get("transform_files", 0)
+
+    def rejected(batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if on_rejects is not None:
+            on_rejects(batch)
+        else:
+            logger.warning("%d records rejected in %s", batch.num_rows, source)
+
+    def rows() -> Iterator[pa.RecordBatch]:
+        report.records += problems.num_rows
+        report.rejected += problems.num_rows
+        report.rejects_by_reason.update(problems.column("reason").to_pylist())
+        rejected(problems)
+        for d in decoded:
+            _account(report, d)
+            rejected(d.rejects)
+            yield from (b for b in d.rows if b.num_rows)
+
+    return rows()
+
+
 def read_batch(
     source: str,
     *,
@@ -471,24 +514,16 @@ def read_batch(
     Args:
         source: a batch data-capture destination (holding ``input/`` and/or ``output/`` manifests) or
             one manifest file, as a local path or fsspec URL.
-        options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored.
+        options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored
+            (decoded records vary in schema: use `iter_batch`).
         on_rejects: called with each batch of rejected records (``_rejects`` columns).
     """
     options = options or BatchOptions()
     if options.decode:
         options = BatchOptions(**{**options.__dict__, "decode": False, "columns": None})
-    report = RunReport(command="read", source=source, dest=None, options={})
-    decoded, problems, _ = _decoded(source, options, report)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        if problems.num_rows and on_rejects is not None:
-            on_rejects(problems)
-        for d in decoded:
-            if d.rejects.num_rows and on_rejects is not None:
-                on_rejects(d.rejects)
-            yield from (b for b in d.rows if b.num_rows)
-
-    return pa.RecordBatchReader.from_batches(table_spec("batch").schema, batches())
+    quiet = on_rejects if on_rejects is not None else (lambda _: None)
+    rows = iter_batch(source, options=options, on_rejects=quiet)
+    return pa.RecordBatchReader.from_batches(table_spec("batch").schema, rows)
 
 
 def run_batch(

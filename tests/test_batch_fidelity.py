@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.dataset as ds
 import pytest
+
+from engine import MergeOptions, run_merge
 
 from tests.conftest import QUOTED_CSV
 from tests.test_batch import HOUR, ID, Tree
@@ -80,3 +83,162 @@ def test_sagemaker_format_keeps_custom_attributes(tmp_path: Path, run_cli: Calla
     }
     assert "customAttributes" not in got["60"]["eventMetadata"]
     assert got["59"]["captureData"] == with_attrs["captureData"]
+
+
+# A batch transform of one JSON document (SplitType=None, JoinSource=Input) as in the Clarify batch JSON example
+# (formats reference 3.3): one SageMakerInferenceId for all the instances, manifests pointing at s3:// buckets.
+DOC_ID = "94bcc22a-4b5e-4bb5-8a6e-1f0f3c2a7d10"
+DOC_TIME = "2024-01-19T19:25:34Z"
+DOC_HOUR = "2024/01/19/19"
+FEATURES = [[28, 2, 133937, 9], [43, 2, 72338, 12], [29, 2, 178610, 15], [42, 2, 222756, 9], [39, 4, 77516, 13]]
+# Scores as SageMaker wrote them, among them one that polars' JSON path re-serializes one digit off.
+SCORE_TEXT = ["0.9899773597717285", "0.504138827323913", "0.047645717859268", "0.90517783164978", "0.1"]
+LABELS = [1, 1, 0, 1, 0]
+
+
+def _doc_tree(root: Path, *, s3: bool = True) -> tuple[Path, Path, str]:
+    """The capture (manifests saying s3://, else the local folders), the mounted transform folders, the .out text."""
+    capture, mounted = root / "capture", root / "mounted"
+    bucket = "s3://bucket" if s3 else str(mounted)
+    doc_in = json.dumps({"instances": [{"features": f} for f in FEATURES]})
+    predictions = ",".join(f'{{"predicted_label":{lab},"score":{s}}}' for lab, s in zip(LABELS, SCORE_TEXT))
+    instances = ",".join('{"features":' + json.dumps(f).replace(" ", "") + "}" for f in FEATURES)
+    doc_out = (
+        f'{{"SageMakerInferenceId":"{DOC_ID}","SageMakerInferenceTime":"{DOC_TIME}",'
+        f'"SageMakerOutput":{{"predictions":[{predictions}]}},"instances":[{instances}]}}'
+    )
+    for path, text in (
+        (mounted / "transform-input" / "test-dataset.json", doc_in),
+        (mounted / "transform-output" / "test-dataset.json.out", doc_out),
+        (
+            capture / "input" / DOC_HOUR / "1b6c0f6e-in.json",
+            json.dumps([{"prefix": f"{bucket}/transform-input/"}, "test-dataset.json"]),
+        ),
+        (
+            capture / "output" / DOC_HOUR / "5ef12a7a-2c09-4d6f-817b-84823cee935f.json",
+            json.dumps([{"prefix": f"{bucket}/transform-output/"}, "test-dataset.json.out"]),
+        ),
+        (
+            root / "gt" / DOC_HOUR / "labels.jsonl",
+            _gt_line(DOC_ID, json.dumps({"instances": [{"label": v} for v in LABELS]}), "JSON"),
+        ),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return capture, mounted, doc_out
+
+
+def _prefix_args(mounted: Path) -> list[str]:
+    return [
+        "--prefix-map",
+        f"s3://bucket/transform-input/={mounted}/transform-input/",
+        "--prefix-map",
+        f"s3://bucket/transform-output/={mounted}/transform-output/",
+    ]
+
+
+def _merged(dest: Path) -> pl.DataFrame:
+    data = ds.dataset(dest, partitioning="hive", format="parquet", ignore_prefixes=["_", ".", "merge"])
+    return pl.from_arrow(data.to_table()).sort("record_index")  # type: ignore[return-value]
+
+
+def test_merge_batch_reaches_prefix_map_decode_and_columns(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
+    # Item 16: real batch capture (manifests saying s3://, objects mounted locally) merged directly, raw and decoded.
+    capture, mounted, doc_out = _doc_tree(tmp_path)
+    base = ["merge", "--batch", str(capture), "--ground-truth", str(tmp_path / "gt")]
+    proc = run_cli(*base, str(tmp_path / "raw"), *_prefix_args(mounted), "-q")
+    assert proc.returncode == 0, proc.stderr
+    raw = _merged(tmp_path / "raw")
+    assert raw.height == 1
+    row = raw.row(0, named=True)
+    assert row["inference_id"] == DOC_ID
+    assert row["output_file"] == f"file://{mounted}/transform-output/test-dataset.json.out"
+    assert row["input_file"] == f"file://{mounted}/transform-input/test-dataset.json"
+    assert row["manifest_file"].endswith(f"/output/{DOC_HOUR}/5ef12a7a-2c09-4d6f-817b-84823cee935f.json")
+    # The output record byte for byte, without the two appended keys.
+    cut = f'"SageMakerInferenceId":"{DOC_ID}","SageMakerInferenceTime":"{DOC_TIME}",'
+    assert row["output_data"] == doc_out.replace(cut, "")
+    report = json.loads((tmp_path / "raw" / "_SUCCESS").read_text())
+    assert report["counts"]["matched"] == 1 and report["balanced"]
+
+    proc = run_cli(*base, str(tmp_path / "dec"), *_prefix_args(mounted), "--decode", "-q")
+    assert proc.returncode == 0, proc.stderr
+    dec = _merged(tmp_path / "dec")
+    assert dec["record_index"].to_list() == [0, 1, 2, 3, 4]
+    assert dec["inference_id"].to_list() == [DOC_ID] * 5
+    assert dec["label"].to_list() == [str(v) for v in LABELS]  # each instance its own label
+    assert dec["predicted_label"].to_list() == LABELS
+    assert dec["features"].to_list() == FEATURES
+    report = json.loads((tmp_path / "dec" / "_SUCCESS").read_text())
+    assert report["counts"]["matched"] == 5 and report["counts"]["predictions"] == 5 and report["balanced"]
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"output": {"columns": [{"name": "score", "type": "float64"}]}}))
+    proc = run_cli(*base, str(tmp_path / "spec"), *_prefix_args(mounted), "--columns", str(spec), "-q")
+    assert proc.returncode == 0, proc.stderr
+    cols = _merged(tmp_path / "spec")
+    assert cols.height == 5 and "predicted_label" not in cols.columns
+    assert cols.schema["score"] == pl.Float64
+
+    # Without the mapping the s3:// entries are refused by name, not read as local paths.
+    proc = run_cli(*base, str(tmp_path / "nomap"), "-q")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    proc = run_cli(
+        "merge",
+        "--predictions",
+        str(tmp_path / "raw"),
+        "--ground-truth",
+        str(tmp_path / "gt"),
+        str(tmp_path / "x"),
+        *_prefix_args(mounted),
+    )
+    assert proc.returncode == 2 and "--batch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_undecoded_batch_document_of_many_instances_gets_a_null_label(tmp_path: Path) -> None:
+    # Item 7: one raw row stands for five instances; a label of five values names no single one of them.
+    capture, _, _ = _doc_tree(tmp_path, s3=False)
+    report = run_merge(batch=str(capture), ground_truth=str(tmp_path / "gt"), dest=str(tmp_path / "out"))
+    rows = _merged(tmp_path / "out")
+    assert rows.height == 1 and report.counts["matched"] == 1
+    row = rows.row(0, named=True)
+    assert row["label"] is None and row["label_value"] is None
+    assert json.loads(row["label_data"]) == {"instances": [{"label": v} for v in LABELS]}
+    assert row["label_file"] == f"file://{tmp_path}/gt/{DOC_HOUR}/labels.jsonl" and row["label_line"] == 1
+
+
+def test_merge_batch_counts_every_record_rows_rejects_and_outside_the_window(tree: Tree) -> None:
+    # Architecture review: records = rows + rejects + outside must hold for the batch source of a merge.
+    ids = [f"00000000-0000-4000-8000-00000000000{k}" for k in range(5)]
+    out = (
+        f"0.1,{ids[0]},2022-08-30T00:10:00Z\n"
+        f"0.2,{ids[1]},2022-08-30T00:50:00Z\n"  # after the window
+        "0.3\n"  # no appended ID: a reject
+        f"0.4,{ids[3]},2022-08-30T00:29:59Z\n"
+        f"0.5,{ids[4]},2022-08-30T00:45:00Z\n"  # after the window
+    )
+    tree.job({"a.csv": ("a\nb\nc\nd\ne\n", out)})
+    gt = tree.root / "gt" / HOUR / "l.jsonl"
+    gt.parent.mkdir(parents=True)
+    gt.write_text("".join(_gt_line(i) + "\n" for i in ids))
+    dest = tree.root / "merged"
+    options = MergeOptions(start="2022-08-30T00:00", end="2022-08-30T00:30", how="left", max_reject_ratio=1.0)
+    report = run_merge(batch=str(tree.capture), ground_truth=str(tree.root / "gt"), dest=str(dest), options=options)
+    rows = _merged(dest).sort("line")
+    rejects = pl.from_arrow(ds.dataset(dest / "_rejects", partitioning="hive", format="parquet").to_table())
+    assert isinstance(rejects, pl.DataFrame)
+    assert rows.select("line", "inference_id", "output_data", "input_data", "label").rows() == [
+        (1, ids[0], "0.1", "a", "1"),
+        (4, ids[3], "0.4", "d", "1"),
+    ]
+    assert rejects.select("source_file", "source_line", "reason").rows() == [
+        (f"file://{tree.outputs}/a.csv.out", 3, "missing_inference_id")
+    ]
+    batch_records = 5
+    assert report.out_of_window == 2
+    # From the files themselves: every .out line is a row, a reject or outside the window; the labels are counted
+    # as records of the merge too.
+    assert rows.height + rejects.height + report.out_of_window == batch_records
+    assert report.records == batch_records + len(ids)
+    assert report.records == report.events_written + report.rejected + report.out_of_window
+    assert report.balanced
