@@ -206,6 +206,20 @@ class _Decoder:
     def __init__(self, options: BatchOptions) -> None:
         self.options = options
 
+    @staticmethod
+    def _rejected(unit: Unit, rej: _Rejects) -> Decoded:
+        """A unit whose every leading line is a reject (its gzip object, or its partner's, is unusable)."""
+        assert unit.reject is not None
+        reason, uri, detail = unit.reject
+        tf = unit.file
+        lead_is_out = unit.output is not None
+        raw = _raw_lines(unit.output if lead_is_out else unit.input, unit.whole)
+        n = len(raw)
+        lines = np.arange(unit.first_line, unit.first_line + n, dtype=np.int64)
+        rej.add(tf.output if lead_is_out else tf.input, lines, reason, detail[:500], raw)
+        note = ("corrupt", uri) if reason == "corrupt_gzip" and unit.first_line == 1 else None
+        return Decoded([], rej.batch(), n, 0, 0, unit.bytes_read, rej.reasons, note)
+
     def __call__(self, job: tuple[Unit, _Format]) -> Decoded:
         unit, fmt = job
         tf = unit.file
@@ -216,6 +230,8 @@ class _Decoder:
                 rej.add(tf.output or tf.input, np.array([unit.first_line]), "corrupt_gzip", unit.missing, None)
                 return Decoded([], rej.batch(), 1, 0, 0, unit.bytes_read, rej.reasons, ("corrupt", uri or ""))
             return Decoded([], _empty_rejects(), 0, 0, 0, 0, Counter(), (f"missing_{unit.missing}", uri or ""))
+        if unit.reject is not None:
+            return self._rejected(unit, rej)
         split = _whole if unit.whole else _safe_lines
         out, out_bad = split(unit.output)
         inp, in_bad = split(unit.input)
@@ -321,6 +337,16 @@ class _Decoder:
             written = k - len(failed)
         note = ("missing_input", tf.input or "") if unit.missing == "input" and unit.first_line == 1 else None
         return Decoded(batches, rej.batch(), records, written, out_of_window, unit.bytes_read, rej.reasons, note)
+
+
+def _raw_lines(data: bytes | None, whole: bool) -> pa.Array:
+    """The lines of whole-line bytes as they are (binary: they may not be UTF-8), in one Arrow call."""
+    if not data:
+        return pa.array([], pa.binary())
+    if whole:
+        return pa.array([data.rstrip(b"\n")], pa.binary())
+    parts = pc.list_flatten(pc.split_pattern(pa.array([data], pa.binary()), b"\n"))
+    return parts.slice(0, len(parts) - 1)
 
 
 def _by_reason(failed: list[PayloadFailure]) -> Iterator[tuple[str, list[PayloadFailure]]]:

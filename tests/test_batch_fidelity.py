@@ -13,7 +13,6 @@ import pyarrow.dataset as ds
 import pytest
 
 from engine import MergeOptions, run_merge
-
 from tests.conftest import QUOTED_CSV
 from tests.test_batch import HOUR, ID, Tree
 
@@ -101,7 +100,9 @@ def _doc_tree(root: Path, *, s3: bool = True) -> tuple[Path, Path, str]:
     capture, mounted = root / "capture", root / "mounted"
     bucket = "s3://bucket" if s3 else str(mounted)
     doc_in = json.dumps({"instances": [{"features": f} for f in FEATURES]})
-    predictions = ",".join(f'{{"predicted_label":{lab},"score":{s}}}' for lab, s in zip(LABELS, SCORE_TEXT))
+    predictions = ",".join(
+        f'{{"predicted_label":{lab},"score":{s}}}' for lab, s in zip(LABELS, SCORE_TEXT, strict=True)
+    )
     instances = ",".join('{"features":' + json.dumps(f).replace(" ", "") + "}" for f in FEATURES)
     doc_out = (
         f'{{"SageMakerInferenceId":"{DOC_ID}","SageMakerInferenceTime":"{DOC_TIME}",'
@@ -242,3 +243,112 @@ def test_merge_batch_counts_every_record_rows_rejects_and_outside_the_window(tre
     assert report.records == batch_records + len(ids)
     assert report.records == report.events_written + report.rejected + report.out_of_window
     assert report.balanced
+
+
+# -- item 5: gzip inputs corrupt or truncated ------------------------------------------------------------------
+
+
+def _uuid(k: int) -> str:
+    return f"00000000-0000-4000-8000-{k:012d}"
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    if how == "flip":  # one bit at 3/4 of the compressed stream, as in the issue
+        at = len(data) * 3 // 4
+        return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+    return data[: len(data) * 3 // 5]  # truncated (an interrupted upload)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_gzip_input_damaged_half_way_rejects_every_output_line_by_its_own_number(tree: Tree, how: str) -> None:
+    n = 100_000
+    inp = "".join(f"{k},{k * 7 % 1000}\n" for k in range(n))
+    out_lines = [f"{k % 2},{_uuid(k)},{T_TEXT}" for k in range(n)]
+    good_in = "".join(f"g{k},1\n" for k in range(300))
+    good_out = [f"0.{k},{_uuid(10**6 + k)},{T_TEXT}" for k in range(300)]
+    tree.job(
+        {"bad.csv.gz": (inp, "\n".join(out_lines) + "\n"), "good.csv.gz": (good_in, "\n".join(good_out) + "\n")},
+        gz=frozenset({"bad.csv.gz", "good.csv.gz"}),
+    )
+    bad = tree.inputs / "bad.csv.gz"
+    bad.write_bytes(_damage(bad.read_bytes(), how))
+    report, rows, rejects = tree.run(unit_bytes=64 * 1024)
+    bad_out = f"file://{tree.outputs}/bad.csv.gz.out"
+    # No row from the damaged file: none may carry an input_data that is not its input line.
+    assert rows.filter(pl.col("output_file") == bad_out).height == 0
+    # Every one of its output lines is a reject, named by its own line, with its own bytes.
+    assert rejects.height == n
+    assert set(rejects["reason"].to_list()) == {"corrupt_gzip"}
+    assert set(rejects["source_file"].to_list()) == {bad_out}
+    assert rejects["source_line"].to_list() == list(range(1, n + 1))
+    assert [r.decode() for r in rejects["raw"].to_list()] == out_lines
+    assert f"file://{tree.inputs}/bad.csv.gz" in rejects["detail"][0]
+    # The intact file next to it: every row exactly its lines.
+    assert rows.select("line", "input_data", "output_data", "inference_id").rows() == [
+        (k + 1, f"g{k},1", f"0.{k}", _uuid(10**6 + k)) for k in range(300)
+    ]
+    assert report.records == rows.height + rejects.height == n + 300
+    assert report.counts["corrupts"] == 1 and report.notes["corrupts"] == [f"file://{tree.inputs}/bad.csv.gz"]
+
+
+def test_truncated_gzip_input_without_output_manifest_is_reported_and_its_cut_line_is_no_row(tree: Tree) -> None:
+    lines = [f"record-{k},{k * 3},{'x' * (k % 17)}" for k in range(5000)]
+    tree.file(tree.inputs, "cut.csv.gz", "\n".join(lines) + "\n", gz=True)
+    tree.file(tree.inputs, "whole.csv.gz", "a,1\nb,2\n", gz=True)
+    cut = tree.inputs / "cut.csv.gz"
+    cut.write_bytes(_damage(cut.read_bytes(), "truncate"))
+    tree.manifest("input", [{"prefix": f"{tree.inputs}/"}, "cut.csv.gz", "whole.csv.gz"])
+    report, rows, rejects = tree.run()
+    assert rows.select("input_file", "line", "input_data").rows() == [
+        (f"file://{tree.inputs}/whole.csv.gz", 1, "a,1"),
+        (f"file://{tree.inputs}/whole.csv.gz", 2, "b,2"),
+    ]
+    m = rejects.height
+    assert 0 < m < len(lines)
+    assert set(rejects["reason"].to_list()) == {"corrupt_gzip"}
+    assert set(rejects["source_file"].to_list()) == {f"file://{tree.inputs}/cut.csv.gz"}
+    assert rejects["source_line"].to_list() == list(range(1, m + 1))
+    raw = [r.decode() for r in rejects["raw"].to_list()]
+    assert raw[:-1] == lines[: m - 1]
+    assert lines[m - 1].startswith(raw[-1])  # the cut last line: a reject, never a row
+    assert report.records == m + 2 and report.counts["corrupts"] == 1
+
+
+def test_oversized_one_record_input_is_line_too_long_not_corrupt_gzip(tree: Tree) -> None:
+    doc_out = f'{{"SageMakerInferenceId":"{ID}","SageMakerInferenceTime":"{T_TEXT}","predictions":[0.5]}}'
+    doc_in = json.dumps({"instances": [{"features": list(range(2000))}]})
+    tree.job({"big.json": (doc_in, doc_out)})
+    report, rows, rejects = tree.run(max_line_bytes=4096)
+    assert rows.height == 0
+    assert rejects.select("source_file", "source_line", "reason").rows() == [
+        (f"file://{tree.outputs}/big.json.out", 1, "line_too_long")
+    ]
+    assert rejects["raw"][0].decode() == doc_out and report.records == 1
+
+
+def test_gzip_input_larger_than_can_be_held_is_rejected_not_released_unverified(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.transform
+
+    monkeypatch.setattr(engine.transform, "HOLD_BYTES", 10_000)
+    inp = "".join(f"{k},{k}\n" for k in range(5000))
+    out = [f"{k},{_uuid(k)},{T_TEXT}" for k in range(5000)]
+    tree.job({"huge.csv.gz": (inp, "\n".join(out) + "\n")}, gz=frozenset({"huge.csv.gz"}))
+    report, rows, rejects = tree.run(unit_bytes=4096)
+    assert rows.height == 0 and report.records == 5000
+    assert set(rejects["reason"].to_list()) == {"gzip_too_large"}
+    assert rejects["source_line"].to_list() == list(range(1, 5001))
+    assert [r.decode() for r in rejects["raw"].to_list()] == out
+
+
+def test_sound_gzip_inputs_concatenated_members_and_tiny_blocks_pair_every_line(tree: Tree) -> None:
+    first = "".join(f"a{k}\n" for k in range(700))
+    second = "".join(f"b{k}\n" for k in range(500))
+    out = [f"{k},{_uuid(k)},{T_TEXT}" for k in range(1200)]
+    tree.job({"m.csv.gz": (None, "\n".join(out) + "\n")})
+    tree.file(tree.inputs, "m.csv.gz", gzip.compress(first.encode()) + gzip.compress(second.encode()))
+    _, rows, rejects = tree.run(unit_bytes=97)
+    assert rejects.height == 0
+    want = [(k + 1, (first + second).splitlines()[k], str(k), _uuid(k)) for k in range(1200)]
+    assert rows.select("line", "input_data", "output_data", "inference_id").rows() == want
