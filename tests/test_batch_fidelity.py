@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from hypothesis import given, settings
 
 from engine import MergeOptions, run_merge
 from tests.conftest import QUOTED_CSV
@@ -352,3 +355,140 @@ def test_sound_gzip_inputs_concatenated_members_and_tiny_blocks_pair_every_line(
     assert rejects.height == 0
     want = [(k + 1, (first + second).splitlines()[k], str(k), _uuid(k)) for k in range(1200)]
     assert rows.select("line", "input_data", "output_data", "inference_id").rows() == want
+
+
+# -- items 6 and 21: joined JSON outputs decoded from their own text -----------------------------------------
+
+
+def _joined_jsonl(k: int, score: str) -> tuple[str, str]:
+    """An input line and its joined .out line, in the real layout (IDs first, then SageMakerOutput, then input)."""
+    features = [29 + k % 7, 2, 178610 + k, 15, 10, 0, 7, 4, 4, 0, 0, 0, 21, 37]
+    inp = '{"features":' + json.dumps(features).replace(" ", "") + "}"
+    out = (
+        f'{{"SageMakerInferenceId":"{_uuid(k)}","SageMakerInferenceTime":"2023-01-21T01:29:04Z",'
+        f'"SageMakerOutput":{{"predicted_label":{k % 2},"score":{score}}},' + inp[1:]
+    )
+    return inp, out
+
+
+def _scores(n: int) -> list[str]:
+    import random
+
+    rng = random.Random(11)
+    texts = [repr(rng.random()) for _ in range(n)]
+    return ["0.9899773597717285", "0.047645717859268", "0.989977359771728", *texts[3:]]
+
+
+def test_decode_keeps_joined_json_numbers_exactly_as_the_out_file_says(
+    tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    # Item 6: 334 scores of a real job's shape; a JSON path re-serialized some of them one digit off.
+    tree = Tree(tmp_path)
+    scores = _scores(334)
+    pairs = [_joined_jsonl(k, s) for k, s in enumerate(scores)]
+    tree.job(
+        {"d.jsonl": ("".join(i + "\n" for i, _ in pairs), "".join(o + "\n" for _, o in pairs))}, hour="2023/01/21/01"
+    )
+    raw, dec = tmp_path / "raw", tmp_path / "dec"
+    for dest, extra in ((raw, []), (dec, ["--decode"])):
+        proc = run_cli("batch", str(tree.capture), str(dest), "-q", *extra)
+        assert proc.returncode == 0, proc.stderr
+    raw_rows = pl.read_parquet(f"{raw}/**/*.parquet", hive_partitioning=True).sort("line")
+    cut = len(
+        '"SageMakerInferenceId":"00000000-0000-4000-8000-000000000000","SageMakerInferenceTime":"2023-01-21T01:29:04Z",'
+    )
+    assert raw_rows["output_data"].to_list() == ["{" + o[1 + cut :] for _, o in pairs]  # byte for byte
+    rows = pl.read_parquet(f"{dec}/**/*.parquet", hive_partitioning=True).sort("line")
+    assert rows.height == 334
+    assert rows["score"].to_list() == [float(s) for s in scores]  # the float the .out text says, exactly
+    assert rows["line"].to_list() == list(range(1, 335))
+    assert rows["inference_id"].to_list() == [_uuid(k) for k in range(334)]
+    assert rows["predicted_label"].to_list() == [k % 2 for k in range(334)]
+    assert rows["features"].to_list() == [json.loads(i)["features"] for i, _ in pairs]
+    # DuckDB reads the same exact doubles.
+    import duckdb
+
+    got = duckdb.sql(f"select score from read_parquet('{dec}/**/*.parquet') order by line").fetchall()
+    assert [g[0] for g in got] == [float(s) for s in scores]
+
+
+def test_decode_document_of_many_instances_keeps_every_score_exact(tree: Tree) -> None:
+    capture, _, _ = _doc_tree(tree.root, s3=False)
+    dest = tree.root / "out"
+    from engine.batch import BatchOptions, run_batch
+
+    report = run_batch(str(capture), str(dest), options=BatchOptions(decode=True))
+    rows = pl.read_parquet(f"{dest}/**/*.parquet", hive_partitioning=True).sort("record_index")
+    assert rows["score"].to_list() == [float(s) for s in SCORE_TEXT]
+    assert rows["features"].to_list() == FEATURES and report.balanced
+
+
+def test_output_manifest_only_joined_json_decodes_features_from_the_output(tree: Tree) -> None:
+    # Item 21: JoinSource=Input and only the output captured: the features are in each .out line.
+    scores = _scores(40)
+    pairs = [_joined_jsonl(k, s) for k, s in enumerate(scores)]
+    tree.file(tree.outputs, "d.jsonl.out", "".join(o + "\n" for _, o in pairs))
+    tree.file(
+        tree.outputs,
+        "w.json.out",
+        f'{{"SageMakerInferenceId":"{ID}","SageMakerInferenceTime":"{T_TEXT}",'
+        '"SageMakerInput":{"features":[1,2,3]},"SageMakerOutput":{"predicted_label":1,"score":0.25}}\n'
+        f'{{"SageMakerInferenceId":"{ID[:-1]}0","SageMakerInferenceTime":"{T_TEXT}",'
+        '"SageMakerInput":{"features":[4,5,6]},"SageMakerOutput":{"predicted_label":0,"score":0.75}}\n',
+    )
+    tree.manifest("output", [{"prefix": f"{tree.outputs}/"}, "d.jsonl.out", "w.json.out"])
+    _, raw, rejects = tree.run()
+    assert rejects.height == 0 and raw["input_data"].null_count() == raw.height  # nothing invented in the raw table
+    _, rows, rejects = tree.run(decode=True)
+    assert rejects.height == 0
+    d = rows.filter(pl.col("output_file").str.ends_with("/d.jsonl.out")).sort("line")
+    assert d["features"].to_list() == [json.loads(i)["features"] for i, _ in pairs]
+    assert d["score"].to_list() == [float(s) for s in scores]
+    assert d["line"].to_list() == list(range(1, 41))
+    w = rows.filter(pl.col("output_file").str.ends_with("/w.json.out")).sort("line")
+    assert w.select("line", "features", "score", "inference_id").rows() == [
+        (1, [1, 2, 3], 0.25, ID),
+        (2, [4, 5, 6], 0.75, ID[:-1] + "0"),
+    ]
+    assert "SageMakerOutput.score" not in rows.columns and "SageMakerInput.features" not in rows.columns
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet='a"\\}{][,: é\n', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='ab"\\:,{', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.dictionaries(st.sampled_from(["a", 'x"y', "SageMakerOutpu", "b\\"]), _json_values, max_size=3),
+    value=_json_values,
+    after=st.dictionaries(st.sampled_from(["c", "SageMakerOutputs", "d}"]), _json_values, max_size=3),
+    present=st.booleans(),
+    spaced=st.booleans(),
+)
+def test_member_spans_agree_with_a_json_parser(
+    before: dict[str, Any], value: Any, after: dict[str, Any], present: bool, spaced: bool
+) -> None:
+    from engine.batch import _member_spans, _rebuild
+
+    obj = {**before, **({"SageMakerOutput": value} if present else {}), **after}
+    text = json.dumps(obj, ensure_ascii=False) if spaced else json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    texts = pa.array(["{}", text, '{"SageMakerOutput":1}'])
+    vs, ve, cs, ce = _member_spans(texts, "SageMakerOutput")
+    got = _rebuild(texts, True, vs, ve).to_pylist()
+    cut = _rebuild(texts, False, cs, ce).to_pylist()
+    assert got[0] is None and got[2] == "1" and cut[2] == "{}" and cut[0] == "{}"
+    if present:
+        assert got[1] is not None and text.encode().find(got[1].encode()) >= 0  # a slice of the text itself
+        assert json.loads(got[1]) == value
+        assert json.loads(cut[1]) == {k: v for k, v in obj.items() if k != "SageMakerOutput"}
+    else:
+        assert got[1] is None and cut[1] == text
