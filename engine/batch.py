@@ -500,6 +500,18 @@ def _prediction(rows: pa.RecordBatch, fmt: _Format) -> pa.Array:
     return cut.to_arrow().cast(pa.string())
 
 
+_RE2_REPEAT = 1000  # RE2's largest repetition count
+_CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^,"]*)'  # one RFC 4180 field, quoted (commas and "" inside) or not
+
+
+def _split_joined_csv(out: pa.Array, k: int, m: int) -> tuple[pa.Array, pa.Array]:
+    """CSV lines of exactly k + m fields cut after field k, as their own text (null where the count differs)."""
+    first = rf"(?:{_CSV_FIELD},){{{k - 1}}}{_CSV_FIELD}" if k > 1 else _CSV_FIELD
+    rest = rf"(?:{_CSV_FIELD},){{{m - 1}}}{_CSV_FIELD}" if m > 1 else _CSV_FIELD
+    parts = pc.extract_regex(out, rf"^(?P<i>{first}),(?P<o>{rest})$")
+    return pc.struct_field(parts, "i"), pc.struct_field(parts, "o")
+
+
 def _joined_input(out: pa.Array) -> pa.Array:
     """The input inside joined JSON outputs, as its own text: ``SageMakerInput`` when the transform wrapped a
     non-object input, else the object without ``SageMakerOutput`` (formats reference 4.4); null if neither."""
@@ -523,13 +535,23 @@ def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[
         derived = _joined_input(rows.column("output_data"))
         inp = pc.coalesce(inp, derived)
         in_enc = pc.coalesce(in_enc, pc.if_else(pc.is_valid(derived), "JSON", pa.scalar(None, pa.string())))
+    prediction = _prediction(rows, fmt)
+    k, m = len(spec.input.columns), len(spec.output.columns)
+    if not fmt.json and inp.null_count and k and m and k + m <= _RE2_REPEAT:
+        # CSV joined with its input, only the output captured: a line does not say where its input ends, but a
+        # column spec naming k input and m output columns does (JoinSource=Input writes input, then prediction).
+        i_part, o_part = _split_joined_csv(rows.column("output_data"), k, m)
+        use = pc.fill_null(pc.and_(pc.is_null(inp), pc.is_valid(i_part)), False)
+        inp = pc.if_else(use, i_part, inp)
+        in_enc = pc.if_else(use, pa.scalar("CSV"), in_enc)
+        prediction = pc.if_else(use, o_part, prediction)
     frame = rows.drop_columns(["input_data", "output_data", "input_encoding", "output_encoding", "record_index"])
     frame = frame.append_column("input_content_type", ctype(in_enc))
     frame = frame.append_column("input_encoding", in_enc)
     frame = frame.append_column("input_data", inp)
     frame = frame.append_column("output_content_type", ctype(rows.column("output_encoding")))
     frame = frame.append_column("output_encoding", rows.column("output_encoding"))
-    frame = frame.append_column("output_data", _prediction(rows, fmt))
+    frame = frame.append_column("output_data", prediction)
     frame = frame.append_column("row", pa.array(np.arange(n), pa.int64()))
     decoded, rejected = decode_payloads(frame, spec)
     failed = [f for _, fs in rejected for f in fs]

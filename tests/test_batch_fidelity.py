@@ -539,3 +539,42 @@ def test_random_gzip_damage_never_gives_a_wrong_row(tmp_path: Path, seed: int) -
             assert got.height == 0, name
             assert rej["source_line"].to_list() == list(range(1, len(lines) + 1))
             assert set(rej["reason"].to_list()) == {"corrupt_gzip"}
+
+
+def test_output_manifest_only_joined_csv_with_a_column_spec_decodes_features(tree: Tree, tmp_path: Path) -> None:
+    # Item 21, CSV (the Clarify batch CSV example captures the output only: input columns, prediction, ID, time).
+    from engine.payload import load_column_spec
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(
+        json.dumps(
+            {
+                "input": {
+                    "columns": [
+                        {"name": "account_length", "type": "int64"},
+                        {"name": "rate", "type": "float64"},
+                        {"name": "state", "type": "string"},
+                    ]
+                },
+                "output": {"columns": [{"name": "score", "type": "float64"}]},
+            }
+        )
+    )
+    spec = load_column_spec(str(spec_path), {})
+    lines = [
+        ("186", "0.1", "NY", "0.01584203727543354"),
+        ("137", "2.5", '"Austin, TX"', "0.9899773597717285"),
+        ("55", "0.55", "CA", "0.5"),
+    ]
+    out = "".join(f"{a},{r},{st_},{sc},{_uuid(k)},2023-01-19T05:40:55Z\n" for k, (a, r, st_, sc) in enumerate(lines))
+    tree.file(tree.outputs, "test-dataset-input-cols.csv.out", out)
+    tree.manifest("output", [{"prefix": f"{tree.outputs}/"}, "test-dataset-input-cols.csv.out"], hour="2023/01/19/05")
+    _, raw, _ = tree.run()
+    assert raw["output_data"].to_list() == [",".join(x) for x in lines]  # the raw table keeps the whole record
+    _, rows, rejects = tree.run(columns=spec)
+    assert rejects.height == 0, rejects.to_dicts()
+    assert rows.select("line", "account_length", "rate", "state", "score", "inference_id").rows() == [
+        (1, 186, 0.1, "NY", 0.01584203727543354, _uuid(0)),
+        (2, 137, 2.5, "Austin, TX", 0.9899773597717285, _uuid(1)),
+        (3, 55, 0.55, "CA", 0.5, _uuid(2)),
+    ]
