@@ -2,9 +2,10 @@
 
 SageMaker writes one output record per input record, in order (formats reference 4.3), so line i
 of the output belongs to line i of the input. Objects are streamed in blocks of about `unit_bytes`
-of output and the same number of input lines, so memory follows the block, not the object; gzip
-inputs are decompressed on the fly. A file whose output is one record (``SplitType=None``: one JSON
-document, perhaps pretty-printed, perhaps for many ``instances``) is read whole on both sides.
+of output and the same number of input lines, so memory follows the block, not the object (except
+for a gzip object, held inflated until verified: below). A file whose output is one record
+(``SplitType=None``: one JSON document, perhaps pretty-printed, perhaps for many ``instances``) is read
+whole on both sides.
 
 Gzip: the CRC is checked only at the end of a member, so bytes inflated before a corruption is detected
 can already be wrong. A gzip object is therefore inflated whole and verified (every member's trailer, no
@@ -259,10 +260,16 @@ def _verify(st: _Stream, hold_bytes: int) -> tuple[str, str] | None:
 
 
 def _rejected(
-    tf: TransformFile, lead: _Stream, output: bool, failure: tuple[str, str, str], missing: str | None
+    tf: TransformFile,
+    lead: _Stream,
+    output: bool,
+    failure: tuple[str, str, str],
+    missing: str | None,
+    other: _Stream | None = None,
 ) -> Iterator[Unit]:
-    """Every line of the leading side as units to reject (`failure`: reason, URI at fault, detail), block by block."""
-    line, before = 1, 0
+    """Every line of the leading side as units to reject (`failure`: reason, URI at fault, detail), block by block;
+    `other`: the partner already read (its bytes count with the first unit)."""
+    line, before = 1, -(other.raw_bytes if other is not None else 0)
     while True:
         try:
             block = lead.lines()
@@ -308,7 +315,7 @@ def _file_units(
         if failed is not None:
             assert follow is not None
             detail = f"the input of this output line cannot be used: {failed[1]}"
-            yield from _rejected(tf, lead, True, (failed[0], follow.uri, detail), missing)
+            yield from _rejected(tf, lead, True, (failed[0], follow.uri, detail), missing, follow)
             return
         # Most files are many lines: look at one block only, unless it starts a document spread over lines.
         small = lead.read_all(unit_bytes)
