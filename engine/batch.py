@@ -34,7 +34,7 @@ from engine.storage import Location, open_location
 from engine.times import TIME_TYPE, in_window
 from engine.transform import Unit, iter_units
 
-__all__ = ["BatchOptions", "read_batch", "run_batch"]
+__all__ = ["BatchOptions", "iter_batch", "read_batch", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,20 @@ class _Decoder:
     def __init__(self, options: BatchOptions) -> None:
         self.options = options
 
+    @staticmethod
+    def _rejected(unit: Unit, rej: _Rejects) -> Decoded:
+        """A unit whose every leading line is a reject (its gzip object, or its partner's, is unusable)."""
+        assert unit.reject is not None
+        reason, uri, detail = unit.reject
+        tf = unit.file
+        lead_is_out = unit.output is not None
+        raw = _raw_lines(unit.output if lead_is_out else unit.input, unit.whole)
+        n = len(raw)
+        lines = np.arange(unit.first_line, unit.first_line + n, dtype=np.int64)
+        rej.add(tf.output if lead_is_out else tf.input, lines, reason, detail[:500], raw)
+        note = ("corrupt", uri) if reason == "corrupt_gzip" and unit.first_line == 1 else None
+        return Decoded([], rej.batch(), n, 0, 0, unit.bytes_read, rej.reasons, note)
+
     def __call__(self, job: tuple[Unit, _Format]) -> Decoded:
         unit, fmt = job
         tf = unit.file
@@ -217,6 +231,8 @@ class _Decoder:
                 rej.add(tf.output or tf.input, np.array([unit.first_line]), "corrupt_gzip", unit.missing, None)
                 return Decoded([], rej.batch(), 1, 0, 0, unit.bytes_read, rej.reasons, ("corrupt", uri or ""))
             return Decoded([], _empty_rejects(), 0, 0, 0, 0, Counter(), (f"missing_{unit.missing}", uri or ""))
+        if unit.reject is not None:
+            return self._rejected(unit, rej)
         split = _whole if unit.whole else _safe_lines
         out, out_bad = split(unit.output)
         inp, in_bad = split(unit.input)
@@ -320,11 +336,146 @@ class _Decoder:
         return Decoded(batches, rej.batch(), records, written, out_of_window, unit.bytes_read, rej.reasons, note)
 
 
+def _raw_lines(data: bytes | None, whole: bool) -> pa.Array:
+    """The lines of whole-line bytes as they are (binary: they may not be UTF-8), in one Arrow call."""
+    if not data:
+        return pa.array([], pa.binary())
+    if whole:
+        return pa.array([data.rstrip(b"\n")], pa.binary())
+    parts = pc.list_flatten(pc.split_pattern(pa.array([data], pa.binary()), b"\n"))
+    return parts.slice(0, len(parts) - 1)
+
+
 def _by_reason(failed: list[PayloadFailure]) -> Iterator[tuple[str, list[PayloadFailure]]]:
     groups: dict[str, list[PayloadFailure]] = {}
     for f in failed:
         groups.setdefault(f.reason, []).append(f)
     yield from groups.items()
+
+
+_WS = np.array([32, 9, 10, 13], dtype=np.uint8)
+
+
+def _skip_ws(b: np.ndarray, pos: np.ndarray, step: int, limit: np.ndarray) -> np.ndarray:
+    """Move each position over JSON whitespace (forward: step 1, at b[pos]; backward: step -1, at b[pos - 1]);
+    a loop per whitespace byte in a row, not per row."""
+    pos = pos.copy()
+    look = 0 if step > 0 else -1
+    active = np.flatnonzero(pos != limit)
+    while len(active):
+        ws = np.isin(b[pos[active] + look], _WS)
+        active = active[ws]
+        pos[active] += step
+        active = active[pos[active] != limit[active]]
+    return pos
+
+
+def _member_spans(texts: pa.Array, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the top-level member `key` of each JSON object text is, in bytes of the text, without parsing it.
+
+    Returns (value start, value end, cut start, cut end), -1 where the member is absent: the value's exact text
+    is ``text[vs:ve]``, and removing ``text[cs:ce]`` removes the member with one separating comma. Vectorized
+    over the bytes (numpy): unescaped quotes delimit strings, brackets outside strings give the depth, and a
+    member is a key string followed by a colon at depth 1. The texts must be valid JSON (rejects come first).
+    """
+    n = len(texts)
+    none = np.full(n, -1, dtype=np.int64)
+    buffers = texts.buffers()
+    if not n or buffers[2] is None:
+        return none, none.copy(), none.copy(), none.copy()
+    offs = np.frombuffer(buffers[1], dtype=np.int32)[texts.offset : texts.offset + n + 1].astype(np.int64)
+    lo, hi = int(offs[0]), int(offs[-1])
+    b = np.frombuffer(buffers[2], dtype=np.uint8)[lo:hi]
+    starts, ends = offs[:-1] - lo, offs[1:] - lo
+    # Quotes not escaped: preceded by an even run of backslashes.
+    quotes = np.flatnonzero(b == 34)
+    slashes = b == 92
+    if slashes.any() and len(quotes):
+        last_plain = np.maximum.accumulate(np.where(slashes, -1, np.arange(len(b))))
+        before = np.where(quotes > 0, last_plain[np.maximum(quotes - 1, 0)], -1)
+        run = np.where(quotes > 0, quotes - 1 - before, 0)
+        quotes = quotes[run % 2 == 0]
+    row_quotes = np.searchsorted(quotes, starts)
+    # Structural characters: those outside strings (an even count of quotes before them in their row).
+    cand = np.flatnonzero(np.isin(b, np.frombuffer(b"{}[],:", dtype=np.uint8)))
+    cand_row = np.searchsorted(starts, cand, side="right") - 1
+    outside = (np.searchsorted(quotes, cand) - row_quotes[cand_row]) % 2 == 0
+    s, s_row = cand[outside], cand_row[outside]
+    ch = b[s]
+    delta = np.where((ch == 123) | (ch == 91), 1, np.where((ch == 125) | (ch == 93), -1, 0))
+    depth = np.cumsum(delta)
+    first = np.searchsorted(s, starts)
+    base = np.where(first > 0, depth[np.maximum(first - 1, 0)], 0)
+    depth = depth - base[s_row]  # depth after the character, within its row
+    colons = np.flatnonzero((ch == 58) & (depth == 1))
+    k = np.frombuffer(key.encode(), dtype=np.uint8)
+    c_pos = s[colons]
+    qi = np.searchsorted(quotes, c_pos) - 1  # the key's closing quote, then its opening one
+    ok = qi >= 1
+    close = np.where(ok, quotes[np.maximum(qi, 0)], 0)
+    open_ = np.where(ok, quotes[np.maximum(qi - 1, 0)], 0)
+    ok &= (close - open_ - 1 == len(k)) & (open_ >= starts[s_row[colons]])
+    if ok.any():
+        at = open_[ok, None] + 1 + np.arange(len(k))
+        ok[ok] = (b[at] == k).all(axis=1)
+    hit = colons[ok]
+    rows = s_row[hit]
+    if not len(rows):
+        return none, none.copy(), none.copy(), none.copy()
+    rows, keep = np.unique(rows, return_index=True)  # the first such member of a row
+    hit, key_open = hit[keep], open_[ok][keep]
+    # The value runs to the next comma at depth 1 or to the object's closing brace.
+    sep = np.flatnonzero(((ch == 44) & (depth == 1)) | ((ch == 125) & (depth == 0)))
+    at_sep = np.searchsorted(sep, hit, side="right")
+    closed = at_sep < len(sep)
+    nxt = sep[np.minimum(at_sep, max(len(sep) - 1, 0))] if len(sep) else hit
+    closed &= s_row[nxt] == rows  # not closed within its row: not valid JSON, the member is left alone
+    rows, hit, key_open, nxt = rows[closed], hit[closed], key_open[closed], nxt[closed]
+    vs = _skip_ws(b, s[hit] + 1, 1, ends[rows])
+    ve = _skip_ws(b, s[nxt], -1, vs)
+    comma_after = ch[nxt] == 44
+    commas = sep[ch[sep] == 44]
+    prev = np.searchsorted(commas, hit) - 1
+    prev_at = commas[np.maximum(prev, 0)] if len(commas) else hit
+    prev_pos = s[prev_at]
+    has_prev = (prev >= 0) & (s_row[prev_at] == rows)
+    after = _skip_ws(b, s[nxt] + 1, 1, ends[rows])
+    cs = np.where(comma_after, key_open, np.where(has_prev, prev_pos, key_open))
+    ce = np.where(comma_after, after, ve)
+    out = [none.copy() for _ in range(4)]
+    for arr, val in zip(out, (vs, ve, cs, ce), strict=True):
+        arr[rows] = val - starts[rows]
+    return out[0], out[1], out[2], out[3]
+
+
+def _rebuild(texts: pa.Array, keep: bool, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """Each text cut to ``[starts, ends)`` (`keep`) or with ``[starts, ends)`` removed (not `keep`); unchanged
+    where starts is -1 and not `keep`, null where it is -1 and `keep`. Bytes are copied, never re-encoded."""
+    n = len(texts)
+    buffers = texts.buffers()
+    offs = np.frombuffer(buffers[1], dtype=np.int32)[texts.offset : texts.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    found = starts >= 0
+    s = np.where(found, offs[:-1] + starts, offs[:-1])
+    e = np.where(found, offs[:-1] + ends, offs[1:])
+    # Pieces per row: kept rows one piece [s, e); cut rows two pieces [row start, s) and [e, row end).
+    piece_s = np.where(keep, s, offs[:-1])
+    piece_e = np.where(keep, e, np.where(found, s, offs[1:]))
+    tail_s = np.where(keep | ~found, 0, e)
+    tail_e = np.where(keep | ~found, 0, offs[1:])
+    ps = np.stack([piece_s, tail_s], axis=1).ravel()
+    pe = np.stack([piece_e, tail_e], axis=1).ravel()
+    lengths = pe - ps
+    total = int(lengths.sum())
+    piece_offs = np.concatenate([[0], np.cumsum(lengths)])
+    idx = np.arange(total, dtype=np.int64) + np.repeat(ps - piece_offs[:-1], lengths)
+    out_offs = piece_offs[::2].astype(np.int32)
+    arr = pa.StringArray.from_buffers(n, pa.py_buffer(out_offs.tobytes()), pa.py_buffer(data[idx].tobytes()))
+    valid: pa.Array | None = texts.is_valid() if texts.null_count else None
+    if keep and not found.all():
+        mask = pa.array(found)
+        valid = mask if valid is None else pc.and_(valid, mask)
+    return arr if valid is None else pc.if_else(valid, arr, pa.scalar(None, pa.string()))
 
 
 def _prediction(rows: pa.RecordBatch, fmt: _Format) -> pa.Array:
@@ -333,7 +484,9 @@ def _prediction(rows: pa.RecordBatch, fmt: _Format) -> pa.Array:
     if not fmt.joined:
         return out
     if fmt.json:
-        return pl.Series(out).str.json_path_match("$.SageMakerOutput").to_arrow().cast(pa.string())
+        # The member's own text, byte for byte: a JSON path would re-serialize its numbers (some a digit off).
+        vs, ve, _, _ = _member_spans(out, "SageMakerOutput")
+        return _rebuild(out, True, vs, ve)
     # CSV joined: the input line, a comma, then the prediction columns.
     frame = pl.DataFrame({"o": pl.Series(out), "i": pl.Series(rows.column("input_data"))})
     cut = frame.select(
@@ -344,6 +497,28 @@ def _prediction(rows: pa.RecordBatch, fmt: _Format) -> pa.Array:
     return cut.to_arrow().cast(pa.string())
 
 
+_RE2_REPEAT = 1000  # RE2's largest repetition count
+_CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^,"]*)'  # one RFC 4180 field, quoted (commas and "" inside) or not
+
+
+def _split_joined_csv(out: pa.Array, k: int, m: int) -> tuple[pa.Array, pa.Array]:
+    """CSV lines of exactly k + m fields cut after field k, as their own text (null where the count differs)."""
+    first = rf"(?:{_CSV_FIELD},){{{k - 1}}}{_CSV_FIELD}" if k > 1 else _CSV_FIELD
+    rest = rf"(?:{_CSV_FIELD},){{{m - 1}}}{_CSV_FIELD}" if m > 1 else _CSV_FIELD
+    parts = pc.extract_regex(out, rf"^(?P<i>{first}),(?P<o>{rest})$")
+    return pc.struct_field(parts, "i"), pc.struct_field(parts, "o")
+
+
+def _joined_input(out: pa.Array) -> pa.Array:
+    """The input inside joined JSON outputs, as its own text: ``SageMakerInput`` when the transform wrapped a
+    non-object input, else the object without ``SageMakerOutput`` (formats reference 4.4); null if neither."""
+    vs, ve, _, _ = _member_spans(out, "SageMakerInput")
+    wrapped = _rebuild(out, True, vs, ve)
+    _, _, cs, ce = _member_spans(out, "SageMakerOutput")
+    rest = pc.if_else(pa.array(cs >= 0), _rebuild(out, False, cs, ce), pa.scalar(None, pa.string()))
+    return pc.coalesce(wrapped, rest)
+
+
 def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[pa.RecordBatch], list[PayloadFailure]]:
     """Typed columns through the real-time payload decoder: input record -> features, output -> predictions."""
     n = rows.num_rows
@@ -351,13 +526,29 @@ def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[
     def ctype(enc: pa.Array) -> pa.Array:
         return pc.if_else(pc.equal(enc, "JSON"), "application/json", pc.if_else(pc.equal(enc, "CSV"), "text/csv", None))
 
+    inp, in_enc = rows.column("input_data"), rows.column("input_encoding")
+    if fmt.joined and fmt.json and inp.null_count:
+        # Only the output was captured, but a joined output holds its input: decode the features from there.
+        derived = _joined_input(rows.column("output_data"))
+        inp = pc.coalesce(inp, derived)
+        in_enc = pc.coalesce(in_enc, pc.if_else(pc.is_valid(derived), "JSON", pa.scalar(None, pa.string())))
+    prediction = _prediction(rows, fmt)
+    k, m = len(spec.input.columns), len(spec.output.columns)
+    if not fmt.json and inp.null_count and k and m and k + m <= _RE2_REPEAT:
+        # CSV joined with its input, only the output captured: a line does not say where its input ends, but a
+        # column spec naming k input and m output columns does (JoinSource=Input writes input, then prediction).
+        i_part, o_part = _split_joined_csv(rows.column("output_data"), k, m)
+        use = pc.fill_null(pc.and_(pc.is_null(inp), pc.is_valid(i_part)), False)
+        inp = pc.if_else(use, i_part, inp)
+        in_enc = pc.if_else(use, pa.scalar("CSV"), in_enc)
+        prediction = pc.if_else(use, o_part, prediction)
     frame = rows.drop_columns(["input_data", "output_data", "input_encoding", "output_encoding", "record_index"])
-    frame = frame.append_column("input_content_type", ctype(rows.column("input_encoding")))
-    frame = frame.append_column("input_encoding", rows.column("input_encoding"))
-    frame = frame.append_column("input_data", rows.column("input_data"))
+    frame = frame.append_column("input_content_type", ctype(in_enc))
+    frame = frame.append_column("input_encoding", in_enc)
+    frame = frame.append_column("input_data", inp)
     frame = frame.append_column("output_content_type", ctype(rows.column("output_encoding")))
     frame = frame.append_column("output_encoding", rows.column("output_encoding"))
-    frame = frame.append_column("output_data", _prediction(rows, fmt))
+    frame = frame.append_column("output_data", prediction)
     frame = frame.append_column("row", pa.array(np.arange(n), pa.int64()))
     decoded, rejected = decode_payloads(frame, spec)
     failed = [f for _, fs in rejected for f in fs]
@@ -457,6 +648,49 @@ def _account(report: RunReport, d: Decoded) -> None:
         logger.warning("%s: %s", kind.replace("_", " "), uri)
 
 
+def iter_batch(
+    source: str,
+    *,
+    options: BatchOptions | None = None,
+    report: RunReport | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the batch transform records under `source`: table rows, or with `options.decode` payload records.
+
+    Decoded records carry the columns of their file, so batches may differ in schema (that is why this is an
+    iterator, not a `pyarrow.RecordBatchReader` like `read_batch`). Every record read is counted in `report`
+    (records, rows, rejects by reason, outside the window), so ``records = events_written + rejected +
+    out_of_window`` holds for the batch source of a merge too; rejects go to `on_rejects` (else the log).
+
+    Raises:
+        SourceError: the source does not exist or cannot be read (at the call: manifests are listed then).
+    """
+    options = options or BatchOptions()
+    report = report or RunReport(command="read", source=source, dest=None, options={})
+    decoded, problems, _ = _decoded(source, options, report)
+    report.objects += report.counts.get("transform_files", 0)
+
+    def rejected(batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if on_rejects is not None:
+            on_rejects(batch)
+        else:
+            logger.warning("%d records rejected in %s", batch.num_rows, source)
+
+    def rows() -> Iterator[pa.RecordBatch]:
+        report.records += problems.num_rows
+        report.rejected += problems.num_rows
+        report.rejects_by_reason.update(problems.column("reason").to_pylist())
+        rejected(problems)
+        for d in decoded:
+            _account(report, d)
+            rejected(d.rejects)
+            yield from (b for b in d.rows if b.num_rows)
+
+    return rows()
+
+
 def read_batch(
     source: str,
     *,
@@ -468,24 +702,16 @@ def read_batch(
     Args:
         source: a batch data-capture destination (holding ``input/`` and/or ``output/`` manifests) or
             one manifest file, as a local path or fsspec URL.
-        options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored.
+        options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored
+            (decoded records vary in schema: use `iter_batch`).
         on_rejects: called with each batch of rejected records (``_rejects`` columns).
     """
     options = options or BatchOptions()
     if options.decode:
         options = BatchOptions(**{**options.__dict__, "decode": False, "columns": None})
-    report = RunReport(command="read", source=source, dest=None, options={})
-    decoded, problems, _ = _decoded(source, options, report)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        if problems.num_rows and on_rejects is not None:
-            on_rejects(problems)
-        for d in decoded:
-            if d.rejects.num_rows and on_rejects is not None:
-                on_rejects(d.rejects)
-            yield from (b for b in d.rows if b.num_rows)
-
-    return pa.RecordBatchReader.from_batches(table_spec("batch").schema, batches())
+    quiet = on_rejects if on_rejects is not None else (lambda _: None)
+    rows = iter_batch(source, options=options, on_rejects=quiet)
+    return pa.RecordBatchReader.from_batches(table_spec("batch").schema, rows)
 
 
 def run_batch(

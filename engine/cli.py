@@ -191,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     me.add_argument("--how", choices=("inner", "left"), default="inner", help="left keeps unlabelled predictions")
     me.add_argument(
+        "--prefix-map",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="--batch: rewrite manifest prefixes before reading, repeatable (as for batch)",
+    )
+    me.add_argument(
         "--format",
         choices=("parquet", "sagemaker"),
         default="parquet",
@@ -319,6 +326,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         sagemaker_format=args.format == "sagemaker",
         schedule_name=args.schedule_name,
         join_memory=args.join_memory,
+        prefix_map=_prefix_map(args.prefix_map),
     )
     report = run_merge(
         captures=args.captures,

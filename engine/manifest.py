@@ -30,6 +30,7 @@ __all__ = ["ManifestProblem", "TransformFile", "list_manifests", "pair_manifests
 logger = logging.getLogger(__name__)
 
 _MANIFEST_SUFFIXES = (".json", ".jsonl")
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,11 @@ def read_manifest(
     """Parse one manifest; entries that cannot be read safely are problems, the rest are kept."""
     with translate_errors(obj.uri):
         raw = loc.fs.cat_file(obj.path)
+    # A UTF-8 BOM (some editors and Windows tools write one) is not part of the JSON, as for capture and labels.
+    body = raw.strip()
+    body = body[len(_BOM) :].strip() if body.startswith(_BOM) else body
     try:
-        doc = orjson.loads(raw.strip() or b"null")
+        doc = orjson.loads(body or b"null")
     except orjson.JSONDecodeError as exc:
         return None, [ManifestProblem(obj, None, "invalid_manifest", f"not JSON: {exc}", raw[:4096])]
     if not isinstance(doc, list):

@@ -87,8 +87,13 @@ class _Merger:
         data: DatasetWriter,
         jsonl: MergedJsonWriter | None,
         duplicates: DuplicateCounter,
+        *,
+        raw: bool,
     ) -> None:
         self.options = options
+        # Raw rows are whole bodies (a batch document may hold many instances): a label with several values
+        # names no one value for them, so they get null as real-time rows do; decoded rows get their record's.
+        self.raw = raw
         self.report = report
         self.counts = report.counts
         self.data = data
@@ -111,7 +116,7 @@ class _Merger:
                 return joined
             mask = pa.array(found)
             batch, lidx = batch.filter(mask), lidx[found]
-        rows_index = batch.column("record_index") if record_index is not None else None
+        rows_index = batch.column("record_index") if record_index is not None and not self.raw else None
         joined.merged = _attach(batch, index.columns(lidx, rows_index))
         t1 = time.perf_counter()
         self.report.add_time("join", t1 - t0)
@@ -173,7 +178,7 @@ def _predictions(
     if captures is not None:
         return capture_predictions(captures, options, run.report, run.rejects.write)
     if batch is not None:
-        return batch_predictions(batch, options, run.report, run.rejects.write)
+        return batch_predictions(batch, options, run.report, run.rejects.write, prefix_map=options.prefix_map)
     assert predictions is not None
     return dataset_predictions(predictions, options, run.report)
 
@@ -242,6 +247,8 @@ def run_merge(
         got = " and ".join(chosen) or "none"
         raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
     source = str(given[chosen[0]])
+    if options.prefix_map and batch is None:
+        raise OptionsError("prefix_map (--prefix-map) rewrites batch manifest prefixes: it needs batch (--batch)")
     # Capture rejects are partitioned by endpoint; without capture, label rejects need no endpoint level.
     run = JobRun(dest, command=command, source=source, options=options, endpoint_rejects=captures is not None)
     report = run.report
@@ -286,7 +293,7 @@ def run_merge(
             jsonl = run.track(
                 MergedJsonWriter(run.out, run_id=run.run_id, kind=preds.kind, schedule_name=options.schedule_name)
             )
-        merger = _Merger(options, report, data, jsonl, DuplicateCounter(spill_dir))
+        merger = _Merger(options, report, data, jsonl, DuplicateCounter(spill_dir), raw=preds.raw)
         rows = _timed(preds.batches, report, "predictions")
         if buckets == 1:
             t0 = time.perf_counter()

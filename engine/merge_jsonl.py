@@ -48,6 +48,8 @@ _REALTIME_COLUMNS = (
     "label_encoding",
 )
 _BATCH_COLUMNS = ("inference_id", "output_encoding", "output_data", "label_data", "label_encoding")
+# Rendered when the rows have them (a dataset written before the column existed lacks it): null otherwise.
+_OPTIONAL_COLUMNS = {"realtime": ("custom_attributes",), "batch": ()}
 
 
 def required_columns(kind: Kind) -> tuple[str, ...]:
@@ -98,6 +100,8 @@ def _record(kind: Kind) -> pl.Expr:
                 c("event_id").alias("eventId"),
                 c("inference_id").alias("inferenceId"),
                 _time("inference_time").alias("inferenceTime"),
+                # SageMaker's inference_record carries it in eventMetadata; left out when null, like the rest.
+                c("custom_attributes").alias("customAttributes"),
             ).alias("eventMetadata"),
         )
     # SageMaker's batch records: eventId is the SageMakerInferenceId; data is the output record as the transform
@@ -124,7 +128,10 @@ def render_records(batch: pa.RecordBatch, kind: Kind) -> pa.Array:
     parts = []
     for start in range(0, batch.num_rows, _RENDER_ROWS):
         rows = batch.slice(start, _RENDER_ROWS)
-        frame = pl.from_arrow(pa.table({n: rows.column(n) for n in names}))
+        columns = {n: rows.column(n) for n in names}
+        for n in _OPTIONAL_COLUMNS[kind]:
+            columns[n] = rows.column(n) if n in rows.schema.names else pa.nulls(rows.num_rows, pa.string())
+        frame = pl.from_arrow(pa.table(columns))
         assert isinstance(frame, pl.DataFrame)
         lines = frame.select(record.alias("line")).get_column("line")
         parts.append(lines.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(pa.string()))

@@ -230,6 +230,8 @@ class MergeOptions(JobOptions):
         join_memory: memory for the label side of the join (labels take about their JSON Lines size in
             memory). Label windows whose objects are larger are hash-partitioned into buckets spilled to a
             local temporary directory together with the predictions, and joined bucket by bucket.
+        prefix_map: batch capture only: rewrites manifest prefixes before reading, as
+            `BatchOptions.prefix_map`.
     """
 
     label_delay: timedelta = timedelta(hours=24)
@@ -238,6 +240,7 @@ class MergeOptions(JobOptions):
     sagemaker_format: bool = False
     schedule_name: str | None = None
     join_memory: int = 256 * 2**20
+    prefix_map: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,7 +4,7 @@ Three sources, one shape: an iterator of record batches of prediction rows withi
 `inference_time`, plus what kind of rows they are (real-time or batch) and whether they carry the raw bodies.
 
 * capture (``--captures``): decoded here by the real-time reader (`iter_capture`), raw or `decode`-d;
-* batch capture (``--batch``): decoded here by the batch reader (`read_batch`);
+* batch capture (``--batch``): decoded here by the batch reader (`iter_batch`), raw or `decode`-d;
 * a dataset a `realtime` or `batch` run wrote (``--predictions``): only the hour partitions of the window are
   listed, and files are read in groups of equal schema (decoded datasets vary by endpoint and variant), so every
   batch keeps its own columns.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -88,29 +88,22 @@ def capture_predictions(
 
 
 def batch_predictions(
-    source: str, options: JobOptions, report: RunReport, on_rejects: Callable[[pa.RecordBatch], None]
+    source: str,
+    options: JobOptions,
+    report: RunReport,
+    on_rejects: Callable[[pa.RecordBatch], None],
+    *,
+    prefix_map: Mapping[str, str] | None = None,
 ) -> Predictions:
-    """Batch transform capture under `source`, decoded by this run: its records and rejects count in `report`."""
-    from engine.batch import BatchOptions, read_batch
+    """Batch transform capture under `source`, decoded by this run (raw, or `decode`-d with the options' column
+    spec; manifest prefixes rewritten by `prefix_map`): every record read counts in `report`, rows, rejects and
+    those outside the window alike."""
+    from engine.batch import BatchOptions, iter_batch
 
-    def rejected(batch: pa.RecordBatch) -> None:
-        report.records += batch.num_rows
-        report.rejected += batch.num_rows
-        report.rejects_by_reason.update(batch.column("reason").to_pylist())
-        on_rejects(batch)
-
-    reader = read_batch(source, options=BatchOptions(**_common(options)), on_rejects=rejected)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            kept = _in_window(batch, options)
-            report.records += batch.num_rows
-            report.events_written += kept.num_rows
-            report.out_of_window += batch.num_rows - kept.num_rows
-            if kept.num_rows:
-                yield kept
-
-    return Predictions("batch", True, batches())
+    bt = BatchOptions(**_common(options), prefix_map=dict(prefix_map or {}))
+    # The reader applies the window itself and counts what falls outside it.
+    rows = iter_batch(source, options=bt, report=report, on_rejects=on_rejects)
+    return Predictions("batch", not bt.decode, rows)
 
 
 # --- a dataset written by `realtime` or `batch` ------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 SageMaker writes one output record per input record, in order (formats reference 4.3), so line i
 of the output belongs to line i of the input. Objects are streamed in blocks of about `unit_bytes`
-of output and the same number of input lines, so memory follows the block, not the object; gzip
-inputs are decompressed on the fly. A file whose output is one record (``SplitType=None``: one JSON
-document, perhaps pretty-printed, perhaps for many ``instances``) is read whole on both sides.
+of output and the same number of input lines, so memory follows the block, not the object (except
+for a gzip object, held inflated until verified: below). A file whose output is one record
+(``SplitType=None``: one JSON document, perhaps pretty-printed, perhaps for many ``instances``) is read
+whole on both sides.
+
+Gzip: the CRC is checked only at the end of a member, so bytes inflated before a corruption is detected
+can already be wrong. A gzip object is therefore inflated whole and verified (every member's trailer, no
+truncation) before any of its lines is paired or released; only then is it read in step from memory.
+When it is corrupt or truncated, every record of the file (every output line, or every input line read
+without an output) becomes a reject with its own line number and raw bytes, ``corrupt_gzip``; an object
+larger than `HOLD_BYTES` inflated cannot be held, so its records are rejected as ``gzip_too_large``
+(never released unverified). The run goes on with the next file.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import zlib
 from collections.abc import Iterator
@@ -30,6 +40,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # Reads are this size, so a unit ends up at most this much larger than `unit_bytes`.
 _READ = 2**20
+# Inflated bytes of one gzip object held until its trailer is verified (see the module docstring).
+HOLD_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,9 @@ class Unit:
     bytes_read: int = 0
     missing: str | None = None  # "output" or "input": that side's object does not exist
     extra: tuple[str, bytes] | None = None  # ("output" | "input", unpaired lines)
+    # Every line of the leading side of this unit is a reject for that reason (its gzip
+    # object, or its partner's, is corrupt or cannot be held): the lines are there for their numbers and bytes.
+    reject: tuple[str, str, str] | None = None  # (reason, URI of the object at fault, detail)
 
 
 class _Stream:
@@ -71,20 +86,22 @@ class _Stream:
         self.inflate: zlib._Decompress | None = None
         self.started = False
         self.raw_bytes = 0
+        self.held = False  # reading the verified, inflated object from memory (raw_bytes are all counted)
 
     def _fill(self) -> None:
         with translate_errors(self.uri):
             raw = self.handle.read(min(self.block, _READ))
-        self.raw_bytes += len(raw)
+        if not self.held:
+            self.raw_bytes += len(raw)
         first = not self.started
         if first:
             self.started = True
             if raw[:2] == _GZIP_MAGIC:
                 self.inflate = zlib.decompressobj(wbits=31)
         if not raw:
-            self.eof = True
-            if self.size and not self.chunks[-1].endswith(b"\n"):
-                self._add(b"\n")  # a last line without newline is still a line
+            self._end()
+            if self.inflate is not None and not self.inflate.eof:
+                raise _Corrupt("corrupt gzip: the stream ends before its trailer (truncated)")
             return
         if self.inflate is not None:
             try:
@@ -94,6 +111,8 @@ class _Stream:
                     self.inflate = zlib.decompressobj(wbits=31)
                     data += self.inflate.decompress(rest)
             except zlib.error as exc:
+                # What was inflated so far stays buffered (as lines, for their rejects); nothing more is read.
+                self._end()
                 raise _Corrupt(f"corrupt gzip: {exc}") from None
         else:
             data = raw
@@ -101,6 +120,36 @@ class _Stream:
             data = data[len(_BOM) :]
         if data:
             self._add(data)
+
+    def _end(self) -> None:
+        self.eof = True
+        if self.size and not self.chunks[-1].endswith(b"\n"):
+            self._add(b"\n")  # a last line without newline is still a line
+
+    @property
+    def gzip(self) -> bool:
+        """Whether the object is gzip (looks at its first bytes)."""
+        if not self.started:
+            self._fill()
+        return self.inflate is not None
+
+    def hold(self, limit: int) -> tuple[str, str] | None:
+        """Inflate the whole gzip object and verify it before any line is used; None when it is sound.
+
+        Then the object is read from memory as if it were plain. Else (reason, detail): ``corrupt_gzip``
+        (what was inflated before the error stays buffered, to be rejected line by line) or
+        ``gzip_too_large`` (more than `limit` bytes inflated; the stream goes on, unverified, for rejects only).
+        """
+        try:
+            if self.read_all(limit) is None:
+                return "gzip_too_large", f"{self.uri} inflates to more than {limit} bytes, too large to verify first"
+        except _Corrupt as exc:
+            return "corrupt_gzip", f"{self.uri}: {exc}"
+        data = self._joined()
+        self.chunks, self.size, self.newlines = [], 0, 0
+        self.handle.close()
+        self.handle, self.inflate, self.eof, self.held = io.BytesIO(data), None, False, True
+        return None
 
     def _add(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -200,8 +249,49 @@ def _single_record(text: bytes) -> bool:
     return True
 
 
-def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record_bytes: int) -> Iterator[Unit]:
-    """The units of one transform file, read in step."""
+def _verify(st: _Stream, hold_bytes: int) -> tuple[str, str] | None:
+    """Hold and verify a gzip object before its lines are used (plain objects need nothing): None when sound."""
+    try:
+        if not st.gzip:
+            return None
+    except _Corrupt as exc:  # the first bytes already fail (a broken header)
+        return "corrupt_gzip", f"{st.uri}: {exc}"
+    return st.hold(hold_bytes)
+
+
+def _rejected(
+    tf: TransformFile,
+    lead: _Stream,
+    output: bool,
+    failure: tuple[str, str, str],
+    missing: str | None,
+    other: _Stream | None = None,
+) -> Iterator[Unit]:
+    """Every line of the leading side as units to reject (`failure`: reason, URI at fault, detail), block by block;
+    `other`: the partner already read (its bytes count with the first unit)."""
+    line, before = 1, -(other.raw_bytes if other is not None else 0)
+    while True:
+        try:
+            block = lead.lines()
+        except _Corrupt:  # an object too large to hold turned out corrupt too: its buffered lines still follow
+            continue
+        done = lead.done
+        if not block and line == 1:  # nothing could be read at all: one reject names the object
+            yield Unit(tf, 1, None, None, last=True, missing=f"corrupt: {failure[2]}")
+            return
+        o, i = (block, None) if output else (None, block)
+        total = lead.raw_bytes
+        yield Unit(tf, line, o, i, last=done, bytes_read=total - before, missing=missing, reject=failure)
+        before, line = total, line + block.count(b"\n")
+        if done:
+            return
+
+
+def _file_units(
+    loc: Location, tf: TransformFile, *, unit_bytes: int, max_record_bytes: int, hold_bytes: int | None = None
+) -> Iterator[Unit]:
+    """The units of one transform file, read in step (gzip objects held up to `hold_bytes`, else `HOLD_BYTES`)."""
+    hold_bytes = HOLD_BYTES if hold_bytes is None else hold_bytes
     out = _open(loc, tf.output, unit_bytes) if tf.output else None
     if tf.output and out is None:
         # SageMaker writes no .out for a file that failed: nothing was predicted, so its input is not read.
@@ -215,18 +305,42 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
         return
     follow = inp if lead is out else None
     try:
+        # No line of a gzip object is used before its trailers are verified: on either side, a corrupt object
+        # turns every record of the file into a reject (the lines of the leading side, numbered, with their bytes).
+        failed = _verify(lead, hold_bytes)
+        if failed is not None:
+            yield from _rejected(tf, lead, lead is out, (failed[0], lead.uri, failed[1]), missing)
+            return
+        failed = _verify(follow, hold_bytes) if follow is not None else None
+        if failed is not None:
+            assert follow is not None
+            detail = f"the input of this output line cannot be used: {failed[1]}"
+            yield from _rejected(tf, lead, True, (failed[0], follow.uri, detail), missing, follow)
+            return
         # Most files are many lines: look at one block only, unless it starts a document spread over lines.
         small = lead.read_all(unit_bytes)
         if small is None and _starts_document(lead.peek()):
             small = lead.read_all(max_record_bytes)
         if small is not None and _single_record(small):
             other = follow.read_all(max_record_bytes) if follow is not None else None
-            if follow is not None and other is None:
-                raise _Corrupt(f"the input of a one-record output is larger than {max_record_bytes} bytes")
             body = small.strip() + b"\n"
+            size = lead.raw_bytes + (follow.raw_bytes if follow else 0)
+            if follow is not None and other is None:
+                assert tf.input is not None
+                detail = f"the input of this one-record output is larger than {max_record_bytes} bytes"
+                yield Unit(
+                    tf,
+                    1,
+                    body,
+                    None,
+                    whole=True,
+                    last=True,
+                    bytes_read=size,
+                    reject=("line_too_long", tf.input, detail),
+                )
+                return
             pair = None if other is None else other.strip() + b"\n"
             o, i = (body, pair) if lead is out else (None, body)
-            size = lead.raw_bytes + (follow.raw_bytes if follow else 0)
             yield Unit(tf, 1, o, i, whole=True, last=True, bytes_read=size, missing=missing)
             return
         line, before = 1, 0
@@ -246,8 +360,6 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
             before, line = total, line + n
             if done:
                 return
-    except _Corrupt as exc:
-        yield Unit(tf, 1, None, None, last=True, missing=f"corrupt: {exc}")
     finally:
         for st in (out, inp):
             if st is not None:
