@@ -20,7 +20,7 @@ from typing import IO, Any, TypeVar
 from engine.layout import CaptureObject
 from engine.storage import Location, translate_errors
 
-__all__ = ["Piece", "group_units", "iter_pieces", "ordered_map", "prefetch"]
+__all__ = ["Inflater", "Piece", "group_units", "iter_pieces", "ordered_map", "prefetch"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _split_lines(obj: CaptureObject, data: bytes, block: int, first_line: int = 
     return pieces
 
 
-class _Inflater:
+class Inflater:
     """gzip members in sequence, with bounded output per call and the offset up to which output is verified.
 
     gzip checks a member's CRC-32 and length only at its trailer, so bytes inflated before a corruption
@@ -210,9 +210,9 @@ class _Inflater:
         return self.error is not None and not self._trailing
 
 
-def _gunzip(raw: bytes) -> tuple[bytes, _Inflater]:
+def _gunzip(raw: bytes) -> tuple[bytes, Inflater]:
     """Inflate a whole object."""
-    inflater = _Inflater()
+    inflater = Inflater()
     out = b"".join(inflater.feed(raw, 1 << 20))  # in steps: what precedes a corruption is kept for its rejects
     inflater.finish()
     return out, inflater
@@ -263,13 +263,13 @@ def _lost(obj: CaptureObject, pieces: list[Piece], error: str) -> Piece:
     return Piece(obj, b"", line, 0, error)
 
 
-def _verify(loc: Location, obj: CaptureObject, block: int) -> _Inflater:
+def _verify(loc: Location, obj: CaptureObject, block: int) -> Inflater:
     """Inflate a streamed gzip object once without keeping its bytes; the inflater tells what verified.
 
     Holding a large object's rows until its trailer is checked would cost its whole size in memory;
     reading it twice costs time only, and only for gzip objects too large to fetch whole.
     """
-    inflater = _Inflater()
+    inflater = Inflater()
     with translate_errors(obj.uri):
         f: IO[bytes] = loc.fs.open(obj.path, "rb", block_size=max(block, 5 * 2**20))
     with f:
@@ -293,7 +293,7 @@ def _inflated(loc: Location, obj: CaptureObject, block: int) -> Iterator[bytes]:
     with f:
         with translate_errors(obj.uri):
             raw = f.read(block)
-        inflater = _Inflater() if raw[:2] == _GZIP_MAGIC else None
+        inflater = Inflater() if raw[:2] == _GZIP_MAGIC else None
         while raw:
             if inflater is None:
                 yield raw

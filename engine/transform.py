@@ -2,33 +2,32 @@
 
 SageMaker writes one output record per input record, in order (formats reference 4.3), so line i
 of the output belongs to line i of the input. Objects are streamed in blocks of about `unit_bytes`
-of output and the same number of input lines, so memory follows the block, not the object (except
-for a gzip object, held inflated until verified: below). A file whose output is one record
+of output and the same number of input lines, so memory follows the block, not the object. A file
+whose output is one record
 (``SplitType=None``: one JSON document, perhaps pretty-printed, perhaps for many ``instances``) is read
 whole on both sides.
 
 Gzip: the CRC is checked only at the end of a member, so bytes inflated before a corruption is detected
-can already be wrong. A gzip object is therefore inflated whole and verified (every member's trailer, no
-truncation) before any of its lines is paired or released; only then is it read in step from memory.
-When it is corrupt or truncated, every record of the file (every output line, or every input line read
-without an output) becomes a reject with its own line number and raw bytes, ``corrupt_gzip``; an object
-larger than `HOLD_BYTES` inflated cannot be held, so its records are rejected as ``gzip_too_large``
-(never released unverified). The run goes on with the next file.
+can already be wrong. A gzip object is therefore verified first, by inflating it once through a second
+handle and keeping nothing (every member's trailer, no truncation, no bytes after the last member but
+NUL padding), before any of its lines is paired or released; then it is streamed as usual. When it is
+corrupt or truncated, every record of the file (every output line, or every input line read without an
+output) becomes a reject with its own line number and raw bytes, ``corrupt_gzip``. The run goes on with
+the next file. Memory stays at the block size; a gzip object costs a second read.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
 import orjson
 
-from engine.fetch import ordered_map
+from engine.fetch import Inflater, ordered_map
 from engine.manifest import TransformFile
 from engine.storage import Location, translate_errors
 
@@ -40,8 +39,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # Reads are this size, so a unit ends up at most this much larger than `unit_bytes`.
 _READ = 2**20
-# Inflated bytes of one gzip object held until its trailer is verified (see the module docstring).
-HOLD_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class Unit:
     missing: str | None = None  # "output" or "input": that side's object does not exist
     extra: tuple[str, bytes] | None = None  # ("output" | "input", unpaired lines)
     # Every line of the leading side of this unit is a reject for that reason (its gzip
-    # object, or its partner's, is corrupt or cannot be held): the lines are there for their numbers and bytes.
+    # object, or its partner's, is corrupt): the lines are there for their numbers and bytes.
     reject: tuple[str, str, str] | None = None  # (reason, URI of the object at fault, detail)
 
 
@@ -75,8 +72,9 @@ class _Stream:
     so a block costs one copy, not one per read.
     """
 
-    def __init__(self, handle: IO[bytes], uri: str, block: int) -> None:
+    def __init__(self, handle: IO[bytes], uri: str, block: int, reopen: Callable[[], IO[bytes]]) -> None:
         self.handle = handle
+        self.reopen = reopen  # a second handle on the same object, for verifying a gzip stream first
         self.uri = uri
         self.block = block
         self.chunks: list[bytes] = []
@@ -86,13 +84,11 @@ class _Stream:
         self.inflate: zlib._Decompress | None = None
         self.started = False
         self.raw_bytes = 0
-        self.held = False  # reading the verified, inflated object from memory (raw_bytes are all counted)
 
     def _fill(self) -> None:
         with translate_errors(self.uri):
             raw = self.handle.read(min(self.block, _READ))
-        if not self.held:
-            self.raw_bytes += len(raw)
+        self.raw_bytes += len(raw)
         first = not self.started
         if first:
             self.started = True
@@ -133,23 +129,25 @@ class _Stream:
             self._fill()
         return self.inflate is not None
 
-    def hold(self, limit: int) -> tuple[str, str] | None:
-        """Inflate the whole gzip object and verify it before any line is used; None when it is sound.
+    def verify(self) -> tuple[str, str] | None:
+        """Inflate the whole gzip object once, keeping nothing, before any line is used; None when it is sound.
 
-        Then the object is read from memory as if it were plain. Else (reason, detail): ``corrupt_gzip``
-        (what was inflated before the error stays buffered, to be rejected line by line) or
-        ``gzip_too_large`` (more than `limit` bytes inflated; the stream goes on, unverified, for rejects only).
+        Else ("corrupt_gzip", detail); this stream is untouched, so its lines can still be read for their
+        rejects (up to where inflating fails).
         """
-        try:
-            if self.read_all(limit) is None:
-                return "gzip_too_large", f"{self.uri} inflates to more than {limit} bytes, too large to verify first"
-        except _Corrupt as exc:
-            return "corrupt_gzip", f"{self.uri}: {exc}"
-        data = self._joined()
-        self.chunks, self.size, self.newlines = [], 0, 0
-        self.handle.close()
-        self.handle, self.inflate, self.eof, self.held = io.BytesIO(data), None, False, True
-        return None
+        inflater = Inflater()
+        with translate_errors(self.uri):
+            handle = self.reopen()
+        with handle:
+            while not inflater.dead:
+                with translate_errors(self.uri):
+                    raw = handle.read(_READ)
+                if not raw:
+                    break
+                for _ in inflater.feed(raw, _READ):
+                    pass
+        inflater.finish()
+        return None if inflater.error is None else ("corrupt_gzip", f"{self.uri}: {inflater.error}")
 
     def _add(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -213,12 +211,17 @@ class _Corrupt(Exception):
 
 def _open(loc: Location, uri: str, block: int) -> _Stream | None:
     path = loc.fs._strip_protocol(uri)
+
+    def handle() -> IO[bytes]:
+        opened: IO[bytes] = loc.fs.open(path, "rb", block_size=max(block, 5 * 2**20))
+        return opened
+
     with translate_errors(uri):
         try:
-            handle = loc.fs.open(path, "rb", block_size=max(block, 5 * 2**20))
+            first = handle()
         except FileNotFoundError:
             return None
-    return _Stream(handle, uri, block)
+    return _Stream(first, uri, block, handle)
 
 
 def _starts_document(buf: bytes) -> bool:
@@ -249,14 +252,14 @@ def _single_record(text: bytes) -> bool:
     return True
 
 
-def _verify(st: _Stream, hold_bytes: int) -> tuple[str, str] | None:
-    """Hold and verify a gzip object before its lines are used (plain objects need nothing): None when sound."""
+def _verify(st: _Stream) -> tuple[str, str] | None:
+    """Verify a gzip object before its lines are used (plain objects need nothing): None when sound."""
     try:
         if not st.gzip:
             return None
     except _Corrupt as exc:  # the first bytes already fail (a broken header)
         return "corrupt_gzip", f"{st.uri}: {exc}"
-    return st.hold(hold_bytes)
+    return st.verify()
 
 
 def _rejected(
@@ -273,7 +276,7 @@ def _rejected(
     while True:
         try:
             block = lead.lines()
-        except _Corrupt:  # an object too large to hold turned out corrupt too: its buffered lines still follow
+        except _Corrupt:  # inflating this stream fails where verifying it did: what came before still follows
             continue
         done = lead.done
         if not block and line == 1:  # nothing could be read at all: one reject names the object
@@ -287,11 +290,8 @@ def _rejected(
             return
 
 
-def _file_units(
-    loc: Location, tf: TransformFile, *, unit_bytes: int, max_record_bytes: int, hold_bytes: int | None = None
-) -> Iterator[Unit]:
-    """The units of one transform file, read in step (gzip objects held up to `hold_bytes`, else `HOLD_BYTES`)."""
-    hold_bytes = HOLD_BYTES if hold_bytes is None else hold_bytes
+def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record_bytes: int) -> Iterator[Unit]:
+    """The units of one transform file, read in step (gzip objects verified first)."""
     out = _open(loc, tf.output, unit_bytes) if tf.output else None
     if tf.output and out is None:
         # SageMaker writes no .out for a file that failed: nothing was predicted, so its input is not read.
@@ -307,11 +307,11 @@ def _file_units(
     try:
         # No line of a gzip object is used before its trailers are verified: on either side, a corrupt object
         # turns every record of the file into a reject (the lines of the leading side, numbered, with their bytes).
-        failed = _verify(lead, hold_bytes)
+        failed = _verify(lead)
         if failed is not None:
             yield from _rejected(tf, lead, lead is out, (failed[0], lead.uri, failed[1]), missing)
             return
-        failed = _verify(follow, hold_bytes) if follow is not None else None
+        failed = _verify(follow) if follow is not None else None
         if failed is not None:
             assert follow is not None
             detail = f"the input of this output line cannot be used: {failed[1]}"
