@@ -319,7 +319,7 @@ class _Decoder:
         )
         records = n
         if unit.extra is not None:
-            extra = _lines(unit.extra[1])
+            extra, _ = _safe_lines(unit.extra[1])  # unpaired lines may be any bytes, invalid UTF-8 included
             extra_lines = np.arange(unit.first_line + n, unit.first_line + n + len(extra), dtype=np.int64)
             rej.add(tf.input, extra_lines, "line_count_mismatch", f"the input has more lines than {tf.output}", extra)
             records += len(extra)

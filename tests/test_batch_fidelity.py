@@ -583,3 +583,14 @@ def test_output_manifest_only_joined_csv_with_a_column_spec_decodes_features(tre
         (2, 137, 2.5, "Austin, TX", 0.9899773597717285, _uuid(1)),
         (3, 55, 0.55, "CA", 0.5, _uuid(2)),
     ]
+
+
+def test_unpaired_input_lines_of_invalid_utf8_are_rejects_not_a_failed_run(tree: Tree) -> None:
+    # Found by the corruption campaign: the unpaired lines of a longer input were decoded as strict UTF-8.
+    out = [f"{k},{_uuid(k)},{T_TEXT}" for k in range(2)]
+    tree.job({"u.csv": (None, "\n".join(out) + "\n")})
+    tree.file(tree.inputs, "u.csv", b"1,1\n2,2\n\xff\xfe,3\n")
+    report, rows, rejects = tree.run()
+    assert rows.select("line", "input_data").rows() == [(1, "1,1"), (2, "2,2")]
+    assert rejects.select("reason", "source_line").rows() == [("line_count_mismatch", 3)]
+    assert report.records == 3

@@ -240,3 +240,80 @@ def test_the_damage_oracle_itself(tmp_path: Path) -> None:
             assert d.lines[new - 1].rstrip(b"\r") == originals[old - 1], kind
         assert d.nonblank is not None and set(d.intact) <= d.nonblank, kind
     shutil.rmtree(tmp_path)
+
+
+def _batch_tree(tmp: Path, seed: int) -> Any:
+    from engine.synth import BatchSynthOptions, synth_batch
+
+    opts = BatchSynthOptions(jobs=2, files_per_job=3, records_per_file=400, seed=seed, features=8, gzip_share=0.5)
+    return synth_batch(str(tmp / "batch"), opts)
+
+
+def _run_batch(capture: str, dest: Path) -> RunReport:
+    from engine import BatchOptions, run_batch
+
+    return run_batch(capture, str(dest), options=BatchOptions(max_reject_ratio=1.0, unit_bytes=4096))
+
+
+def _batch_rows(dest: Path) -> dict[Key, list[Any]]:
+    rows = _read_rows(dest, "year=*/**/*.parquet")
+    return _by_line(rows, "output_file", "line", as_text=False)
+
+
+@pytest.mark.parametrize("seed", range(TRIALS))
+def test_batch_under_random_damage(tmp_path: Path, seed: int) -> None:
+    summary = _batch_tree(tmp_path, seed)
+    clean_report = _run_batch(summary.capture_root, tmp_path / "clean")
+    clean = _batch_rows(tmp_path / "clean")
+    assert clean_report.balanced
+    rng = random.Random(3000 + seed)
+    outputs = sorted(Path(summary.transform_output_root).rglob("*.out"))
+    inputs = {p.resolve().as_uri(): p for p in Path(summary.transform_input_root).rglob("*") if p.is_file()}
+    damaged_out: dict[str, Damaged] = {}
+    damaged_in: dict[str, Damaged] = {}
+    for out in outputs:
+        if rng.random() < 0.5:
+            damaged_out[_uri(out)] = damage_object(out, rng, LINE_DAMAGE)
+    for uri, path in inputs.items():
+        if rng.random() < 0.4:
+            damaged_in[uri] = damage_object(path, rng, LINE_DAMAGE + GZIP_DAMAGE)
+
+    report = _run_batch(summary.capture_root, tmp_path / "out")
+    out = tmp_path / "out"
+    rows = _read_rows(out, "year=*/**/*.parquet")
+    rejects = _read_rows(out, "_rejects/**/*.parquet")
+    got = _by_line(rows, "output_file", "line", as_text=False)
+    assert report.balanced, report.to_dict()
+    # Balance from the files: output lines with rows + rejects (+ outside the window, none here).
+    assert report.rows_written == len(rows) and report.rejected == len(rejects)
+    rejected = {(str(r["source_file"]), r["source_line"]) for r in rejects}
+    for (uri, line), values in got.items():
+        assert (uri, line) not in rejected, (uri, line)
+        input_uri = values[0]["input_file"]
+        if uri not in damaged_out and input_uri not in damaged_in:
+            assert values == clean.get((uri, line)), (uri, line, _diff({0: values}, {0: clean.get((uri, line), [])}))
+        d_in = damaged_in.get(input_uri)
+        if d_in is not None:
+            # Nothing from an input whose gzip stream is broken; else line k of the output carries line k of
+            # the input as the reader sees it (SageMaker pairs by position).
+            assert d_in.nonblank is not None, (input_uri, d_in.kind, line)
+            for v in values:
+                if v["input_data"] is not None and len(values) == 1 and line <= len(d_in.lines):
+                    own = d_in.lines[line - 1].rstrip(b"\r").decode(errors="replace")
+                    assert v["input_data"] in (own, own.strip()), (input_uri, d_in.kind, line)
+    for uri, d in damaged_out.items():
+        here = {line for f, line in got if f == uri}
+        assert d.nonblank is not None
+        lines_rejected = {line for f, line in rejected if f == uri}
+        # Every non-blank output line is a row or a reject (a blank one is an `empty_record` reject);
+        # a whole-document output is one record, numbered 1.
+        accounted = here | {n for n in lines_rejected if n is not None}
+        every = set(range(1, len(d.lines) + 1))
+        assert accounted <= every | {1}, (uri, d.kind)
+        assert d.nonblank <= accounted or accounted == {1}, (uri, d.kind, sorted(d.nonblank - accounted)[:5])
+        for line in here:
+            # A row's output comes from its own output line.
+            text = d.lines[line - 1].decode(errors="replace")
+            for v in got[(uri, line)]:
+                if v.get("inference_id"):
+                    assert v["inference_id"] in text, (uri, d.kind, line)
