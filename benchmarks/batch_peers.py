@@ -258,7 +258,7 @@ def polars_frame(files: Sequence[TransformFile]) -> Any:
         empty = {"text": pl.String, "line": pl.UInt32, "input_data": pl.String}
         parts.append(pl.LazyFrame(schema={**empty, "output_file": pl.String, "input_file": pl.String}))
     text, tail = pl.col("text"), pl.col("tail").struct
-    time = tail.field("2").str.strip_chars().str.strptime(pl.Datetime("ms", "UTC"), TIME_FORMAT, strict=False)
+    time = tail.field("2").str.strip_chars().str.strptime(pl.Datetime("us", "UTC"), TIME_FORMAT, strict=False)
     # The rest of the line: what the ID and time fields and their two commas leave (lengths in characters).
     head = text.str.len_chars() - tail.field("1").str.len_chars() - tail.field("2").str.len_chars() - 2
     frame = (
@@ -323,7 +323,7 @@ def run_pandas(src: str, dest: str, only: Sequence[str] | None) -> None:
     del frames
     df["inference_id"] = df["inference_id"].str.strip()
     times = pd.to_datetime(df["inference_time"].str.strip(), format=TIME_FORMAT, utc=True, errors="coerce")
-    df["inference_time"] = times.dt.as_unit("ms")
+    df["inference_time"] = times.dt.as_unit("us")
     df = df[df["inference_id"].notna() & (df["inference_id"] != "") & df["inference_time"].notna()]
     df = df.assign(
         line=df["line"].astype("int64"),

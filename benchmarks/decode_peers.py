@@ -80,7 +80,7 @@ WITH raw AS (
         regexp_extract(filename, '{_KEY_REGEX}', 2) AS variant,
         eventMetadata.eventId AS event_id,
         eventMetadata.inferenceId AS inference_id,
-        date_trunc('millisecond', try_cast(eventMetadata.inferenceTime AS TIMESTAMPTZ)) AS inference_time,
+        try_cast(eventMetadata.inferenceTime AS TIMESTAMPTZ) AS inference_time,
         eventVersion AS event_version,
         captureData.endpointInput.observedContentType AS input_content_type,
         captureData.endpointInput.encoding AS input_encoding,

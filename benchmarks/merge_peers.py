@@ -192,7 +192,7 @@ def run_polars(predictions: str, ground_truth: str, dest: str) -> None:
             ("file://" + pl.col("path")).alias("label_file"),
             # chrono needs a minute to build a time: the hour folder gets ":00".
             (pl.col("path").str.extract(r"(\d{4}/\d{2}/\d{2}/\d{2})/[^/]+$", 1) + ":00")
-            .str.strptime(pl.Datetime("ms", "UTC"), "%Y/%m/%d/%H:%M")
+            .str.strptime(pl.Datetime("us", "UTC"), "%Y/%m/%d/%H:%M")
             .alias("label_hour"),
             (pl.col("rn") - pl.col("rn").min().over("path") + 1).cast(pl.Int64).alias("label_line"),
             pl.col("rn"),

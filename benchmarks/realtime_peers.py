@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["PARTITION_KEYS", "TOOLS", "main"]
+__all__ = ["NATURAL", "PARTITION_KEYS", "TOOLS", "main"]
 
 PARTITION_KEYS: Final = ("endpoint", "variant", "year", "month", "day", "hour")
 # SageMaker's key layout below the capture root: {endpoint}/{variant}/yyyy/mm/dd/hh/{object}.jsonl
@@ -88,8 +88,8 @@ WITH raw AS (
         regexp_extract(filename, '{_KEY_REGEX}', 2) AS variant,
         eventMetadata.eventId AS event_id,
         eventMetadata.inferenceId AS inference_id,
-        -- The cast takes 'Z' with or without fractional seconds; the contract keeps milliseconds.
-        date_trunc('millisecond', try_cast(eventMetadata.inferenceTime AS TIMESTAMPTZ)) AS inference_time,
+        -- The cast takes 'Z' with or without fractional seconds; the contract keeps microseconds.
+        try_cast(eventMetadata.inferenceTime AS TIMESTAMPTZ) AS inference_time,
         eventVersion AS event_version,
         captureData.endpointInput.observedContentType AS input_content_type,
         captureData.endpointInput.encoding AS input_encoding,
@@ -163,7 +163,7 @@ def polars_frame(source: str | list[str], *, source_line: bool = True) -> Any:
     out = pl.col("captureData").struct.field("endpointOutput").struct
     key = pl.col("path").str.extract_groups(_KEY_REGEX).struct
     # %.f also matches no fraction at all, so one format takes "...:05Z" and "...:05.123Z".
-    time = meta.field("inferenceTime").str.strptime(pl.Datetime("ms", "UTC"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
+    time = meta.field("inferenceTime").str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
     frame = lf.select(
         key.field("1").alias("endpoint"),
         key.field("2").alias("variant"),
@@ -254,7 +254,7 @@ def run_pandas(src: str, dest: str, files: list[str] | None) -> None:
     df = pd.DataFrame(rows)
     del rows
     times = pd.to_datetime(df["inference_time"], utc=True, format="ISO8601", errors="coerce")
-    df["inference_time"] = times.dt.as_unit("ms")
+    df["inference_time"] = times.dt.as_unit("us")
     df = df[df["event_id"].notna() & (df["event_id"] != "") & df["inference_time"].notna()]
     df = df.assign(
         source_line=df["source_line"].astype("int64"),
@@ -284,12 +284,26 @@ def run_engine(src: str, dest: str, files: list[str] | None) -> None:
     run_engine_cli(src, dest, files)
 
 
+def run_duckdb_natural(src: str, dest: str, files: list[str] | None) -> None:
+    """The query a user choosing DuckDB writes: the same columns, but no line numbers (source_line NULL)."""
+    run_duckdb(src, dest, files, source_line=False)
+
+
+def run_polars_natural(src: str, dest: str, files: list[str] | None) -> None:
+    """The same for polars: no row index and no per-file window."""
+    run_polars(src, dest, files, source_line=False)
+
+
 TOOLS: Final[dict[str, Callable[[str, str, list[str] | None], None]]] = {
     "duckdb": run_duckdb,
+    "duckdb-natural": run_duckdb_natural,
     "polars": run_polars,
+    "polars-natural": run_polars_natural,
     "pandas": run_pandas,
     "engine": run_engine,
 }
+# Tools whose output has no source_line: checked on every other column.
+NATURAL: Final = frozenset({"duckdb-natural", "polars-natural"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ status non-zero.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,13 +38,14 @@ from typing import Any, Final
 
 from benchmarks import decode_peers
 from benchmarks.data import DEFAULT_ROOT, Kind, capture_files, ensure_data, is_complete, load_marker
-from benchmarks.realtime_peers import PARTITION_KEYS, TOOLS
+from benchmarks.realtime_peers import NATURAL, PARTITION_KEYS, TOOLS
 from engine.options import parse_size
 from engine.schemas import table_spec
 
 REPO: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = Path(__file__).resolve().parent / "results"
-DEFAULT_TOOLS: Final = ("engine", "duckdb", "polars", "pandas")
+# Each peer twice: doing everything the engine does (line numbers included), and as a user would write it.
+DEFAULT_TOOLS: Final = ("engine", "duckdb", "duckdb-natural", "polars", "polars-natural", "pandas")
 _LIBRARIES: Final = ("capture-engine", "pyarrow", "polars", "duckdb", "pandas", "numpy", "orjson", "fsspec")
 _LAYOUT: Final = re.compile(r"endpoint=[^/]+/variant=[^/]+/year=\d{4}/month=\d{2}/day=\d{2}/hour=\d{2}/[^/]+\.parquet")
 _DATA_COLUMNS: Final = (
@@ -341,6 +343,15 @@ def _stats(con: Any, dest: Path, subset: list[str] | None, job: Job = JOBS["real
     return stats
 
 
+def without_source_line(job: Job) -> Job:
+    """The job's output check on every column but source_line (for the peers that write it as NULL)."""
+    hashes = tuple(
+        Hash(h.key, h.sql.replace(", source_line", "").replace("source_line, ", ""), h.differs + " (no source_line)")
+        for h in job.hashes
+    )
+    return dataclasses.replace(job, hashes=hashes)
+
+
 def _compare(got: dict[str, Any], want: dict[str, Any], ref: str, job: Job = JOBS["realtime"]) -> list[str]:
     problems = []
     if got["rows"] != want["rows"]:
@@ -465,9 +476,9 @@ def check_outputs(
             if decode:
                 r.problems += _other_schemas(dests[r.tool], sample)
             uris = None if r.subset_files is None else ["file://" + f for f in r.subset_files]
-            r.stats = _stats(con, dests[r.tool], uris, job)
+            r.stats = _stats(con, dests[r.tool], uris, without_source_line(job) if r.tool in NATURAL else job)
 
-    full = [r for r in results if r.stats is not None and r.subset_files is None]
+    full = [r for r in results if r.stats is not None and r.subset_files is None and r.tool not in NATURAL]
     ordered = sorted(full, key=lambda r: r.tool != "engine")  # the engine is the reference when it ran
     ref = ordered[0] if ordered else None
     if ref is not None and ref.stats is not None:
@@ -483,6 +494,10 @@ def check_outputs(
             continue
         if r is ref:
             pass
+        elif r.tool in NATURAL:
+            natural = without_source_line(job)
+            differs = _compare(r.stats, _stats(con, dests[ref.tool], None, natural), ref.tool, natural)
+            r.problems += differs
         elif r.subset_files is None:
             differs = _compare(r.stats, ref.stats, ref.tool, job)
             r.problems += differs
@@ -595,8 +610,8 @@ def _cpu(r: ToolResult) -> float | None:
     return None if r.failed else statistics.median(run.cpu_seconds for run in r.runs)
 
 
-def markdown_table(results: list[ToolResult], capture_bytes: int, cpu: bool = False) -> str:
-    """The results table; ``cpu`` adds the median CPU seconds and their ratio to the engine's (decode job)."""
+def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
+    """The results table, CPU seconds (total, per GB of input, per wall second) and their ratio to the engine's."""
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = engine.wall if engine else None
     engine_cpu = _cpu(engine) if engine else None
@@ -609,16 +624,17 @@ def markdown_table(results: list[ToolResult], capture_bytes: int, cpu: bool = Fa
         "rows",
         "check",
     ]
-    if cpu:
-        # CPU time is what a busy neighbour on the machine disturbs least: the speed-up by CPU seconds.
-        header[5:5] = ["CPU s", "engine CPU ratio"]
+    # CPU time is what a busy neighbour on the machine disturbs least; CPU seconds per GB compare across
+    # machines; CPU/wall says how many cores a tool kept busy (2 at most here).
+    header[5:5] = ["CPU s", "CPU s/GB", "CPU/wall", "engine CPU ratio"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in results:
         row = _fmt_row(r, capture_bytes, engine_wall)
-        if cpu:
-            c = _cpu(r) if r.subset_files is None else None
-            ratio = f"{c / engine_cpu:.1f}x" if c and engine_cpu and r.tool != "engine" else "-"
-            row[5:5] = [f"{c:.1f}" if c is not None else "-", ratio]
+        c = _cpu(r) if r.subset_files is None else None
+        ratio = f"{c / engine_cpu:.1f}x" if c and engine_cpu and r.tool != "engine" else "-"
+        per_gb = f"{c / (capture_bytes / 1e9):.1f}" if c is not None and capture_bytes else "-"
+        busy = f"{c / r.wall:.2f}" if c is not None and r.wall else "-"
+        row[5:5] = [f"{c:.1f}" if c is not None else "-", per_gb, busy, ratio]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -771,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in dests.values():
             shutil.rmtree(d, ignore_errors=True)
 
-    table = markdown_table(results, capture_bytes, cpu=job.name == "decode")
+    table = markdown_table(results, capture_bytes)
     footnotes = _footnotes(results, capture_bytes, ref)
     legend = (
         "wall s: whole process (interpreter start and imports included); MB/s over the capture bytes; "
