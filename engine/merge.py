@@ -28,7 +28,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from engine.job import JobRun
 from engine.join import BucketSpill, DuplicateCounter, LabelIndex, LabelStore, join_key, key_hash
 from engine.labels import iter_labels, list_label_objects
 from engine.merge_jsonl import MergedJsonWriter, required_columns
-from engine.options import MergeOptions
+from engine.options import MergeOptions, check_location
 from engine.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 from engine.report import RunReport
 from engine.sink import DatasetWriter
@@ -162,6 +162,14 @@ def _timed(batches: Iterator[pa.RecordBatch], report: RunReport, stage: str) -> 
         yield batch
 
 
+def _reporting(
+    batches: Iterator[pa.RecordBatch], report: RunReport, progress: Callable[[RunReport, int], None]
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        progress(report, report.objects)
+        yield batch
+
+
 def _predictions(
     captures: str | None,
     batch: str | None,
@@ -186,6 +194,7 @@ def run_merge(
     predictions: str | None = None,
     options: MergeOptions | None = None,
     command: str = "merge",
+    progress: Callable[[RunReport, int], None] | None = None,
 ) -> RunReport:
     """Merge predictions with ground-truth labels into hive-partitioned Parquet under `dest`.
 
@@ -199,7 +208,8 @@ def run_merge(
     ``endpoint=/variant=/year=/month=/day=/hour=``, batch rows under ``year=/month=/day=/hour=`` (UTC hour of
     inference_time). With `options.sagemaker_format` also ``DEST/merge/...`` in SageMaker's merged layout.
 
-    Returns the run report (also written as ``DEST/_SUCCESS``); `counts` has the join's figures.
+    Returns the run report (also written as ``DEST/_SUCCESS``); `counts` has the join's figures. `progress`,
+    if given, is called with the report as labels and predictions are read.
 
     Raises:
         OptionsError: not exactly one prediction source, or the SageMaker format with decoded predictions.
@@ -214,7 +224,9 @@ def run_merge(
     if len(chosen) != 1:
         got = " and ".join(chosen) or "none"
         raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
-    source = str(given[chosen[0]])
+    source = check_location(chosen[0], given[chosen[0]])
+    check_location("ground_truth", ground_truth)
+    check_location("dest", dest)
     # Capture rejects are partitioned by endpoint; without capture, label rejects need no endpoint level.
     run = JobRun(dest, command=command, source=source, options=options, endpoint_rejects=captures is not None)
     report = run.report
@@ -226,6 +238,7 @@ def run_merge(
     objects = list_label_objects(gt, hours=options.label_hours(), concurrency=options.fetch_concurrency)
     report.add_time("list", time.perf_counter() - t0)
     report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
     expected = sum(o.size * (_GZIP_RATIO if o.path.endswith(".gz") else 1) for o in objects)
     buckets = max(1, math.ceil(expected / options.join_memory))
     logger.info(
@@ -244,6 +257,8 @@ def run_merge(
         store = LabelStore(buckets, spill_dir)
         for labels in iter_labels(gt, objects, options, report, run.rejects.write):
             store.add(labels)
+            if progress is not None:
+                progress(report, report.objects)
         store.close()
 
         preds = _predictions(captures, batch, predictions, options, run)
@@ -261,6 +276,8 @@ def run_merge(
             )
         merger = _Merger(options, report, data, jsonl, DuplicateCounter(spill_dir))
         rows = _timed(preds.batches, report, "predictions")
+        if progress is not None:
+            rows = _reporting(rows, report, progress)
         if buckets == 1:
             t0 = time.perf_counter()
             index = store.index(0)

@@ -17,6 +17,7 @@ __all__ = [
     "JobOptions",
     "MergeOptions",
     "RealtimeOptions",
+    "check_location",
     "parse_duration",
     "parse_size",
     "parse_time",
@@ -39,6 +40,20 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+
+
+def check_location(name: str, value: object) -> str:
+    """`value` as a source or destination location, refusing what is surely a mistake.
+
+    An empty or blank string is what an unset shell variable gives (``realtime "$SRC" "$DEST"``); fsspec
+    would take it for the current folder, so a job would scan or write there.
+
+    Raises:
+        OptionsError: `value` is not a string, or is empty or only whitespace.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise OptionsError(f"{name} must be a path or URL, got {value!r}")
+    return value
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -109,6 +124,10 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+def _hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
 def _default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -170,16 +189,19 @@ class JobOptions:
                 f"unknown compression {self.compression!r}: choose zstd, snappy, gzip, lz4, brotli or none"
             )
 
-    def window_hours(self) -> tuple[datetime, datetime] | None:
+    def window_hours(self) -> tuple[datetime | None, datetime | None] | None:
         """The hour prefixes to list: the window widened to whole hours plus one hour of slack each side.
 
         Slack, because a capture object lands in the hour its first record was written, and its
-        later records may belong to the next hour (and clocks are not perfectly in step).
+        later records may belong to the next hour (and clocks are not perfectly in step). A window
+        open on one side is open there too (None); without a window, None: list everything.
         """
-        if self.start is None or self.end is None:
+        if self.start is None and self.end is None:
             return None
-        first = self.start.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start) - timedelta(hours=1)
+        if self.end is None:
+            return first, None
+        last = _hour(self.end)
         if last == self.end:
             last -= timedelta(hours=1)
         return first, last + timedelta(hours=1)
@@ -252,16 +274,17 @@ class MergeOptions(JobOptions):
                 "with payload decoding (--decode/--columns)"
             )
 
-    def label_hours(self) -> tuple[datetime, datetime] | None:
+    def label_hours(self) -> tuple[datetime | None, datetime | None] | None:
         """The first and last hour folders of ground truth to list: [start, end + label_delay), no slack.
 
         A label sits in the hour it was collected, never before its inference, so no earlier hour is needed.
+        A side the window leaves open stays open (None).
         """
-        if self.start is None or self.end is None:
+        if self.start is None and self.end is None:
             return None
-        first = self.start.replace(minute=0, second=0, microsecond=0)
-        last = self.end + self.label_delay - timedelta(milliseconds=1)
-        return first, last.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start)
+        last = None if self.end is None else _hour(self.end + self.label_delay - timedelta(milliseconds=1))
+        return first, last
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -281,10 +304,15 @@ class BatchOptions(JobOptions):
 
     prefix_map: Mapping[str, str] = field(default_factory=dict)
 
-    def manifest_hours(self) -> tuple[datetime, datetime] | None:
-        """The manifest hour folders of the window: a folder is the job's start hour, so no slack."""
-        if self.start is None or self.end is None:
+    def manifest_hours(self) -> tuple[datetime | None, datetime | None] | None:
+        """The manifest hour folders of the window: a folder is the job's start hour, so no slack.
+
+        A side the window leaves open stays open (None).
+        """
+        if self.start is None and self.end is None:
             return None
-        first = self.start.replace(minute=0, second=0, microsecond=0)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start)
+        if self.end is None:
+            return first, None
+        last = _hour(self.end)
         return first, last if last < self.end else last - timedelta(hours=1)

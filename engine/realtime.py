@@ -18,7 +18,7 @@ from engine.errors import OptionsError
 from engine.fetch import group_units, iter_pieces, ordered_map
 from engine.job import JobRun
 from engine.layout import CaptureObject, list_capture_objects
-from engine.options import RealtimeOptions
+from engine.options import RealtimeOptions, check_location
 from engine.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.report import RunReport
 from engine.schemas import capture_schema
@@ -99,6 +99,7 @@ def iter_capture(
     objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report = report or RunReport(command="read", source=source, dest=None, options={})
     report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
     for d in _decoded_units(loc, objects, options, report):
         _account(report, d)
         if d.rejects.num_rows:
@@ -169,6 +170,8 @@ def run_realtime(
         NoDataError: the window is empty and `options.require_data` is set.
     """
     options = options or RealtimeOptions()
+    check_location("source", source)
+    check_location("dest", dest)
     run = JobRun(dest, command=command, source=source, options=options)
     report = run.report
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
@@ -177,6 +180,7 @@ def run_realtime(
     objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report.add_time("list", time.perf_counter() - t0)
     report.objects = len(objects)
+    report.bytes_total = sum(o.size for o in objects)
     logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
 
     with run:
