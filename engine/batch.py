@@ -23,8 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.envelope import parse_inference_times
+from engine.errors import NoDataError
 from engine.fetch import ordered_map, prefetch
 from engine.job import JobRun
+from engine.layout import looks_like
 from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
 from engine.options import BatchOptions
 from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
@@ -511,6 +513,14 @@ def run_batch(
     report = run.report
     decoded, problems, files = _decoded(source, options, report)
     report.objects = report.counts.get("transform_files", 0)
+    empty_message = "the window held no batch transform records (nothing to write)"
+    loc = open_location(source, options.storage_options)
+    if not report.counts.get("manifests") and (what := looks_like(loc, job="batch")) is not None:
+        # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
+        empty_message = f"no batch capture manifests under {source}: it looks like {what}"
+        if options.require_data:
+            raise NoDataError(empty_message)
+        logger.warning("%s", empty_message)
     report.records += problems.num_rows
     report.rejected += problems.num_rows
     report.rejects_by_reason.update(problems.column("reason").to_pylist())
@@ -531,6 +541,6 @@ def run_batch(
                 progress(report, report.objects)
         return run.commit(
             data,
-            empty_message="the window held no batch transform records (nothing to write)",
+            empty_message=empty_message,
             no_data_error=f"no batch transform records in the window under {source}",
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 from engine.errors import SourceError
 from engine.storage import Location, translate_errors
 
-__all__ = ["CaptureObject", "HourRange", "list_capture_objects"]
+__all__ = ["CaptureObject", "HourRange", "list_capture_objects", "looks_like", "looks_like_object"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,3 +225,52 @@ def _object(loc: Location, info: dict[str, Any]) -> CaptureObject:
     return CaptureObject(
         path=path, uri=loc.uri(path), size=int(info.get("size") or 0), endpoint=endpoint, variant=variant, hour=hour
     )
+
+
+def looks_like(loc: Location, *, job: str = "realtime") -> str | None:
+    """What the folder `loc.root` seems to hold when it holds no capture objects, from its listing only.
+
+    For the one line that tells a user they pointed a job at the wrong data: a Parquet dataset (an
+    earlier run's DEST), batch transform capture (``input/`` and ``output/`` manifests, for the real-time
+    `job`) or real-time capture (for the batch `job`). None when nothing is recognised.
+    """
+    try:
+        with translate_errors(loc.uri(loc.root)):
+            if not loc.fs.isdir(loc.root):
+                return None
+            names = {e.rstrip("/").rsplit("/", 1)[-1] for e in loc.fs.ls(loc.root, detail=False)}
+    except SourceError:
+        return None
+    if not names:
+        return None
+    if "_SUCCESS" in names or any(n.startswith(("endpoint=", "year=")) or n.endswith(".parquet") for n in names):
+        return "a Parquet dataset (the output of an earlier run), not capture"
+    if job != "batch":
+        return "batch transform capture (read it with capture-engine batch)" if names <= {"input", "output"} else None
+    try:
+        found = list_capture_objects(loc, hours=None)
+    except SourceError:
+        return None
+    if any(o.endpoint is not None for o in found[:1]):
+        return "real-time endpoint capture (read it with capture-engine realtime)"
+    return None
+
+
+def looks_like_object(loc: Location, path: str) -> str | None:
+    """What a JSON Lines object that decoded to no capture record holds, from its first line.
+
+    Only called once a run found nothing but rejects, so that a good run never reads an object twice.
+    """
+    try:
+        with translate_errors(loc.uri(path)), loc.fs.open(path, "rb") as f:
+            head = f.read(64 * 1024)
+        if head[:2] == b"\x1f\x8b":  # a gzip object: the start of the stream is enough for its first line
+            head = zlib.decompressobj(wbits=31).decompress(head)
+    except (SourceError, OSError, zlib.error):
+        return None
+    first = head.lstrip(b"\xef\xbb\xbf \r\n\t").split(b"\n", 1)[0]
+    if first.startswith(b"[") and b'"prefix"' in first:
+        return "batch transform capture manifests (read them with capture-engine batch)"
+    if b'"groundTruthData"' in first and b'"captureData"' not in first:
+        return "ground truth (give it to capture-engine merge --ground-truth)"
+    return None

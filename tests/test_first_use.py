@@ -302,3 +302,50 @@ def test_demo_prints_what_it_runs_and_commands_that_work(tmp_path: Path, run_cli
     quiet = run_cli("demo", str(tmp_path / "quiet"), "--quiet", timeout=300)
     assert quiet.returncode == 0 and quiet.stderr == ""
     assert len(quiet.stdout.splitlines()) <= 3, quiet.stdout
+
+
+# Pointing at the wrong data ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wrong_sources(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wrong")
+    run_realtime(str(sample / "capture"), str(root / "dataset"), options=RealtimeOptions(end="2026-11-01T01"))
+    tree = synth_batch(str(root / "b"), BatchSynthOptions(jobs=1, files_per_job=1, records_per_file=5))
+    return {
+        "dataset": root / "dataset",
+        "ground-truth": sample / "ground-truth",
+        "batch": Path(tree.capture_root),
+        "capture": sample / "capture",
+    }
+
+
+@pytest.mark.parametrize(
+    ("job", "source", "looks"),
+    [
+        ("realtime", "dataset", "it looks like a Parquet dataset"),
+        ("realtime", "ground-truth", "it looks like ground truth"),
+        ("realtime", "batch", "it looks like batch transform capture"),
+        ("batch", "capture", "it looks like real-time endpoint capture"),
+        ("batch", "dataset", "it looks like a Parquet dataset"),
+    ],
+)
+def test_wrong_data_is_named_in_one_line(
+    wrong_sources: dict[str, Path], tmp_path: Path, run_cli: RunCli, job: str, source: str, looks: str
+) -> None:
+    src = wrong_sources[source]
+    proc = run_cli(job, str(src), str(tmp_path / "out"), "--require-data")
+    assert proc.returncode == 4
+    line = _one_line(proc)
+    assert line.startswith("capture-engine: error: no ") and f"under {src}" in line.replace("file://", "")
+    assert looks in line
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    assert not [p for p in (tmp_path / "out").rglob("*.parquet")] if (tmp_path / "out").exists() else True
+    # Without --require-data the line is still given, never an empty dataset without a word.
+    proc = run_cli(job, str(src), str(tmp_path / "out2"))
+    assert looks in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    if proc.returncode == 0:
+        report = json.loads((tmp_path / "out2" / "_SUCCESS").read_text())
+        assert looks in report["message"] and report["rows_written"] == 0
+    else:  # objects were found and none was capture: nothing is committed
+        assert proc.returncode == 4 and not (tmp_path / "out2" / "_SUCCESS").exists()
