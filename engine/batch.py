@@ -1,6 +1,6 @@
 """The batch transform capture job: manifests -> transform objects in step -> records -> write -> commit.
 
-Records (design 3.4): one row per output record with the appended ``SageMakerInferenceId`` and
+Records: one row per output record with the appended ``SageMakerInferenceId`` and
 ``SageMakerInferenceTime`` taken out of it (CSV: the last two columns, trimmed; JSON and JSON Lines:
 the two keys, wherever they are), the input record it answers, and provenance. Everything per record
 is a vectorized Arrow or polars operation over a unit of lines; only per-file decisions (CSV or JSON,
@@ -468,7 +468,7 @@ def read_batch(
     options: BatchOptions | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
-    """Stream the batch transform records under `source` (design 3.4 columns; raw, not decoded).
+    """Stream the batch transform records under `source` (table "batch" of schemas/tables.json; raw, not decoded).
 
     Args:
         source: a batch data-capture destination (holding ``input/`` and/or ``output/`` manifests) or

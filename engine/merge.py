@@ -1,4 +1,4 @@
-"""The merge job: predictions joined with ground-truth labels into hour-partitioned Parquet (design 3.5).
+"""The merge job: predictions joined with ground-truth labels into hour-partitioned Parquet.
 
     labels (label window)  -> decode -> LabelStore (in memory, or hash buckets spilled to local disk)
     predictions (window)   -> key = coalesce(inference_id, event_id) | inference_id -> probe the LabelIndex
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
@@ -47,7 +48,7 @@ from engine.report import RunReport
 from engine.sink import DatasetWriter
 from engine.storage import open_location
 
-__all__ = ["run_merge"]
+__all__ = ["iter_merge", "read_merge", "run_merge"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class _Merger:
         self,
         options: MergeOptions,
         report: RunReport,
-        data: DatasetWriter,
+        data: DatasetWriter | None,
         jsonl: MergedJsonWriter | None,
         duplicates: DuplicateCounter,
     ) -> None:
@@ -125,7 +126,7 @@ class _Merger:
         self.counts["matched"] += joined.matched
         self.counts["unmatched_predictions"] += joined.rows - joined.matched
         self.duplicates.add(joined.hashes, joined.record_index)
-        if joined.merged is not None:
+        if joined.merged is not None and self.data is not None:
             self.data.write(joined.merged)
             if self.jsonl is not None:
                 self.jsonl.write(joined.rendered)
@@ -136,6 +137,18 @@ class _Merger:
         workers = self.options.workers
         for joined in ordered_map(lambda b: self.join(index, b), batches, workers=workers, lookahead=workers):
             self.write(joined)
+        self.count_labels(index)
+
+    def stream(self, index: LabelIndex, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """As `run`, but yield the merged rows instead of writing them (`iter_merge`)."""
+        workers = self.options.workers
+        for joined in ordered_map(lambda b: self.join(index, b), batches, workers=workers, lookahead=workers):
+            self.write(joined)  # the counts; there is no writer
+            if joined.merged is not None and joined.merged.num_rows:
+                yield joined.merged
+        self.count_labels(index)
+
+    def count_labels(self, index: LabelIndex) -> None:
         self.counts["labels"] += index.labels
         self.counts["duplicate_labels"] += index.duplicates
         self.counts["unmatched_labels"] += index.unmatched()
@@ -160,6 +173,15 @@ def _timed(batches: Iterator[pa.RecordBatch], report: RunReport, stage: str) -> 
         if batch is None:
             return
         yield batch
+
+
+def _one_source(captures: str | None, batch: str | None, predictions: str | None) -> str:
+    given = {"captures": captures, "batch": batch, "predictions": predictions}
+    chosen = [name for name, value in given.items() if value is not None]
+    if len(chosen) != 1:
+        got = " and ".join(chosen) or "none"
+        raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
+    return check_location(chosen[0], given[chosen[0]])
 
 
 def _reporting(
@@ -206,7 +228,8 @@ def run_merge(
     Output: the prediction rows (``how="inner"``: those with a label) plus label_data, label_encoding, label,
     label_value, label_file, label_hour and label_line; real-time rows under
     ``endpoint=/variant=/year=/month=/day=/hour=``, batch rows under ``year=/month=/day=/hour=`` (UTC hour of
-    inference_time). With `options.sagemaker_format` also ``DEST/merge/...`` in SageMaker's merged layout.
+    inference_time). With `options.sagemaker_format` also ``DEST/_sagemaker/merge/...`` in SageMaker's merged
+    layout.
 
     Returns the run report (also written as ``DEST/_SUCCESS``); `counts` has the join's figures. `progress`,
     if given, is called with the report as labels and predictions are read.
@@ -219,12 +242,7 @@ def run_merge(
         NoDataError: no predictions in the window and `options.require_data` is set.
     """
     options = options or MergeOptions()
-    given = {"captures": captures, "batch": batch, "predictions": predictions}
-    chosen = [name for name, value in given.items() if value is not None]
-    if len(chosen) != 1:
-        got = " and ".join(chosen) or "none"
-        raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
-    source = check_location(chosen[0], given[chosen[0]])
+    source = _one_source(captures, batch, predictions)
     check_location("ground_truth", ground_truth)
     check_location("dest", dest)
     # Capture rejects are partitioned by endpoint; without capture, label rejects need no endpoint level.
@@ -304,3 +322,102 @@ def run_merge(
             empty_message="the window held no labels and no predictions (nothing to write)",
             no_data_error=f"no predictions in the window under {source}",
         )
+
+
+def iter_merge(
+    *,
+    ground_truth: str,
+    captures: str | None = None,
+    batch: str | None = None,
+    predictions: str | None = None,
+    options: MergeOptions | None = None,
+    report: RunReport | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the merged rows `run_merge` would write, without writing anything (for a monitoring job).
+
+    The sources and options are those of `run_merge` (without the SageMaker layout, which is a file tree).
+    Labels are loaded first (into memory up to `options.join_memory`, else hash buckets spilled to a local
+    temporary directory), then the predictions are streamed through the join; batches of decoded predictions
+    keep their own columns, so schemas may differ between batches. Counts go to `report` when one is given
+    (`counts` as in `run_merge`), rejected input records to `on_rejects` (else the log).
+
+    Raises:
+        OptionsError: not exactly one prediction source, or `options.sagemaker_format`.
+        SourceError: a source does not exist or cannot be read (when iteration starts).
+    """
+    options = options or MergeOptions()
+    source = _one_source(captures, batch, predictions)
+    check_location("ground_truth", ground_truth)
+    if options.sagemaker_format:
+        raise OptionsError("iter_merge yields rows; SageMaker's merged JSON Lines layout is written by run_merge")
+    report = report or RunReport(command="merge", source=source, dest=None, options=options.to_dict())
+    for name in _COUNTS:
+        report.counts.setdefault(name, 0)
+
+    def rejected(rows: pa.RecordBatch) -> None:
+        if on_rejects is not None:
+            on_rejects(rows)
+        else:
+            logger.warning("%d records rejected while merging %s", rows.num_rows, source)
+
+    gt = open_location(ground_truth, options.storage_options, connections=options.fetch_concurrency)
+    objects = list_label_objects(gt, hours=options.label_hours(), concurrency=options.fetch_concurrency)
+    report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
+    expected = sum(o.size * (_GZIP_RATIO if o.path.endswith(".gz") else 1) for o in objects)
+    buckets = max(1, math.ceil(expected / options.join_memory))
+    with tempfile.TemporaryDirectory(prefix="capture-engine-merge-") as tmp:
+        spill_dir = Path(tmp)
+        store = LabelStore(buckets, spill_dir)
+        for labels in iter_labels(gt, objects, options, report, rejected):
+            store.add(labels)
+        store.close()
+        if captures is not None:
+            preds = capture_predictions(captures, options, report, rejected)
+        elif batch is not None:
+            preds = batch_predictions(batch, options, report, rejected)
+        else:
+            preds = dataset_predictions(source, options, report)
+        merger = _Merger(options, report, None, None, DuplicateCounter(spill_dir))
+        rows = _timed(preds.batches, report, "predictions")
+        if buckets == 1:
+            yield from merger.stream(store.index(0), rows)
+        else:
+            spill = BucketSpill(spill_dir, "predictions", buckets)
+            for b in rows:
+                spill.write(b, key_hash(join_key(b)))
+            spill.close()
+            for k in range(buckets):
+                yield from merger.stream(store.index(k), spill.read(k))
+        report.counts["duplicate_prediction_keys"] = merger.duplicates.duplicates()
+
+
+def read_merge(
+    *,
+    ground_truth: str,
+    captures: str | None = None,
+    batch: str | None = None,
+    predictions: str | None = None,
+    options: MergeOptions | None = None,
+    report: RunReport | None = None,
+) -> pl.DataFrame:
+    """The merged rows of `iter_merge` as one polars DataFrame (columns of differing batches are unioned).
+
+    ``read_merge(...).lazy()`` gives a LazyFrame. The whole result is in memory: for large windows iterate
+    `iter_merge` instead, or write the dataset with `run_merge`.
+    """
+    frames = [
+        pl.from_arrow(b)
+        for b in iter_merge(
+            ground_truth=ground_truth,
+            captures=captures,
+            batch=batch,
+            predictions=predictions,
+            options=options,
+            report=report,
+        )
+    ]
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat([f for f in frames if isinstance(f, pl.DataFrame)], how="diagonal_relaxed")

@@ -149,7 +149,7 @@ class JobOptions:
         storage_options: passed to fsspec for source and destination (e.g. S3 endpoint, credentials).
         compression: Parquet codec.
         row_group_bytes: buffered bytes per partition before a row group is written.
-        decode: decode the payloads into typed columns, one row per payload record (design 3.3).
+        decode: decode the payloads into typed columns, one row per payload record.
         columns: names and types of the decoded columns (implies `decode`); None: the default rules.
         kms_key_id: encrypt every object written to S3 with this KMS key (SSE-KMS, as SageMaker's
             ``KmsKeyId``); only for ``s3://`` destinations.

@@ -116,7 +116,7 @@ def read_capture(
     options: RealtimeOptions | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
-    """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (design 3.2 columns).
+    """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (one row per event).
 
     Args:
         source: capture root (any level of ``{root}/{endpoint}/{variant}/yyyy/mm/dd/hh``) or one object,
