@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         choices=("parquet", "sagemaker"),
         default="parquet",
-        help="sagemaker also writes SageMaker's merged JSON Lines under DEST/merge/ (raw predictions only)",
+        help="sagemaker also writes SageMaker's merged JSON Lines under DEST/_sagemaker/merge/ (raw predictions only)",
     )
     me.add_argument(
         "--schedule-name", metavar="NAME", help="batch: folder between merge/ and the hour, as SageMaker's schedule"

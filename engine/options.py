@@ -242,7 +242,7 @@ class MergeOptions(JobOptions):
             ground-truth offsets play this role); widens the label window only.
         how: ``inner`` keeps matched predictions only; ``left`` keeps every prediction, with null labels
             when none matched.
-        sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/merge/`` (needs
+        sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/_sagemaker/merge/`` (needs
             raw, not decoded, predictions).
         schedule_name: the folder SageMaker puts between ``merge/`` and the hour for batch transform
             merges (its monitoring schedule name); None: no folder.
