@@ -29,6 +29,15 @@ def python_command() -> str:
     return shlex.quote(rel if not rel.startswith("..") else exe)
 
 
+def engine_command() -> str:
+    """`capture-engine` as it can be typed here: the console script beside this Python, else ``python -m engine``."""
+    script = Path(sys.executable).with_name("capture-engine")
+    if not script.is_file():
+        return f"{python_command()} -m engine"
+    rel = os.path.relpath(script)
+    return shlex.quote(rel if not rel.startswith("..") else str(script))
+
+
 def read_back_commands(realtime: Path, decoded: Path, merged: Path, batch_merged: Path) -> list[str]:
     """Commands that read the demo's datasets back; only those whose libraries are installed."""
     py = python_command()
@@ -66,33 +75,34 @@ def run_demo(directory: str, *, quiet: bool = False) -> int:
         if not quiet:
             print(text)
 
+    ce = engine_command()  # every step is printed as a command that works as printed, venv activated or not
     root = Path(directory).resolve()
     sample, output, decoded = root / "sample", root / "realtime", root / "decoded"
     merged = root / "merged"
     batch_sample, batch_out, batch_merged = root / "batch-sample", root / "batch", root / "batch-merged"
 
-    say(f"1/6 capture-engine synth {sample} --records 20000 --hours 3")
+    say(f"1/6 {ce} synth {sample} --records 20000 --hours 3 --overwrite")
     summary = synth(str(sample), SynthOptions(records=20_000, hours=3))
     say(
         f"    {summary.events:,} events in {summary.files:,} objects, {summary.labels:,} labels "
         f"({summary.capture_bytes / 1e6:.1f} MB)"
     )
-    say(f"2/6 capture-engine realtime {summary.capture_root} {output}")
+    say(f"2/6 {ce} realtime {summary.capture_root} {output}")
     report = run_realtime(summary.capture_root, str(output), options=RealtimeOptions())
     say(report.summary())
-    say(f"3/6 capture-engine realtime {summary.capture_root} {decoded} --decode")
+    say(f"3/6 {ce} realtime {summary.capture_root} {decoded} --decode")
     report = run_realtime(summary.capture_root, str(decoded), options=RealtimeOptions(decode=True))
     say(report.summary())
-    say(f"4/6 capture-engine merge --predictions {output} --ground-truth {summary.ground_truth_root} {merged}")
+    say(f"4/6 {ce} merge --predictions {output} --ground-truth {summary.ground_truth_root} {merged}")
     report = run_merge(predictions=str(output), ground_truth=summary.ground_truth_root, dest=str(merged))
     say(report.summary())
     tree = synth_batch(str(batch_sample), BatchSynthOptions())
     say(f"5/6 (batch transform capture synthesized under {batch_sample})")
-    say(f"    capture-engine batch {tree.capture_root} {batch_out}")
+    say(f"    {ce} batch {tree.capture_root} {batch_out}")
     report = run_batch(tree.capture_root, str(batch_out), options=BatchOptions())
     say(report.summary())
     say(
-        f"6/6 capture-engine merge --predictions {batch_out} --ground-truth {tree.ground_truth_root} "
+        f"6/6 {ce} merge --predictions {batch_out} --ground-truth {tree.ground_truth_root} "
         f"{batch_merged} --format sagemaker"
     )
     report = run_merge(

@@ -292,6 +292,10 @@ def test_demo_prints_what_it_runs_and_commands_that_work(tmp_path: Path, run_cli
     assert proc.stderr == ""  # no warnings about the sample's deliberate failures
     step6 = next(line for line in proc.stdout.splitlines() if line.startswith("6/6 "))
     assert step6.endswith("--format sagemaker")
+    # The steps are commands that work as printed (here, without an activated virtual environment).
+    step2 = next(line for line in proc.stdout.splitlines() if line.startswith("2/6 "))[4:]
+    run = subprocess.run(step2, shell=True, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0 and "committed" in run.stdout, (step2, run.stderr)
     commands = proc.stdout.split("Read it back with, for example:\n", 1)[1].splitlines()
     commands = [c.strip() for c in commands if c.startswith("  ") and " -c " in c]
     assert len(commands) == 4  # pyarrow, polars, DuckDB and pandas (installed by make demo, and here)
