@@ -33,6 +33,7 @@ from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.report import RunReport
 from engine.schemas import rejects_schema, table_spec
 from engine.storage import Location, open_location
+from engine.times import TIME_TYPE, in_window
 from engine.transform import Unit, iter_units
 
 __all__ = ["BatchOptions", "read_batch", "run_batch"]
@@ -168,7 +169,7 @@ class _Rejects:
                 [
                     pa.nulls(n, pa.string()),
                     pa.nulls(n, pa.string()),
-                    _repeat(self.hour, n, pa.timestamp("ms", tz="UTC")),
+                    _repeat(self.hour, n, TIME_TYPE),
                     _repeat(uri or "", n, pa.string()),
                     pa.array(lines, pa.int64()),
                     _repeat(reason, n, pa.string()),
@@ -247,7 +248,7 @@ class _Decoder:
         reject(blank, "empty_record", "blank line", lead)
 
         ids = pa.nulls(n, pa.string())
-        times = pa.nulls(n, pa.timestamp("ms", tz="UTC"))
+        times = pa.nulls(n, TIME_TYPE)
         data = lead
         if lead_is_out and fmt.json:
             series = pl.Series(out)
@@ -273,15 +274,11 @@ class _Decoder:
             reject(~_mask(pc.is_valid(times)), "invalid_inference_time", "unparseable SageMakerInferenceTime", out)
         else:
             ids = pa.nulls(n, pa.string())
-            times = _repeat(tf.hour, n, pa.timestamp("ms", tz="UTC"))
+            times = _repeat(tf.hour, n, TIME_TYPE)
 
         inside = ok.copy()
         if self.options.start is not None or self.options.end is not None:
-            ms = np.asarray(times.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-            if self.options.start is not None:
-                inside &= ms >= int(self.options.start.timestamp() * 1000)
-            if self.options.end is not None:
-                inside &= ms < int(self.options.end.timestamp() * 1000)
+            inside &= in_window(times, self.options.start, self.options.end)
         out_of_window = int((ok & ~inside).sum())
         keep = np.flatnonzero(inside)
 

@@ -212,6 +212,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="labels are looked for until this long after --end (default 24h; e.g. 90m, 2d)",
     )
+    me.add_argument(
+        "--label-lead",
+        type=_duration,
+        default="1h",
+        metavar="DURATION",
+        help="labels are looked for from this long before --start (default 1h: uploads land in hour H-1 too)",
+    )
     me.add_argument("--how", choices=("inner", "left"), default="inner", help="left keeps unlabelled predictions")
     me.add_argument(
         "--format",
@@ -312,6 +319,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     options = MergeOptions(
         **_job_options(args),
         label_delay=args.label_delay,
+        label_lead=args.label_lead,
         how=args.how,
         sagemaker_format=args.format == "sagemaker",
         schedule_name=args.schedule_name,

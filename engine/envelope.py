@@ -25,6 +25,7 @@ import pyarrow.json as pj
 
 from engine.fetch import Piece
 from engine.schemas import capture_schema, rejects_schema
+from engine.times import MAX_US, MIN_US, TIME_TYPE, in_window
 
 __all__ = ["Decoded", "decode_unit", "parse_inference_times"]
 
@@ -93,17 +94,19 @@ class Decoded:
 
 
 def parse_inference_times(values: pa.Array) -> pa.Array:
-    """Parse inferenceTime strings to timestamp[ms, UTC]; unparseable values become null.
+    """Parse inferenceTime strings to timestamp[us, UTC]; unparseable values become null.
 
-    Accepts what SageMaker and its SDK write: ``...Z`` with or without fractional seconds, no zone
-    (taken as UTC), or an explicit offset.
+    Accepts what SageMaker and its SDK write: ``...Z`` with or without fractional seconds (kept to the
+    microsecond), no zone (taken as UTC), or an explicit offset. A time outside years 1-9999 once in
+    UTC (``10000-01-01T00:00:00Z``, ``9999-12-31T23:59:59-01:00``, year 0) is null: no reader, no
+    Python `datetime` and no hive path can hold it.
     """
     s = pl.Series("t", values, dtype=pl.String) if len(values) else pl.Series("t", [], dtype=pl.String)
-    parsed = pl.select(
-        pl.coalesce([pl.lit(s).str.strptime(pl.Datetime("ms", "UTC"), f, strict=False) for f in _TIME_FORMATS])
-    ).to_series()
-    out = parsed.to_arrow()
-    return out.cast(pa.timestamp("ms", tz="UTC"))
+    parsed = pl.coalesce([pl.lit(s).str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in _TIME_FORMATS])
+    raw = parsed.cast(pl.Int64)
+    ranged = pl.when((raw >= MIN_US) & (raw < MAX_US)).then(parsed).otherwise(None)
+    out = pl.select(ranged).to_series().to_arrow()
+    return out.cast(TIME_TYPE)
 
 
 class _Lines:
@@ -156,6 +159,29 @@ class _Lines:
 
     other: list[int]  # non-blank lines that do not start with "{" (set with `blank`)
 
+    def row_lines(self, rows: int) -> np.ndarray | None:
+        """Line index of each of `rows` rows parsed from the unit, or None when that is ambiguous.
+
+        pyarrow skips blank lines and reads two objects on one line as two rows, so a row count equal
+        to the line count proves nothing by itself (one blank line and one double line cancel out).
+        Every non-blank line of a parsed unit starts with "{" and so yields at least one row: rows ==
+        non-blank lines proves one row per non-blank line. Whether a unit has blank lines at all is
+        decided first by a few substring searches, so the per-line pass runs only on units that have some.
+        """
+        if not self._maybe_blank():
+            return np.arange(self.total, dtype=np.int64) if rows == self.total else None
+        idx = np.flatnonzero(~self.blank)
+        if self.other or rows != len(idx):
+            return None
+        return idx
+
+    def _maybe_blank(self) -> bool:
+        """False only when no line can be blank: no line starts with whitespace or is empty."""
+        buf = self.buf
+        if not buf or buf[0] in _WHITESPACE:
+            return True
+        return any(b"\n" + bytes([c]) in buf for c in _WHITESPACE if c != 10) or b"\n\n" in buf
+
     def line(self, i: int) -> bytes:
         return self.buf[int(self.starts[i]) : int(self.ends[i])]
 
@@ -196,13 +222,9 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    if table.num_rows == lines.total:
-        idx = np.arange(lines.total, dtype=np.int64)  # no blank lines: row i is line i
-    else:
-        # Blank lines (pyarrow skips them): map rows to the non-blank lines, if that is unambiguous.
-        idx = np.flatnonzero(~lines.blank)
-        if lines.other or table.num_rows != len(idx):
-            return None
+    idx = lines.row_lines(table.num_rows)
+    if idx is None:
+        return None
     cap = table.column("captureData")
     meta = table.column("eventMetadata")
     inp = pc.struct_field(cap, "endpointInput")
@@ -223,10 +245,41 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
+def second_opinion(line: bytes, parse: pj.ParseOptions) -> dict[str, Any] | None:
+    """The record pyarrow reads from `line` alone, for a line orjson refuses; None if pyarrow refuses it too.
+
+    The fast path accepts what pyarrow accepts (``NaN`` or a 2,000-deep array in a field it ignores),
+    so the per-line path must too: a record's fate may depend only on the record, never on whether
+    another line of its unit sent the unit down this path. Exactly one row is required: two objects
+    on one line are not a record.
+    """
+    if not _valid_utf8(line):
+        return None  # pyarrow would let invalid UTF-8 into string columns
+    try:
+        table = pj.read_json(
+            io.BytesIO(line + b"\n"),
+            read_options=pj.ReadOptions(block_size=max(1 << 16, len(line) + 2), use_threads=False),
+            parse_options=parse,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != 1:
+        return None
+    row: dict[str, Any] = table.to_pylist()[0]
+    return row
+
+
+class FieldError(ValueError):
+    """A field whose JSON cannot be kept as text (nested deeper than the serializer allows)."""
+
+
 def _text(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
-    return orjson.dumps(v).decode()
+    try:
+        return orjson.dumps(v).decode()
+    except orjson.JSONEncodeError as exc:
+        raise FieldError(str(exc)) from None
 
 
 def _get(d: Any, key: str) -> Any:
@@ -245,8 +298,10 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
         try:
             rec = orjson.loads(lines.line(i))
         except orjson.JSONDecodeError as exc:
-            bad.append((i, "invalid_json", str(exc)))
-            continue
+            rec = second_opinion(lines.line(i), _PARSE)
+            if rec is None:
+                bad.append((i, "invalid_json", str(exc)))
+                continue
         if not isinstance(rec, dict):
             bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
             continue
@@ -257,19 +312,23 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
             continue
         cap = rec.get("captureData")
         inp, out = _get(cap, "endpointInput"), _get(cap, "endpointOutput")
-        row = (
-            event_id,
-            _text(_get(meta, "inferenceId")),
-            _text(_get(meta, "inferenceTime")),
-            _text(rec.get("eventVersion")),
-            _text(_get(inp, "observedContentType")),
-            _text(_get(inp, "encoding")),
-            _text(_get(inp, "data")),
-            _text(_get(out, "observedContentType")),
-            _text(_get(out, "encoding")),
-            _text(_get(out, "data")),
-            _text(_get(meta, "customAttributes")),
-        )
+        try:
+            row = (
+                event_id,
+                _text(_get(meta, "inferenceId")),
+                _text(_get(meta, "inferenceTime")),
+                _text(rec.get("eventVersion")),
+                _text(_get(inp, "observedContentType")),
+                _text(_get(inp, "encoding")),
+                _text(_get(inp, "data")),
+                _text(_get(out, "observedContentType")),
+                _text(_get(out, "encoding")),
+                _text(_get(out, "data")),
+                _text(_get(meta, "customAttributes")),
+            )
+        except FieldError as exc:
+            bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}"))
+            continue
         for c, v in zip(_FLAT, row, strict=False):
             values[c].append(v)
         good.append(i)
@@ -299,18 +358,14 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, li
     ]
     for j in np.flatnonzero(bad_time).tolist():
         text = time_text[j].as_py()
-        bad.append((int(idx[j]), "invalid_inference_time", f"eventMetadata.inferenceTime is not ISO-8601: {text!r}"))
+        bad.append(
+            (
+                int(idx[j]),
+                "invalid_inference_time",
+                f"eventMetadata.inferenceTime is not an ISO-8601 time in years 1-9999: {text!r}",
+            )
+        )
     return times, ~(no_id | no_time | bad_time), bad
-
-
-def _in_window(times: pa.Array, start: datetime | None, end: datetime | None) -> np.ndarray:
-    ms = np.asarray(times.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
-    inside = np.ones(len(ms), dtype=bool)
-    if start is not None:
-        inside &= ms >= int(start.timestamp() * 1000)
-    if end is not None:
-        inside &= ms < int(end.timestamp() * 1000)
-    return inside
 
 
 def decode_unit(
@@ -321,7 +376,7 @@ def decode_unit(
     end: datetime | None = None,
 ) -> Decoded:
     """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
-    failed = [p for p in pieces if p.error is not None]
+    failed = [p for p in pieces if p.error is not None and not p.data]
     lines = _Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
     if fast is not None:
@@ -333,20 +388,51 @@ def decode_unit(
         blank_lines = int(lines.blank.sum())
 
     times, valid, invalid = _validate(flat, idx)
-    keep = valid & _in_window(times, start, end)
+    keep = valid & in_window(times, start, end)
     bad = unreadable + invalid
     reasons = Counter(r for _, r, _ in bad)
     reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
+    unverified, suspect, suspect_blank = _unverified(pieces)
+    reasons.update(r for _, r, _ in suspect)
+    rejects = _rejects(lines, bad, failed)
+    if suspect:
+        rejects = pa.concat_batches([rejects, _rejects(unverified, suspect, [])])
     return Decoded(
         rows=_rows(lines, flat, times, idx, keep),
-        rejects=_rejects(lines, bad, failed),
-        records=lines.total - blank_lines + len(failed),
-        blank_lines=blank_lines,
+        rejects=rejects,
+        records=lines.total - blank_lines + len(failed) + len(suspect),
+        blank_lines=blank_lines + suspect_blank,
         out_of_window=int(valid.sum() - keep.sum()),
         bytes=len(lines.buf),
         fallback=fast is None,
         reasons=reasons,
     )
+
+
+def unverified_lines(pieces: list[Piece]) -> tuple[_Lines, list[int], int]:
+    """The lines of pieces inflated from a gzip stream that failed verification: (geometry, non-blank, blank).
+
+    Such bytes may be decoded from corrupt input (gzip checks its CRC only at a member's end), so each
+    non-blank line is a record and a reject with its own line number and raw bytes, never a row.
+    """
+    lines = _Lines([p for p in pieces if p.error is not None and p.data])
+    if not lines.total:
+        return lines, [], 0
+    nonblank = np.flatnonzero(~lines.blank).tolist()
+    return lines, nonblank, lines.total - len(nonblank)
+
+
+def _unverified(pieces: list[Piece]) -> tuple[_Lines, list[tuple[int, str, str]], int]:
+    lines, nonblank, blank = unverified_lines(pieces)
+    if not nonblank:
+        return lines, [], blank
+    owner, _ = lines.provenance(np.asarray(nonblank, dtype=np.int64))
+    errors = [(p.error or "corrupt_gzip").partition(": ") for p in lines.pieces]
+    bad = [
+        (i, errors[o][0], f"line inflated from a gzip stream that failed verification ({errors[o][2]})")
+        for i, o in zip(nonblank, owner.tolist(), strict=True)
+    ]
+    return lines, bad, blank
 
 
 def _rows(lines: _Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:

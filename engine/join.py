@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from engine.schemas import table_spec
+from engine.times import TIME_TYPE
 
 __all__ = [
     "BucketSpill",
@@ -480,7 +481,7 @@ _COMPACT = pa.schema(
         ("event_id", pa.string()),
         ("label_data", pa.string()),
         ("label_encoding", pa.string()),
-        ("label_hour", pa.timestamp("ms", tz="UTC")),
+        ("label_hour", TIME_TYPE),
         ("file_id", pa.int32()),
         ("label_line", pa.int64()),
     ]

@@ -32,7 +32,16 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
-from engine.envelope import _get, _Lines, _text, _valid_utf8, parse_inference_times
+from engine.envelope import (
+    FieldError,
+    _get,
+    _Lines,
+    _text,
+    _valid_utf8,
+    parse_inference_times,
+    second_opinion,
+    unverified_lines,
+)
 from engine.errors import SourceError
 from engine.fetch import Piece, group_units, iter_pieces, ordered_map
 from engine.layout import CaptureObject, HourRange, list_capture_objects
@@ -40,6 +49,7 @@ from engine.options import JobOptions, MergeOptions
 from engine.report import RunReport
 from engine.schemas import rejects_schema, table_spec
 from engine.storage import Location, open_location, translate_errors
+from engine.times import TIME_TYPE
 
 __all__ = ["DecodedLabels", "decode_labels", "iter_labels", "label_window", "list_label_objects", "read_ground_truth"]
 
@@ -152,12 +162,9 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    if table.num_rows == lines.total:
-        idx = np.arange(lines.total, dtype=np.int64)
-    else:
-        idx = np.flatnonzero(~lines.blank)
-        if lines.other or table.num_rows != len(idx):
-            return None  # an array line, or anything else that is not one object per line
+    idx = lines.row_lines(table.num_rows)
+    if idx is None:
+        return None  # an array line, two records on a line, or anything else that is not one object per line
     gt = table.column("groundTruthData")
     meta = table.column("eventMetadata")
     cols = [
@@ -188,8 +195,10 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
         try:
             parsed = orjson.loads(lines.line(i))
         except orjson.JSONDecodeError as exc:
-            bad.append((i, "invalid_json", str(exc), None))
-            continue
+            parsed = second_opinion(lines.line(i), _PARSE)
+            if parsed is None:
+                bad.append((i, "invalid_json", str(exc), None))
+                continue
         if isinstance(parsed, list):
             if not parsed:
                 blank += 1  # "[]" holds no record
@@ -198,7 +207,7 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
         else:
             records, whole = [parsed], True
         for rec in records:
-            raw = None if whole else orjson.dumps(rec)
+            raw = None if whole else _dumps_or_none(rec)
             if not isinstance(rec, dict):
                 bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a ground-truth record", raw))
                 continue
@@ -210,13 +219,17 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
                 bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string", raw))
                 continue
             gt = rec.get("groundTruthData")
-            row = (
-                event_id,
-                _text(_get(gt, "data")),
-                _text(_get(gt, "encoding")),
-                _text(_get(meta, "inferenceTime")),
-                _text(rec.get("eventVersion")),
-            )
+            try:
+                row = (
+                    event_id,
+                    _text(_get(gt, "data")),
+                    _text(_get(gt, "encoding")),
+                    _text(_get(meta, "inferenceTime")),
+                    _text(rec.get("eventVersion")),
+                )
+            except FieldError as exc:
+                bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}", raw))
+                continue
             for c, v in zip(_FLAT, row, strict=True):
                 values[c].append(v)
             raws.append(raw)
@@ -255,7 +268,7 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject
 
 def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
     """Decode one unit of ground-truth pieces into label rows and rejects."""
-    failed = [p for p in pieces if p.error is not None]
+    failed = [p for p in pieces if p.error is not None and not p.data]
     lines = _Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
     if fast is not None:
@@ -268,11 +281,20 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
     bad = unreadable + invalid
     reasons = Counter(r for _, r, _, _ in bad)
     reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
+    rejects = _rejects(lines, bad, failed)
+    # Lines inflated from a gzip stream that failed verification: a reject each, never a label.
+    unverified, suspect, suspect_blank = unverified_lines(pieces)
+    if suspect:
+        why = "line inflated from a gzip stream that failed verification"
+        rejects = pa.concat_batches(
+            [rejects, _rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
+        )
+        reasons["corrupt_gzip"] += len(suspect)
     return DecodedLabels(
         rows=_rows(lines, flat, idx, valid),
-        rejects=_rejects(lines, bad, failed),
-        records=len(idx) + len(unreadable) + len(failed),
-        blank_lines=blank_lines,
+        rejects=rejects,
+        records=len(idx) + len(unreadable) + len(failed) + len(suspect),
+        blank_lines=blank_lines + suspect_blank,
         bytes=len(lines.buf),
         fallback=fast is None,
         reasons=reasons,
@@ -294,7 +316,7 @@ def _rows(lines: _Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> p
     piece, line_no = lines.provenance(idx[sel])
     take = pa.array(piece, pa.int32())
     picked = flat if sel.size == flat.num_rows else flat.take(pa.array(sel))
-    hours = pa.array([p.obj.hour for p in lines.pieces], pa.timestamp("ms", tz="UTC"))
+    hours = pa.array([p.obj.hour for p in lines.pieces], TIME_TYPE)
     cols: dict[str, Any] = {c: picked.column(c).combine_chunks() for c in _FLAT}
     cols["label_inference_time"] = parse_inference_times(cols["label_inference_time"])
     cols["label_hour"] = hours.take(take)
@@ -414,3 +436,11 @@ def read_ground_truth(
             yield rows.cast(schema)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _dumps_or_none(rec: Any) -> bytes | None:
+    """An array element's own JSON for its reject; None (the whole line is kept) when it is too deep to write."""
+    try:
+        return orjson.dumps(rec)
+    except orjson.JSONEncodeError:
+        return None

@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ from engine.options import MergeOptions, check_location
 from engine.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 from engine.report import RunReport
 from engine.sink import DatasetWriter
-from engine.storage import open_location
+from engine.storage import Location, open_location
 
 __all__ = ["iter_merge", "read_merge", "run_merge"]
 
@@ -207,6 +208,31 @@ def _predictions(
     return dataset_predictions(predictions, options, run.report)
 
 
+def _say_if_nothing_matched(report: RunReport, gt: Location, options: MergeOptions) -> None:
+    """A merge that matched no prediction says so, and names label folders just outside its label window."""
+    predictions, matched = report.counts.get("predictions", 0), report.counts.get("matched", 0)
+    if not predictions or matched:
+        return
+    message = f"0 of {predictions:,} predictions matched a label ({report.counts.get('labels', 0):,} labels read)"
+    first, last = options.label_hours() or (None, None)
+    if first is not None and last is not None:  # a one-sided window has no outside on its open side
+        day = timedelta(hours=24)
+        nearby = [
+            o
+            for o in list_label_objects(gt, hours=(first - day, last + day), concurrency=options.fetch_concurrency)
+            if o.hour is not None and not first <= o.hour <= last
+        ]
+        if nearby:
+            hours_seen = sorted({f"{o.hour:%Y/%m/%d/%H}" for o in nearby if o.hour is not None})
+            message += (
+                f"; {len(nearby)} label objects lie within a day outside the label window "
+                f"({first:%Y/%m/%d/%H}..{last:%Y/%m/%d/%H}), in {', '.join(hours_seen[:6])}"
+                f"{' ...' if len(hours_seen) > 6 else ''}: widen --label-lead / --label-delay"
+            )
+    logger.warning("%s", message)
+    report.notes["warnings"] = [*report.notes.get("warnings", []), message]
+
+
 def run_merge(
     *,
     ground_truth: str,
@@ -315,6 +341,7 @@ def run_merge(
                 merger.run(index, spill.read(k))
                 del index
         report.counts["duplicate_prediction_keys"] = merger.duplicates.duplicates()
+        _say_if_nothing_matched(report, gt, options)
         if options.require_data and not report.counts["predictions"]:
             raise NoDataError(f"no predictions in the window under {source}")
         return run.commit(

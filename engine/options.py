@@ -240,6 +240,9 @@ class MergeOptions(JobOptions):
     Attributes:
         label_delay: how long after the prediction window labels may still be collected (SageMaker's
             ground-truth offsets play this role); widens the label window only.
+        label_lead: how long before the prediction window's start the label folders begin. Labels are
+            filed by upload hour, and real uploads (every public notebook) land in the hour before the
+            predictions' hour too: clocks, and uploads stamped at the start of a labelling batch.
         how: ``inner`` keeps matched predictions only; ``left`` keeps every prediction, with null labels
             when none matched.
         sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/_sagemaker/merge/`` (needs
@@ -252,6 +255,7 @@ class MergeOptions(JobOptions):
     """
 
     label_delay: timedelta = timedelta(hours=24)
+    label_lead: timedelta = timedelta(hours=1)
     how: Literal["inner", "left"] = "inner"
     sagemaker_format: bool = False
     schedule_name: str | None = None
@@ -260,8 +264,11 @@ class MergeOptions(JobOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "label_delay", parse_duration(self.label_delay))
+        object.__setattr__(self, "label_lead", parse_duration(self.label_lead))
         if self.label_delay < timedelta(0):
             raise OptionsError(f"label_delay must not be negative, got {self.label_delay}")
+        if self.label_lead < timedelta(0):
+            raise OptionsError(f"label_lead must not be negative, got {self.label_lead}")
         if self.how not in ("inner", "left"):
             raise OptionsError(f"how must be inner or left, got {self.how!r}")
         if self.join_memory < 1:
@@ -275,20 +282,21 @@ class MergeOptions(JobOptions):
             )
 
     def label_hours(self) -> tuple[datetime | None, datetime | None] | None:
-        """The first and last hour folders of ground truth to list: [start, end + label_delay), no slack.
+        """The first and last hour folders of ground truth to list: [start - label_lead, end + label_delay).
 
-        A label sits in the hour it was collected, never before its inference, so no earlier hour is needed.
-        A side the window leaves open stays open (None).
+        A side the window leaves open stays open (None): a window with only a start lists from
+        ``start - label_lead`` onward, never the months of labels before it.
         """
         if self.start is None and self.end is None:
             return None
-        first = None if self.start is None else _hour(self.start)
+        first = None if self.start is None else _hour(self.start - self.label_lead)
         last = None if self.end is None else _hour(self.end + self.label_delay - timedelta(milliseconds=1))
         return first, last
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["label_delay"] = format_duration(self.label_delay)
+        out["label_lead"] = format_duration(self.label_lead)
         return out
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.times import TIME_TYPE, US_PER_HOUR
+
 __all__ = ["HIVE_NULL", "PartitionKey", "split_by_hour"]
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-_MS_PER_HOUR = 3_600_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 PartitionKey = tuple[str | None, str | None, int | None]  # endpoint, variant, epoch hour
 
@@ -32,8 +34,8 @@ def partition_path(key: PartitionKey, *, with_names: bool = True) -> str:
     if hour is None:
         parts += [f"year={HIVE_NULL}", f"month={HIVE_NULL}", f"day={HIVE_NULL}", f"hour={HIVE_NULL}"]
     else:
-        t = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
-        parts += [f"year={t:%Y}", f"month={t:%m}", f"day={t:%d}", f"hour={t:%H}"]
+        t = _EPOCH + timedelta(hours=hour)  # also before 1970; %Y would not zero-pad year 1 on glibc
+        parts += [f"year={t.year:04d}", f"month={t:%m}", f"day={t:%d}", f"hour={t:%H}"]
     return "/".join(parts)
 
 
@@ -61,9 +63,13 @@ def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[Par
     # Batch tables have no endpoint/variant: every row then shares the (None, None) prefix.
     e_codes, e_values = _codes(batch.column("endpoint")) if "endpoint" in batch.schema.names else _none(batch)
     v_codes, v_values = _codes(batch.column("variant")) if "variant" in batch.schema.names else _none(batch)
-    ts = batch.column(time_column).cast(pa.int64())
+    ts = batch.column(time_column).cast(TIME_TYPE).cast(pa.int64())
     valid = np.asarray(pc.is_valid(ts).to_numpy(zero_copy_only=False), dtype=bool)
-    hours = np.where(valid, np.asarray(ts.fill_null(0).to_numpy(), dtype=np.int64) // _MS_PER_HOUR, -1)
+    hours = np.asarray(ts.fill_null(0).to_numpy(), dtype=np.int64) // US_PER_HOUR  # floor: 1969 hours too
+    # A null time gets the hour below the smallest valid one: every valid hour, before 1970 included,
+    # keeps its own partition, and only null times go to the hive default partition.
+    null_hour = int(hours[valid].min()) - 1 if valid.any() else 0
+    hours = np.where(valid, hours, null_hour)
     hour_min = int(hours.min())
     span = int(hours.max()) - hour_min + 1
     key = (e_codes * len(v_values) + v_codes) * span + (hours - hour_min)
@@ -86,4 +92,4 @@ def split_by_hour(batch: pa.RecordBatch, time_column: str) -> Iterator[tuple[Par
         ev, h = divmod(k, span)
         e, v = divmod(ev, len(v_values))
         hour = h + hour_min
-        yield (e_values[e], v_values[v], None if hour < 0 else hour), ordered.slice(lo, hi - lo)
+        yield (e_values[e], v_values[v], None if hour == null_hour else hour), ordered.slice(lo, hi - lo)

@@ -23,7 +23,6 @@ from queue import SimpleQueue
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -33,6 +32,7 @@ from engine.options import JobOptions, RealtimeOptions
 from engine.partition import HIVE_NULL
 from engine.report import RunReport
 from engine.storage import Location, open_location, translate_errors
+from engine.times import epoch_us, in_window
 
 __all__ = ["Predictions", "batch_predictions", "capture_predictions", "dataset_predictions"]
 
@@ -64,20 +64,15 @@ def _common(options: JobOptions) -> dict[str, Any]:
     return {f.name: getattr(options, f.name) for f in fields(JobOptions)}
 
 
-def _ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
+def _us(t: datetime) -> int:
+    return epoch_us(t)
 
 
 def _in_window(batch: pa.RecordBatch, options: JobOptions) -> pa.RecordBatch:
     """Rows of `batch` with inference_time in [start, end) (no-op without a window)."""
     if options.start is None and options.end is None:
         return batch
-    ms = np.asarray(batch.column("inference_time").cast(pa.int64()).fill_null(-(2**62)).to_numpy(), dtype=np.int64)
-    inside = np.ones(len(ms), dtype=bool)
-    if options.start is not None:
-        inside &= ms >= _ms(options.start)
-    if options.end is not None:
-        inside &= ms < _ms(options.end)
+    inside = in_window(batch.column("inference_time"), options.start, options.end)
     return batch if inside.all() else batch.filter(pa.array(inside))
 
 
@@ -220,12 +215,12 @@ def _overlaps(metadata: pq.FileMetaData, rg: int, column: int | None, lo: int | 
     stats = metadata.row_group(rg).column(column).statistics
     if stats is None or not stats.has_min_max:
         return True
-    low, high = (_to_ms(v) for v in (stats.min, stats.max))
+    low, high = (_to_us(v) for v in (stats.min, stats.max))
     return (hi is None or low < hi) and (lo is None or high >= lo)
 
 
-def _to_ms(value: Any) -> int:
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+def _to_us(value: Any) -> int:
+    return epoch_us(value) if isinstance(value, datetime) else int(value)
 
 
 def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> Predictions:
@@ -264,8 +259,8 @@ def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> 
     if kind == "batch" and any("inference_id" not in s.names for s in schemas):
         raise SourceError("prediction dataset has no inference_id column to join on", uri=loc.uri(loc.root))
     names = ("endpoint", "variant") if kind == "realtime" else ()
-    lo = None if options.start is None else _ms(options.start)
-    hi = None if options.end is None else _ms(options.end)
+    lo = None if options.start is None else _us(options.start)
+    hi = None if options.end is None else _us(options.end)
     groups = []
     for path, metadata in zip(paths, footers, strict=True):
         # Parquet numbers leaf columns (a list column has its own leaves), so look the time column up by path.

@@ -100,6 +100,7 @@ class RunReport:
         rows.append(("CPU seconds by stage (summed over workers)", stages or "-"))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"warning: {w}" for w in self.notes.get("warnings", [])]
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)

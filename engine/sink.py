@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,6 +61,48 @@ class _Partition:
     buffer: list[pa.RecordBatch] = field(default_factory=list)
     buffered: int = 0
     parts: int = 0
+
+
+def widen_schemas(old: pa.Schema, new: pa.Schema) -> pa.Schema:
+    """The narrowest schema holding both: new columns added, numbers widened, any other type conflict text.
+
+    A payload field that is a number in one unit and a string in a later one (no spec fixes its type) makes
+    its column text for the partition, as a field with mixed types inside one unit does; never a failed run.
+    """
+    try:
+        return pa.unify_schemas([old, new], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    fields = {f.name: f for f in old}
+    for f in new:
+        have = fields.get(f.name)
+        if have is None:
+            fields[f.name] = f
+            continue
+        try:
+            fields[f.name] = pa.unify_schemas([pa.schema([have]), pa.schema([f])], promote_options="permissive").field(
+                0
+            )
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            logger.warning(
+                "column %r is %s in some rows and %s in others; its column is text", f.name, have.type, f.type
+            )
+            fields[f.name] = pa.field(f.name, pa.string())
+    return pa.schema(list(fields.values()))
+
+
+def _cast_column(col: pa.Array, target: pa.DataType) -> pa.Array:
+    """Cast for schema widening: a value widened to text is its Arrow cast (a number as its shortest
+    round-trip text); a nested value Arrow cannot cast (a list) becomes its JSON text."""
+    if col.type == target:
+        return col
+    try:
+        return col.cast(target)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        if not pa.types.is_string(target):
+            raise
+        # Rare (a list in one unit, a scalar in another): one value at a time.
+        return pa.array([None if v is None else orjson.dumps(v).decode() for v in col.to_pylist()], pa.string())
 
 
 class DatasetWriter:
@@ -136,7 +179,7 @@ class DatasetWriter:
             if not set(rows.schema.names) <= set(part.schema.names) or any(
                 part.schema.field(f.name).type != f.type for f in rows.schema
             ):
-                widened = pa.unify_schemas([part.schema, rows.schema], promote_options="permissive")
+                widened = widen_schemas(part.schema, rows.schema)
                 logger.info("columns of %s widen to %s", part.rel, widened.names)
                 self._flush(key)
                 self._close(key)
@@ -149,7 +192,9 @@ class DatasetWriter:
     @staticmethod
     def _cast(rows: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         cols = [
-            rows.column(f.name).cast(f.type) if f.name in rows.schema.names else pa.nulls(rows.num_rows, f.type)
+            _cast_column(rows.column(f.name), f.type)
+            if f.name in rows.schema.names
+            else pa.nulls(rows.num_rows, f.type)
             for f in schema
         ]
         return pa.RecordBatch.from_arrays(cols, schema=schema)

@@ -173,8 +173,17 @@ def test_gzip_objects_and_corrupt_gzip(tmp_path: Path, write_capture: WriteCaptu
     write_capture(HOUR, gzip.compress(body)[:-30], name="00-00-001-b.jsonl.gz")
     _report, rows, rejects = _run(tmp_path)
     assert len([r for r in rows if r["source_file"].endswith("a.jsonl.gz")]) == 50  # type: ignore[union-attr]
-    assert [r["reason"] for r in rejects] == ["corrupt_gzip"]
-    assert rejects[0]["source_file"].endswith("b.jsonl.gz")  # type: ignore[union-attr]
+    # Nothing from an unverified gzip stream is a row: each inflated line is a reject with its line
+    # number and bytes, and one more reject stands for what could not be inflated at all.
+    assert not [r for r in rows if r["source_file"].endswith("b.jsonl.gz")]  # type: ignore[union-attr]
+    assert {r["reason"] for r in rejects} == {"corrupt_gzip"}
+    assert all(r["source_file"].endswith("b.jsonl.gz") for r in rejects)  # type: ignore[union-attr]
+    lined = [r for r in rejects if r["source_line"] is not None]
+    assert sorted(r["source_line"] for r in lined) == list(range(1, len(lined) + 1))  # type: ignore[type-var]
+    raws = [r["raw"] for r in sorted(lined, key=lambda r: r["source_line"])]  # type: ignore[arg-type,return-value]
+    lines = body.split(b"\n")
+    assert raws[:-1] == lines[: len(lined) - 1] and lines[len(lined) - 1].startswith(raws[-1])  # type: ignore[arg-type]
+    assert len(rejects) == len(lined) + 1
 
 
 def test_empty_file(tmp_path: Path, write_capture: WriteCapture) -> None:

@@ -348,7 +348,7 @@ def test_read_batch_streams_record_batches(tree: Tree) -> None:
     seen: list[pa.RecordBatch] = []
     table = read_batch(str(tree.capture), on_rejects=seen.append).read_all()
     assert table.num_rows == 2 and not seen
-    assert table.schema.field("inference_time").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("inference_time").type == pa.timestamp("us", tz="UTC")
 
 
 def test_cli_batch_errors_are_one_line(tmp_path: Path, run_cli: Callable[..., Any]) -> None:

@@ -74,8 +74,8 @@ def test_merge_labels_of_a_start_only_window(six_hours: Path, tmp_path: Path) ->
         (gt / f"2026/11/01/{h:02d}/x.jsonl").write_text(_label(f"e{h}-0") + "\n")
     options = MergeOptions(start="2026-11-01T04")
     report = run_merge(captures=str(six_hours), ground_truth=str(gt), dest=str(tmp_path / "m"), options=options)
-    # Label hour folders from the window's start on (labels are never collected before their inference).
-    assert report.counts["labels"] == 2 and report.counts["matched"] == 2
+    # Label hour folders from the hour before the window's start (--label-lead 1h) on: 03, 04, 05.
+    assert report.counts["labels"] == 3 and report.counts["matched"] == 2
     options = MergeOptions(end="2026-11-01T01", label_delay="1h")
     report = run_merge(captures=str(six_hours), ground_truth=str(gt), dest=str(tmp_path / "m2"), options=options)
     assert report.counts["labels"] == 2 and report.counts["matched"] == 1  # hours 00 and 01 (end + delay)

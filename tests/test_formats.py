@@ -71,8 +71,8 @@ def test_quoted_json_lines_record_keeps_embedded_newlines(write_capture: WriteCa
     [
         ("2021-05-18T00:29:02Z", datetime(2021, 5, 18, 0, 29, 2, tzinfo=UTC)),
         ("2021-05-18T00:29:02.123Z", datetime(2021, 5, 18, 0, 29, 2, 123000, tzinfo=UTC)),
-        # The SDK's integ tests write %Y-%m-%dT%H:%M:%S.%f (microseconds, no Z): taken as UTC, cut to ms.
-        ("2021-05-18T00:29:02.123456", datetime(2021, 5, 18, 0, 29, 2, 123000, tzinfo=UTC)),
+        # The SDK's integ tests write %Y-%m-%dT%H:%M:%S.%f (microseconds, no Z): taken as UTC, kept to the microsecond.
+        ("2021-05-18T00:29:02.123456", datetime(2021, 5, 18, 0, 29, 2, 123456, tzinfo=UTC)),
         ("2021-05-18T00:29:02", datetime(2021, 5, 18, 0, 29, 2, tzinfo=UTC)),
         ("2021-05-18T02:29:02+02:00", datetime(2021, 5, 18, 0, 29, 2, tzinfo=UTC)),
     ],
@@ -91,4 +91,4 @@ def test_reader_schema_matches_the_schema_file(write_capture: WriteCapture) -> N
     reader = read_capture(str(path))
     assert isinstance(reader, pa.RecordBatchReader)
     assert reader.schema == capture_schema()
-    assert reader.schema.field("inference_time").type == pa.timestamp("ms", tz="UTC")
+    assert reader.schema.field("inference_time").type == pa.timestamp("us", tz="UTC")

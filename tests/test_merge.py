@@ -223,9 +223,14 @@ def test_labels_arrive_hours_later_in_later_hour_folders(
 
 
 def test_label_window_hours() -> None:
+    # Labels are looked for from one hour before the window (label_lead, default 1h: uploads land in H-1).
     o = MergeOptions(start="2026-11-01T13:30", end="2026-11-01T15", label_delay="90m")  # type: ignore[arg-type]
+    assert o.label_hours() == (hour("2026-11-01T12"), hour("2026-11-01T16"))
+    o = MergeOptions(start="2026-11-01T13:30", end="2026-11-01T15", label_delay="90m", label_lead="0")  # type: ignore[arg-type]
     assert o.label_hours() == (hour("2026-11-01T13"), hour("2026-11-01T16"))
-    assert MergeOptions(start="2026-11-01T13", end="2026-11-01T14:00:01", label_delay="0").label_hours() == (  # type: ignore[arg-type]
+    assert MergeOptions(
+        start="2026-11-01T13", end="2026-11-01T14:00:01", label_delay="0", label_lead="0"
+    ).label_hours() == (  # type: ignore[arg-type]
         hour("2026-11-01T13"),
         hour("2026-11-01T14"),
     )

@@ -52,7 +52,7 @@ def test_layout_is_hive_zero_padded_and_utc(tmp_path: Path, write_capture: Write
     # Partition columns live in directory names, not in the files.
     f = next(out.glob("endpoint=*/**/*.parquet"))
     assert "endpoint" not in pq.read_schema(f).names
-    assert pq.read_schema(f).field("inference_time").type == pa.timestamp("ms", tz="UTC")
+    assert pq.read_schema(f).field("inference_time").type == pa.timestamp("us", tz="UTC")
 
 
 def test_pyarrow_polars_duckdb_read_the_same_rows(tmp_path: Path, write_capture: WriteCapture) -> None:

@@ -1,8 +1,12 @@
 """CSV payload bodies to typed record columns, all bodies of a batch in one `pyarrow.csv` call.
 
 Rules:
-- A body holds one record per line; trailing newlines are not records; `\\r\\n` is accepted.
-  (SageMaker does not support CSV with newlines inside values, so a newline always ends a record.)
+- A body holds one record per line; `\\n`, `\\r\\n` and a bare `\\r` end a line (as for the CSV
+  parser, so the count of records per body is the parser's count); blank lines, leading and trailing
+  ones included, are not records (as pandas and NumPy, which SageMaker's containers parse CSV with,
+  skip them). SageMaker does not support CSV with newlines inside values, so a newline always ends a
+  record, and a line with an unbalanced double quote fails its body (``invalid_csv``) rather than
+  swallowing the lines after it.
 - With `header: true` in the spec, the first line of every body is a header and is skipped.
 - Columns: the spec's names and types by position; without a spec, ``f0..fN`` (input) or
   ``prediction`` / ``prediction_0..k`` (output), all float64, with N taken from the most common
@@ -46,6 +50,28 @@ def _column_count(text: pa.Array) -> int:
     return int(np.bincount(counts).argmax())
 
 
+def _normalized(bodies: pa.Array) -> pa.Array:
+    """Bodies with every line ending made `\\n` and blank lines removed, so that lines = records."""
+    text = bodies
+    if pc.any(pc.match_substring(text, "\r")).as_py():
+        text = pc.replace_substring(pc.replace_substring(text, "\r\n", "\n"), "\r", "\n")
+    if pc.any(pc.match_substring_regex(text, r"(^|\n)[\n]|\n$|^\n")).as_py():
+        text = pc.replace_substring_regex(text, r"\n\n+", "\n")
+        text = pc.utf8_trim(text, characters="\n")
+    return text
+
+
+def _unbalanced_quotes(text: pa.Array) -> np.ndarray:
+    """Bodies with a line holding an odd number of double quotes (regex only where a quote occurs)."""
+    has_quote = _np(pc.match_substring(text, '"')).astype(bool)
+    out = np.zeros(len(text), dtype=bool)
+    if has_quote.any():
+        idx = np.flatnonzero(has_quote)
+        odd_line = r'(?m)^[^"\n]*"([^"\n]*"[^"\n]*")*[^"\n]*$'
+        out[idx] = _np(pc.match_substring_regex(text.take(pa.array(idx)), odd_line)).astype(bool)
+    return out
+
+
 def _read(buf: pa.Buffer, names: list[str], types: dict[str, pa.DataType]) -> tuple[pa.Table, dict[int, int]]:
     """Parse the joined bodies; returns the table and {1-based line skipped as malformed: its column count}."""
     skipped: dict[int, int] = {}
@@ -80,27 +106,57 @@ def _convert(table: pa.Table, types: dict[str, pa.DataType]) -> tuple[pa.Table, 
         assert isinstance(series, pl.Series)
         stripped = series.str.strip_chars()
         empty = stripped.str.len_bytes() == 0
-        cast = stripped.cast(pl.from_arrow(pa.array([], target)).dtype, strict=False)  # type: ignore[union-attr]
-        failed = (cast.is_null() & ~empty).to_numpy()
+        if pa.types.is_integer(target) or pa.types.is_floating(target):
+            cast = stripped.cast(pl.from_arrow(pa.array([], target)).dtype, strict=False)  # type: ignore[union-attr]
+            failed = (cast.is_null() & ~empty).to_numpy()
+            values = cast.to_arrow().cast(target)
+        else:
+            # bool, timestamp, date...: Arrow's own cast, the failing values found by bisection.
+            text = pa.array(stripped.to_arrow(), pa.string())
+            text = pc.if_else(pa.array(empty.to_numpy()), pa.scalar(None, pa.string()), text)
+            failed = _failing(text, target)
+            values = pc.if_else(pa.array(failed), pa.scalar(None, pa.string()), text).cast(target)
         for i in np.flatnonzero(failed & ~bad).tolist():
             detail[i] = f"column {name!r}: {series[i]!r} is not {target}"
         bad |= failed
-        columns.append(cast.to_arrow().cast(target))
+        columns.append(values)
     return pa.table(columns, names=table.column_names), bad, detail
+
+
+def _failing(text: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Mask of the values that do not cast to `target`: halves are cast until each failure is alone."""
+    out = np.zeros(len(text), dtype=bool)
+    stack = [(0, len(text))]
+    while stack:
+        lo, hi = stack.pop()
+        if hi <= lo:
+            continue
+        try:
+            text.slice(lo, hi - lo).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if hi - lo == 1:
+                out[lo] = True
+            else:
+                mid = (lo + hi) // 2
+                stack += [(lo, mid), (mid, hi)]
+    return out
 
 
 def decode_csv_bodies(bodies: pa.Array, *, side: Literal["input", "output"], spec: SideSpec) -> SideRecords:
     """Decode CSV bodies (string array, no nulls) into records; see the module docstring for the rules."""
     if len(bodies) == 0:
         return SideRecords.empty()
-    text = pc.utf8_rtrim(bodies, characters="\r\n")
+    text = _normalized(bodies)
     if spec.header:
         text = pc.replace_substring_regex(text, pattern=r"^[^\n]*(\n|$)", replacement="", max_replacements=1)
     failed: dict[int, tuple[str, str]] = {}
     empty = _np(pc.equal(pc.binary_length(text), 0)).astype(bool)
     for i in np.flatnonzero(empty).tolist():
         failed[i] = ("empty_payload", f"the {side} body holds no CSV record")
-    keep = np.flatnonzero(~empty)
+    unbalanced = _unbalanced_quotes(text) & ~empty
+    for i in np.flatnonzero(unbalanced).tolist():
+        failed[i] = ("invalid_csv", f"an {side} line has an unbalanced double quote")
+    keep = np.flatnonzero(~empty & ~unbalanced)
     if not len(keep):
         return SideRecords(np.empty(0, dtype=np.int64), pa.table({}), failed)
     text = text.take(pa.array(keep)) if len(keep) < len(text) else text

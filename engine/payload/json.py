@@ -12,7 +12,11 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
      ``predictions``/``outputs`` (output side) yields the list's items as records; failing those, whichever of
      ``instances``, ``predictions``, ``inputs``, ``outputs`` (checked in the order the side prefers:
      input ``instances, inputs, predictions, outputs``; output ``predictions, outputs, instances, inputs``)
-     holds a list. A top-level list yields its items. Any other object, or a scalar, is one record.
+     holds a list. A top-level list yields its items, except on the input side a list whose items are all
+     scalars: that request body is ONE instance (``[0.19, 0.0, 10.81]``, TF Serving's and sklearn's single
+     row), while a list of lists or objects holds many. (On the output side a list of scalars stays one
+     record per item: sklearn's containers answer a batch of rows with ``[1, 0, 1]``.) Any other object,
+     or a scalar, is one record.
 
 2. **Columns of a record.**
 
@@ -28,12 +32,12 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
      typed by the rules below (objects in them are flattened as ``f0.a``).
    * Types, decided per column over the whole batch (nulls and absent keys ignored): only integers that fit
      int64 -> int64; numbers otherwise -> float64; booleans -> bool; strings -> string; only nulls -> the
-     Arrow ``null`` type. Anything else is *mixed* and becomes a string column: a string value as its text,
-     any other value as its JSON text as polars renders it (``1``, ``2.5``, ``true``, ``{"b": 1}``,
-     ``[1, "x"]``); booleans mixed with numbers count as mixed. Arrays holding anything but numbers are
-     rendered the same way. Columns are plain Arrow types (``string``, ``list<double>``), in order of first
-     appearance (object records first, then scalar records, then array records; fields of nested objects in
-     the order polars' schema inference lists them).
+     Arrow ``null`` type. Anything else is *mixed* and becomes a string column (with a warning in the log):
+     a string value as its text, any other value as its JSON text exactly as the body wrote it (``1e5``,
+     ``2.50``, ``true``, ``{"b": 1}``); booleans mixed with numbers count as mixed. Arrays holding anything
+     but numbers are rendered as polars renders JSON (``[1, "x"]``). Columns are plain Arrow types
+     (``string``, ``list<double>``), in order of first appearance (object records first, then scalar
+     records, then array records; fields of nested objects in the order polars' schema inference lists them).
    * Two record shapes producing the same column name (e.g. a ``prediction`` field in some object records
      and scalar records) share the column: numbers widen to float64, other differing types become strings.
 
@@ -69,6 +73,8 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
 from __future__ import annotations
 
 import io
+import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
 
@@ -82,6 +88,8 @@ from engine.payload.records import SideRecords
 from engine.payload.spec import ArrayMode, SideSpec
 
 __all__ = ["decode_json_bodies"]
+
+logger = logging.getLogger(__name__)
 
 Side = Literal["input", "output"]
 Columns = dict[str, pl.Series]
@@ -296,6 +304,18 @@ def _unwrap(units: pl.DataFrame, side: Side) -> pl.DataFrame:
 
     # Records: items of top-level lists, items of chosen container lists, and the remaining objects.
     top_items = np.flatnonzero((kind == _ITEM) & doc_is_array)
+    whole_arrays = np.zeros(docs.height, dtype=np.bool_)
+    if side == "input" and len(top_items):
+        # A request body that is a list of scalars is ONE instance (TF Serving's and sklearn's single
+        # row, ``[0.19, 0.0, 10.81]``); a list of lists or objects holds many.
+        item_texts = pl.Series("t", _spans(scan.data, starts[top_items], ends[top_items])).str.strip_chars(_WS)
+        item_kind = _kinds(item_texts).to_numpy()
+        nested = np.zeros(docs.height, dtype=np.bool_)
+        nested[rows[top_items][(item_kind == _OBJ) | (item_kind == _ARR)]] = True
+        has_items = np.zeros(docs.height, dtype=np.bool_)
+        has_items[rows[top_items]] = True
+        whole_arrays = (kinds[is_container] == _ARR) & has_items & ~nested
+        top_items = top_items[~whole_arrays[rows[top_items]]]
     s2, e2, kind2, _ = _level_spans(scan, 2)
     parent = np.searchsorted(starts, s2, side="right") - 1  # the level-1 span holding each level-2 span
     picked = np.zeros(len(starts), dtype=np.bool_)
@@ -308,7 +328,8 @@ def _unwrap(units: pl.DataFrame, side: Side) -> pl.DataFrame:
     texts = pl.Series("text", _spans(scan.data, rec_start, rec_end)).str.strip_chars(_WS)
     ev = docs["ev"].to_numpy()[scan.row_of(rec_start)]
     items = pl.DataFrame({"ev": ev, "pos": rec_start - scan.base + 1, "text": texts}).filter(pl.col("text") != "")
-    plain_objects = docs.filter(pl.Series(~unwrapped & (kinds[is_container] == _OBJ))).select("ev", "pos", "text")
+    plain = (~unwrapped & (kinds[is_container] == _OBJ)) | whole_arrays
+    plain_objects = docs.filter(pl.Series(plain)).select("ev", "pos", "text")
     records = pl.concat([whole, plain_objects, items.cast({"ev": pl.Int64, "pos": pl.Int64})])
     return records.sort("ev", "pos", maintain_order=True).select("ev", "text")
 
@@ -558,6 +579,8 @@ def _decode_objects(texts: pl.Series, prefix: str, *, fast_only: bool = False) -
         frame = _read_ndjson(texts)
         if frame.height != len(texts):
             raise _Unsupported
+        if _may_mix(texts, _string_leaves(frame.schema)):
+            raise _Unsupported  # the inferred string column may hold numbers rendered by polars
         return [col for name in frame.columns for col in _flatten(frame[name], prefix + name)]
     except (pl.exceptions.PolarsError, _Unsupported):
         if fast_only:
@@ -573,6 +596,32 @@ def _decode_objects(texts: pl.Series, prefix: str, *, fast_only: bool = False) -
         for name, s in _decode_values(group["value"], f"{prefix}{key}"):
             out.append((name, _scatter(s, rows, len(texts))))
     return out
+
+
+def _string_leaves(schema: pl.Schema | dict[str, Any]) -> set[str]:
+    """Field names (at any depth) that polars inferred as strings."""
+    leaves: set[str] = set()
+    for name, dtype in schema.items():
+        if dtype == pl.String:
+            leaves.add(name)
+        elif isinstance(dtype, pl.Struct):
+            leaves |= _string_leaves({f.name: f.dtype for f in dtype.fields})
+    return leaves
+
+
+def _may_mix(texts: pl.Series, leaves: set[str]) -> bool:
+    """Whether a field inferred as string may hold a non-string value in some record.
+
+    polars infers a string column for a field that is a number in some records and a string in others,
+    and renders the numbers its own way (``1e5`` becomes ``100000``). A non-string value of a field always
+    follows its key without a quote, so one regex per string field finds every candidate; a key of the
+    same name elsewhere in the record only costs the exact decode, never a wrong value.
+    """
+    for leaf in leaves:
+        key = re.escape(orjson.dumps(leaf).decode())
+        if bool(texts.str.contains(key + r'\s*:\s*[^"\s]').any()):
+            return True
+    return False
 
 
 def _read_ndjson(texts: pl.Series) -> pl.DataFrame:
@@ -630,7 +679,13 @@ def _decode_values(texts: pl.Series, name: str) -> list[tuple[str, pl.Series]]:
         return [(name, texts.str.json_decode(dtype=pl.String).rename(name))]
     if present == {_BOOL}:
         return [(name, (texts == "true").rename(name))]
-    return [(name, _render(texts).rename(name))]
+    # Mixed kinds: the column is text, each value exactly as the source wrote it (a string as its value,
+    # anything else as its JSON text); said in the log, since a number column turning text is a surprise.
+    logger.warning("payload field %r mixes JSON value types; its column is text", name)
+    exact = pl.DataFrame({"t": texts, "k": kinds}).select(
+        pl.when(pl.col("k") == _STR).then(pl.col("t").str.json_decode(dtype=pl.String)).otherwise(pl.col("t"))
+    )["t"]
+    return [(name, exact.rename(name))]
 
 
 def _render(texts: pl.Series) -> pl.Series:
