@@ -94,7 +94,7 @@ def test_the_spec_marked_prediction_wins(write_capture: WriteCapture) -> None:
         ({"ouput": {"columns": []}}, "unknown key 'ouput'"),
         ({"input": {"colums": [{"name": "a"}]}}, "input: unknown key 'colums'"),
         ({"input": {"columns": [{"name": "a", "typ": "int64"}]}}, "input.columns[0]: unknown key 'typ'"),
-        ({"input": {"columns": [{"name": "a", "type": "flaot64"}]}}, "input.columns[0].type: 'flaot64' is not one"),
+        ({"input": {"columns": [{"name": "a", "type": "flaot64"}]}}, "columns[0].type: 'flaot64' is not an Arrow type"),
         ({"input": {"columns": [{"type": "int64"}]}}, "input.columns[0]: missing key 'name'"),
         ({"input": {"header": "yes"}}, "input.header: expected a boolean"),
         ({"arrays": "explode"}, "arrays: 'explode' is not one of list, expand"),
@@ -107,6 +107,11 @@ def test_column_spec_is_validated_against_its_schema(tmp_path: Path, spec: dict[
         engine.load_column_spec(str(path))
     message = str(info.value)
     assert needle in message and str(path) in message and "tables.json" not in message
+
+
+def test_timestamp_types_pass_the_schema() -> None:
+    spec = engine.parse_column_spec({"input": {"columns": [{"name": "t", "type": "timestamp[us, tz=UTC]"}]}})
+    assert str(spec.input.columns[0][1]) == "timestamp[us, tz=UTC]"
 
 
 def test_a_valid_spec_still_parses() -> None:

@@ -16,6 +16,7 @@ become columns: one list column (``list``, the default) or ``name_0..name_k`` co
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,8 +103,8 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
     """The first violation of `schema` by `value`, or None.
 
     Covers the part of JSON Schema that `schemas/column-spec.schema.json` uses (``$ref`` to ``$defs``,
-    ``type``, ``enum``, ``required``, ``properties``, ``additionalProperties: false``, ``items``,
-    ``minLength``), so that the spec is checked against its own schema without a runtime dependency.
+    ``type``, ``enum``, ``pattern``, ``required``, ``properties``, ``additionalProperties: false``,
+    ``items``, ``minLength``), so that the spec is checked against its own schema without a runtime dependency.
     """
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
@@ -116,6 +117,8 @@ def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
         return f"{where}: {value!r} is not one of {', '.join(map(str, schema['enum']))}"
     if isinstance(value, str) and len(value) < schema.get("minLength", 0):
         return f"{where}: must not be empty"
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        return f"{where}: {value!r} is not {schema.get('description') or 'of the form ' + schema['pattern']}"
     if isinstance(value, dict):
         props: dict[str, Any] = schema.get("properties", {})
         for key in schema.get("required", []):
