@@ -21,11 +21,15 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.core
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+$(VENV)/.read: pyproject.toml $(VENV)/.core
+	$(PY) -m pip install -q -e '.[read]'
+	touch $@
+
 install: $(VENV)/.core ## Create .venv with the engine (runtime dependencies only)
 
 install-dev: $(VENV)/.dev ## Create .venv with the engine and the dev extras
 
-demo: $(VENV)/.core ## Synthesize a sample capture tree, run the pipeline on it, print the summary
+demo: $(VENV)/.read ## Synthesize sample capture, run every job on it, print how to read the results back
 	$(VENV)/bin/capture-engine demo $(DEMO_DIR)
 
 lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
@@ -58,6 +62,6 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
 
 clean: ## Remove the virtual environment and generated files
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
 .PHONY: help install install-dev demo lint test bench-ci format bench clean

@@ -1,6 +1,13 @@
 """capture-engine: Amazon SageMaker data capture to hour-partitioned Arrow and Parquet.
 
-The public API is what `__all__` lists; everything else may change.
+Jobs (write a dataset, return its RunReport): run_realtime, run_batch, run_merge.
+Streams (nothing written): read_capture (raw events, a RecordBatchReader), iter_capture (also decoded
+payload records, per endpoint and variant), read_batch, read_ground_truth, iter_merge / read_merge
+(merged rows, batches or one polars DataFrame).
+Options: RealtimeOptions, BatchOptions, MergeOptions (frozen, keyword-only). Payloads: decode_payloads,
+ColumnSpec, load_column_spec, parse_column_spec. Errors derive from EngineError.
+
+The public API is what `__all__` lists; everything else may change. README.md has the details.
 """
 
 from engine._version import __version__
@@ -15,10 +22,10 @@ from engine.errors import (
     SourceError,
 )
 from engine.labels import read_ground_truth
-from engine.merge import run_merge
+from engine.merge import iter_merge, read_merge, run_merge
 from engine.options import MergeOptions, RealtimeOptions
 from engine.payload import ColumnSpec, decode_payloads, load_column_spec, parse_column_spec
-from engine.realtime import read_capture, run_realtime
+from engine.realtime import iter_capture, read_capture, run_realtime
 from engine.report import RunReport
 
 __all__ = [
@@ -36,11 +43,14 @@ __all__ = [
     "SourceError",
     "__version__",
     "decode_payloads",
+    "iter_capture",
+    "iter_merge",
     "load_column_spec",
     "parse_column_spec",
     "read_batch",
     "read_capture",
     "read_ground_truth",
+    "read_merge",
     "run_batch",
     "run_merge",
     "run_realtime",

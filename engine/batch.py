@@ -1,6 +1,6 @@
 """The batch transform capture job: manifests -> transform objects in step -> records -> write -> commit.
 
-Records (design 3.4): one row per output record with the appended ``SageMakerInferenceId`` and
+Records: one row per output record with the appended ``SageMakerInferenceId`` and
 ``SageMakerInferenceTime`` taken out of it (CSV: the last two columns, trimmed; JSON and JSON Lines:
 the two keys, wherever they are), the input record it answers, and provenance. Everything per record
 is a vectorized Arrow or polars operation over a unit of lines; only per-file decisions (CSV or JSON,
@@ -23,8 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.envelope import parse_inference_times
+from engine.errors import NoDataError
 from engine.fetch import ordered_map, prefetch
 from engine.job import JobRun
+from engine.layout import looks_like
 from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
 from engine.options import BatchOptions
 from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
@@ -697,7 +699,7 @@ def read_batch(
     options: BatchOptions | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
-    """Stream the batch transform records under `source` (design 3.4 columns; raw, not decoded).
+    """Stream the batch transform records under `source` (table "batch" of schemas/tables.json; raw, not decoded).
 
     Args:
         source: a batch data-capture destination (holding ``input/`` and/or ``output/`` manifests) or
@@ -734,6 +736,14 @@ def run_batch(
     report = run.report
     decoded, problems, files = _decoded(source, options, report)
     report.objects = report.counts.get("transform_files", 0)
+    empty_message = "the window held no batch transform records (nothing to write)"
+    loc = open_location(source, options.storage_options)
+    if not report.counts.get("manifests") and (what := looks_like(loc, job="batch")) is not None:
+        # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
+        empty_message = f"no batch capture manifests under {source}: it looks like {what}"
+        if options.require_data:
+            raise NoDataError(empty_message)
+        logger.warning("%s", empty_message)
     report.records += problems.num_rows
     report.rejected += problems.num_rows
     report.rejects_by_reason.update(problems.column("reason").to_pylist())
@@ -754,6 +764,6 @@ def run_batch(
                 progress(report, report.objects)
         return run.commit(
             data,
-            empty_message="the window held no batch transform records (nothing to write)",
+            empty_message=empty_message,
             no_data_error=f"no batch transform records in the window under {source}",
         )

@@ -11,16 +11,15 @@ import ctypes
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
-from engine.options import MergeOptions, RealtimeOptions, parse_duration, parse_size, parse_time
+from engine.options import MergeOptions, RealtimeOptions, check_location, parse_duration, parse_size, parse_time
 from engine.payload import load_column_spec
+from engine.progress import Progress, configure_logging
 from engine.realtime import run_realtime
 from engine.report import RunReport
 
@@ -89,8 +88,32 @@ def _duration(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected at least 0 seconds, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other expected failure; the usage itself only with --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR")
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=None,
+        help="DEBUG, INFO, WARNING (default) or ERROR",
+    )
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
 
@@ -118,6 +141,13 @@ def _add_job(p: argparse.ArgumentParser) -> None:
         help="fsspec storage option, repeatable (e.g. endpoint_url=http://..., anon=true)",
     )
     p.add_argument("--kms-key-id", help="encrypt written S3 objects with this KMS key (SSE-KMS)")
+    p.add_argument(
+        "--progress-interval",
+        type=_interval,
+        default=30.0,
+        metavar="SECONDS",
+        help="without a terminal, a progress log line at most this often (default 30)",
+    )
     _add_common(p)
 
 
@@ -144,7 +174,7 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="capture-engine",
         description="Decode Amazon SageMaker data capture into hour-partitioned Parquet.",
     )
@@ -201,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         choices=("parquet", "sagemaker"),
         default="parquet",
-        help="sagemaker also writes SageMaker's merged JSON Lines under DEST/merge/ (raw predictions only)",
+        help="sagemaker also writes SageMaker's merged JSON Lines under DEST/_sagemaker/merge/ (raw predictions only)",
     )
     me.add_argument(
         "--schedule-name", metavar="NAME", help="batch: folder between merge/ and the hour, as SageMaker's schedule"
@@ -225,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--start", type=_time, help="first hour (default 2026-11-01T00)")
     sy.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
+    sy.add_argument("--overwrite", action="store_true", help="write into DEST even if it is not empty")
     _add_common(sy)
 
     de = sub.add_parser("demo", help="synth -> realtime -> realtime --decode -> merge on local disk, with summaries")
@@ -233,50 +264,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    level = "DEBUG" if args.debug else (args.log_level or "WARNING")
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _progress(args: argparse.Namespace) -> Progress:
+    return Progress(tty=sys.stderr.isatty(), interval=args.progress_interval, enabled=not args.quiet)
 
 
-class _Progress:
-    """One self-rewriting status line on a terminal; silent otherwise (logs carry the story)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = 0.0
-        self.t0 = time.perf_counter()
-
-    def __call__(self, report: RunReport, total: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or now - self.last < 0.2:
-            return
-        self.last = now
-        mb = report.bytes_read / 1e6
-        rate = mb / (now - self.t0) if now > self.t0 else 0.0
-        sys.stderr.write(
-            f"\r{total:,} objects | {mb:,.1f} MB read ({rate:,.0f} MB/s) | "
-            f"{report.records:,} records | {report.rejected:,} rejected   "
-        )
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.last:
-            sys.stderr.write("\n")
+def _print_report(args: argparse.Namespace, report: RunReport) -> None:
+    if args.quiet:
+        return
+    # Machines get the run report itself, one JSON line; people the summary table.
+    print(report.to_json_line() if args.log_format == "json" else report.summary())
 
 
 def _cmd_realtime(args: argparse.Namespace) -> int:
     options = RealtimeOptions(**_job_options(args))
-    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    progress = _progress(args)
     try:
         report = run_realtime(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
-    if not args.quiet:
-        print(report.summary())
+    _print_report(args, report)
     return 0
 
 
@@ -294,13 +300,12 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from engine.batch import BatchOptions, run_batch
 
     options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
-    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    progress = _progress(args)
     try:
         report = run_batch(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
-    if not args.quiet:
-        print(report.summary())
+    _print_report(args, report)
     return 0
 
 
@@ -328,21 +333,25 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         join_memory=args.join_memory,
         prefix_map=_prefix_map(args.prefix_map),
     )
-    report = run_merge(
-        captures=args.captures,
-        batch=args.batch,
-        predictions=args.predictions,
-        ground_truth=args.ground_truth,
-        dest=args.dest,
-        options=options,
-    )
-    if not args.quiet:
-        print(report.summary())
+    progress = _progress(args)
+    try:
+        report = run_merge(
+            captures=args.captures,
+            batch=args.batch,
+            predictions=args.predictions,
+            ground_truth=args.ground_truth,
+            dest=args.dest,
+            options=options,
+            progress=progress,
+        )
+    finally:
+        progress.done()
+    _print_report(args, report)
     return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from engine.synth import SynthOptions, synth
+    from engine.synth import SynthOptions, refuse_non_empty, synth
 
     kwargs: dict[str, Any] = {
         "records": args.records,
@@ -354,7 +363,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     }
     if args.start is not None:
         kwargs["start"] = args.start.replace(minute=0, second=0, microsecond=0)
-    summary = synth(args.dest, SynthOptions(**kwargs), storage_options=_storage_options(args.storage_option))
+    storage_options = _storage_options(args.storage_option)
+    if not args.overwrite:
+        refuse_non_empty(args.dest, storage_options)
+    summary = synth(args.dest, SynthOptions(**kwargs), storage_options=storage_options)
     if not args.quiet:
         print(
             f"wrote {summary.events:,} capture events ({summary.capture_bytes / 1e6:,.1f} MB) in "
@@ -366,50 +378,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from engine.batch import run_batch
-    from engine.merge import run_merge
-    from engine.options import MergeOptions
-    from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
+    from engine.demo import run_demo
 
-    root = Path(args.dir).resolve()
-    sample, output, decoded = root / "sample", root / "realtime", root / "decoded"
-    merged = root / "merged"
-    print(f"1/6 synthesizing a sample capture tree under {sample}")
-    summary = synth(str(sample), SynthOptions(records=20_000, hours=3))
-    print(
-        f"    {summary.events:,} events in {summary.files:,} objects, {summary.labels:,} labels "
-        f"({summary.capture_bytes / 1e6:.1f} MB)"
-    )
-    print(f"2/6 capture-engine realtime {summary.capture_root} {output}")
-    report = run_realtime(summary.capture_root, str(output), options=RealtimeOptions())
-    print(report.summary())
-    print(f"3/6 capture-engine realtime {summary.capture_root} {decoded} --decode")
-    report = run_realtime(summary.capture_root, str(decoded), options=RealtimeOptions(decode=True))
-    print(report.summary())
-    print(f"4/6 capture-engine merge --predictions {output} --ground-truth {summary.ground_truth_root} {merged}")
-    report = run_merge(predictions=str(output), ground_truth=summary.ground_truth_root, dest=str(merged))
-    print(report.summary())
-    batch_sample, batch_out, batch_merged = root / "batch-sample", root / "batch", root / "batch-merged"
-    print(f"5/6 synthesizing batch transform capture under {batch_sample}, then capture-engine batch")
-    tree = synth_batch(str(batch_sample), BatchSynthOptions())
-    report = run_batch(tree.capture_root, str(batch_out))
-    print(report.summary())
-    print(f"6/6 capture-engine merge --predictions {batch_out} --ground-truth {tree.ground_truth_root} {batch_merged}")
-    options = MergeOptions(sagemaker_format=True)
-    report = run_merge(
-        predictions=str(batch_out), ground_truth=tree.ground_truth_root, dest=str(batch_merged), options=options
-    )
-    print(report.summary())
-    print(
-        "\nRead it back with, for example:\n"
-        f"  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{output}', partitioning='hive')"
-        '.to_table().num_rows)"\n'
-        f"  duckdb -c \"select endpoint, variant, hour, count(*) from read_parquet('{decoded}/endpoint=*/**/*.parquet',"
-        ' hive_partitioning=true, union_by_name=true) group by all order by all"\n'
-        f'  duckdb -c "select label, count(*), avg(try_cast(output_data as double)) from read_parquet('
-        f"'{merged}/endpoint=*/**/*.parquet') where output_encoding = 'CSV' group by all order by all\""
-    )
-    return 0
+    return run_demo(args.dir, quiet=args.quiet)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
@@ -438,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tune_malloc()
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args)
+    # The demo's sample data holds failures on purpose (its summaries count them): no warnings by default.
+    default_level = "ERROR" if args.command == "demo" else "WARNING"
+    configure_logging("DEBUG" if args.debug else (args.log_level or default_level), args.log_format)
     signal.signal(signal.SIGTERM, _on_sigterm)
     handlers = {
         "realtime": _cmd_realtime,
@@ -448,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
     }
     try:
+        for name in ("source", "dest", "captures", "batch", "predictions", "ground_truth"):
+            if name in args and (name in ("source", "dest") or getattr(args, name) is not None):
+                check_location(name.replace("_", "-"), getattr(args, name))
         return handlers[args.command](args)
     except EngineError as exc:
         if args.debug:

@@ -1,4 +1,4 @@
-"""Join: predictions x ground truth on the merge key, vectorized, in bounded memory (design 3.5).
+"""Join: predictions x ground truth on the merge key, vectorized, in bounded memory.
 
 The label side becomes a `LabelIndex`: labels deduplicated (the latest collected wins), sorted by a 64-bit hash
 of their key. A batch of predictions is probed with one `numpy.searchsorted` of its key hashes, then the

@@ -44,7 +44,7 @@ from engine.envelope import (
 )
 from engine.errors import SourceError
 from engine.fetch import Piece, group_units, iter_pieces, ordered_map
-from engine.layout import CaptureObject, list_capture_objects
+from engine.layout import CaptureObject, HourRange, list_capture_objects
 from engine.options import JobOptions, MergeOptions
 from engine.report import RunReport
 from engine.schemas import rejects_schema, table_spec
@@ -78,16 +78,18 @@ def labels_schema() -> pa.Schema:
     return table_spec("labels").schema
 
 
-def label_window(options: JobOptions) -> tuple[datetime, datetime] | None:
+def label_window(options: JobOptions) -> tuple[datetime | None, datetime | None] | None:
     """First and last hour folder of ground truth to list (inclusive), or None for all of them.
 
     `MergeOptions`: the prediction window's hours widened by `label_delay`; other options: [start, end).
     """
     if isinstance(options, MergeOptions):
         return options.label_hours()
-    if options.start is None or options.end is None:
+    if options.start is None and options.end is None:
         return None
-    first = options.start.replace(minute=0, second=0, microsecond=0)
+    first = None if options.start is None else options.start.replace(minute=0, second=0, microsecond=0)
+    if options.end is None:
+        return first, None
     last = (options.end - timedelta(milliseconds=1)).replace(minute=0, second=0, microsecond=0)
     return first, last
 
@@ -103,9 +105,7 @@ def _hour_of(path: str) -> datetime | None:
         return None
 
 
-def list_label_objects(
-    loc: Location, *, hours: tuple[datetime, datetime] | None, concurrency: int = 32
-) -> list[CaptureObject]:
+def list_label_objects(loc: Location, *, hours: HourRange | None, concurrency: int = 32) -> list[CaptureObject]:
     """The ground-truth objects under `loc.root` in the hour folders within `hours` (inclusive), in read order.
 
     The root is the folder holding the year folders, any level below it, or one object. Objects come in
@@ -122,7 +122,12 @@ def list_label_objects(
     # The capture layout names an endpoint and variant above the hours; ground truth has none.
     objects = [CaptureObject(o.path, o.uri, o.size, None, None, _hour_of(o.path)) for o in found]
     if hours is not None:
-        objects = [o for o in objects if o.hour is None or hours[0] <= o.hour <= hours[1]]
+        first, last = hours
+        objects = [
+            o
+            for o in objects
+            if o.hour is None or ((first is None or first <= o.hour) and (last is None or o.hour <= last))
+        ]
     objects.sort(key=lambda o: (o.hour or datetime.min.replace(tzinfo=timezone.utc), o.path))
     return objects
 

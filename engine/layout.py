@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from typing import Any
 from engine.errors import SourceError
 from engine.storage import Location, translate_errors
 
-__all__ = ["CaptureObject", "list_capture_objects"]
+__all__ = ["CaptureObject", "HourRange", "list_capture_objects", "looks_like", "looks_like_object"]
 
 logger = logging.getLogger(__name__)
 
 _SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
 _DATE_PARTS = (re.compile(r"\d{4}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"), re.compile(r"\d{2}"))
+# First and last hour folder to list (inclusive); None on a side: no bound there (a one-sided window).
+HourRange = tuple[datetime | None, datetime | None]
 _KEY = re.compile(r"(?:^|/)([^/]+)/([^/]+)/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$")
 
 
@@ -94,6 +97,46 @@ def _hours(first: datetime, last: datetime) -> list[datetime]:
     return out
 
 
+def _in_range(parts: tuple[int, ...], hours: HourRange) -> bool:
+    """Whether the date folder `parts` (year[, month[, day[, hour]]]) holds any hour within `hours`."""
+    first, last = hours
+    n = len(parts)
+    if first is not None and parts < (first.year, first.month, first.day, first.hour)[:n]:
+        return False
+    return last is None or parts <= (last.year, last.month, last.day, last.hour)[:n]
+
+
+def _open_hour_dirs(loc: Location, start: str, fixed: list[int], hours: HourRange, concurrency: int) -> list[str]:
+    """The hour folders under `start` (a variant, or a date folder `fixed` deep) within a one-sided range.
+
+    Without one of the bounds the hours cannot be enumerated, so the date folders are walked level by level
+    and pruned by the bound there is: a job given only ``--start`` lists the years, months, days and hours
+    from that hour on, never the months of capture before it.
+    """
+    level = [(start, tuple(fixed))] if _in_range(tuple(fixed), hours) else []
+    while level and len(level[0][1]) < 4:
+
+        def children(entry: tuple[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
+            path, parts = entry
+            try:
+                names = _dirs(loc, path)
+            except SourceError:  # a folder that vanished or cannot be listed holds no hours to read
+                return []
+            out = []
+            for d in names:
+                name = d.rsplit("/", 1)[-1]
+                if _DATE_PARTS[len(parts)].fullmatch(name) and _in_range((*parts, int(name)), hours):
+                    out.append((d, (*parts, int(name))))
+            return out
+
+        if len(level) == 1:
+            level = children(level[0])
+        else:
+            with ThreadPoolExecutor(max_workers=min(concurrency, len(level))) as pool:
+                level = [c for r in pool.map(children, level) for c in r]
+    return [path for path, _ in level]
+
+
 def _files(loc: Location, path: str, *, missing_ok: bool) -> list[dict[str, Any]]:
     try:
         with translate_errors(loc.uri(path)):
@@ -108,10 +151,12 @@ def _files(loc: Location, path: str, *, missing_ok: bool) -> list[dict[str, Any]
 def list_capture_objects(
     loc: Location,
     *,
-    hours: tuple[datetime, datetime] | None,
+    hours: HourRange | None,
     concurrency: int = 32,
 ) -> list[CaptureObject]:
     """List the capture objects under `loc.root`, only in the hour prefixes within `hours` (inclusive).
+
+    A side of `hours` that is None is unbounded: the date folders on the other side are not listed.
 
     Raises:
         SourceError: the root does not exist or cannot be listed.
@@ -142,8 +187,13 @@ def list_capture_objects(
         prefixes = [root] if depth else variant_dirs
         infos = _gather(prefixes, loc, concurrency, missing_ok=False)
     else:
-        wanted = [h for h in _hours(*hours) if [h.year, h.month, h.day, h.hour][: len(fixed)] == fixed]
-        prefixes = [f"{v}/{h:%Y/%m/%d/%H}" for v in variant_dirs for h in wanted]
+        first, last = hours
+        if first is not None and last is not None:
+            wanted = [h for h in _hours(first, last) if [h.year, h.month, h.day, h.hour][: len(fixed)] == fixed]
+            prefixes = [f"{v}/{h:%Y/%m/%d/%H}" for v in variant_dirs for h in wanted]
+        else:
+            starts = [root] if depth else variant_dirs
+            prefixes = [p for s in starts for p in _open_hour_dirs(loc, s, fixed, hours, concurrency)]
         logger.info("listing %d hour prefixes under %s", len(prefixes), loc.uri(root))
         infos = _gather(prefixes, loc, concurrency, missing_ok=True)
 
@@ -151,7 +201,11 @@ def list_capture_objects(
     if hours is not None:
         # Files outside the folder hours (e.g. a deeper subfolder) still obey the window's prefixes.
         first, last = hours
-        objects = [o for o in objects if o.hour is None or first <= o.hour <= last]
+        objects = [
+            o
+            for o in objects
+            if o.hour is None or ((first is None or first <= o.hour) and (last is None or o.hour <= last))
+        ]
     objects.sort(key=lambda o: (o.endpoint or "", o.variant or "", o.hour or datetime.min, o.path))
     return objects
 
@@ -171,3 +225,52 @@ def _object(loc: Location, info: dict[str, Any]) -> CaptureObject:
     return CaptureObject(
         path=path, uri=loc.uri(path), size=int(info.get("size") or 0), endpoint=endpoint, variant=variant, hour=hour
     )
+
+
+def looks_like(loc: Location, *, job: str = "realtime") -> str | None:
+    """What the folder `loc.root` seems to hold when it holds no capture objects, from its listing only.
+
+    For the one line that tells a user they pointed a job at the wrong data: a Parquet dataset (an
+    earlier run's DEST), batch transform capture (``input/`` and ``output/`` manifests, for the real-time
+    `job`) or real-time capture (for the batch `job`). None when nothing is recognised.
+    """
+    try:
+        with translate_errors(loc.uri(loc.root)):
+            if not loc.fs.isdir(loc.root):
+                return None
+            names = {e.rstrip("/").rsplit("/", 1)[-1] for e in loc.fs.ls(loc.root, detail=False)}
+    except SourceError:
+        return None
+    if not names:
+        return None
+    if "_SUCCESS" in names or any(n.startswith(("endpoint=", "year=")) or n.endswith(".parquet") for n in names):
+        return "a Parquet dataset (the output of an earlier run), not capture"
+    if job != "batch":
+        return "batch transform capture (read it with capture-engine batch)" if names <= {"input", "output"} else None
+    try:
+        found = list_capture_objects(loc, hours=None)
+    except SourceError:
+        return None
+    if any(o.endpoint is not None for o in found[:1]):
+        return "real-time endpoint capture (read it with capture-engine realtime)"
+    return None
+
+
+def looks_like_object(loc: Location, path: str) -> str | None:
+    """What a JSON Lines object that decoded to no capture record holds, from its first line.
+
+    Only called once a run found nothing but rejects, so that a good run never reads an object twice.
+    """
+    try:
+        with translate_errors(loc.uri(path)), loc.fs.open(path, "rb") as f:
+            head = f.read(64 * 1024)
+        if head[:2] == b"\x1f\x8b":  # a gzip object: the start of the stream is enough for its first line
+            head = zlib.decompressobj(wbits=31).decompress(head)
+    except (SourceError, OSError, zlib.error):
+        return None
+    first = head.lstrip(b"\xef\xbb\xbf \r\n\t").split(b"\n", 1)[0]
+    if first.startswith(b"[") and b'"prefix"' in first:
+        return "batch transform capture manifests (read them with capture-engine batch)"
+    if b'"groundTruthData"' in first and b'"captureData"' not in first:
+        return "ground truth (give it to capture-engine merge --ground-truth)"
+    return None

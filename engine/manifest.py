@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from engine.errors import SourceError
-from engine.layout import CaptureObject, list_capture_objects
+from engine.layout import CaptureObject, HourRange, list_capture_objects
 from engine.storage import Location, translate_errors
 
 __all__ = ["ManifestProblem", "TransformFile", "list_manifests", "pair_manifests", "read_manifest"]
@@ -64,7 +64,7 @@ class TransformFile:
 
 
 def list_manifests(
-    loc: Location, *, hours: tuple[datetime, datetime] | None, concurrency: int
+    loc: Location, *, hours: HourRange | None, concurrency: int
 ) -> tuple[list[CaptureObject], list[CaptureObject]]:
     """The input and output manifests under a batch capture root, only in the hour prefixes of `hours`.
 

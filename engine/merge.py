@@ -1,4 +1,4 @@
-"""The merge job: predictions joined with ground-truth labels into hour-partitioned Parquet (design 3.5).
+"""The merge job: predictions joined with ground-truth labels into hour-partitioned Parquet.
 
     labels (label window)  -> decode -> LabelStore (in memory, or hash buckets spilled to local disk)
     predictions (window)   -> key = coalesce(inference_id, event_id) | inference_id -> probe the LabelIndex
@@ -28,12 +28,13 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
@@ -42,13 +43,13 @@ from engine.job import JobRun
 from engine.join import BucketSpill, DuplicateCounter, LabelIndex, LabelStore, join_key, key_hash
 from engine.labels import iter_labels, list_label_objects
 from engine.merge_jsonl import MergedJsonWriter, required_columns
-from engine.options import MergeOptions
+from engine.options import MergeOptions, check_location
 from engine.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 from engine.report import RunReport
 from engine.sink import DatasetWriter
 from engine.storage import Location, open_location
 
-__all__ = ["run_merge"]
+__all__ = ["iter_merge", "read_merge", "run_merge"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class _Merger:
         self,
         options: MergeOptions,
         report: RunReport,
-        data: DatasetWriter,
+        data: DatasetWriter | None,
         jsonl: MergedJsonWriter | None,
         duplicates: DuplicateCounter,
         *,
@@ -131,7 +132,7 @@ class _Merger:
         self.counts["matched"] += joined.matched
         self.counts["unmatched_predictions"] += joined.rows - joined.matched
         self.duplicates.add(joined.hashes, joined.record_index)
-        if joined.merged is not None:
+        if joined.merged is not None and self.data is not None:
             self.data.write(joined.merged)
             if self.jsonl is not None:
                 self.jsonl.write(joined.rendered)
@@ -142,6 +143,18 @@ class _Merger:
         workers = self.options.workers
         for joined in ordered_map(lambda b: self.join(index, b), batches, workers=workers, lookahead=workers):
             self.write(joined)
+        self.count_labels(index)
+
+    def stream(self, index: LabelIndex, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """As `run`, but yield the merged rows instead of writing them (`iter_merge`)."""
+        workers = self.options.workers
+        for joined in ordered_map(lambda b: self.join(index, b), batches, workers=workers, lookahead=workers):
+            self.write(joined)  # the counts; there is no writer
+            if joined.merged is not None and joined.merged.num_rows:
+                yield joined.merged
+        self.count_labels(index)
+
+    def count_labels(self, index: LabelIndex) -> None:
         self.counts["labels"] += index.labels
         self.counts["duplicate_labels"] += index.duplicates
         self.counts["unmatched_labels"] += index.unmatched()
@@ -168,19 +181,40 @@ def _timed(batches: Iterator[pa.RecordBatch], report: RunReport, stage: str) -> 
         yield batch
 
 
+def _one_source(captures: str | None, batch: str | None, predictions: str | None, options: MergeOptions) -> str:
+    if options.prefix_map and batch is None:
+        raise OptionsError("prefix_map (--prefix-map) rewrites batch manifest prefixes: it needs batch (--batch)")
+    given = {"captures": captures, "batch": batch, "predictions": predictions}
+    chosen = [name for name, value in given.items() if value is not None]
+    if len(chosen) != 1:
+        got = " and ".join(chosen) or "none"
+        raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
+    return check_location(chosen[0], given[chosen[0]])
+
+
+def _reporting(
+    batches: Iterator[pa.RecordBatch], report: RunReport, progress: Callable[[RunReport, int], None]
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        progress(report, report.objects)
+        yield batch
+
+
 def _predictions(
     captures: str | None,
     batch: str | None,
     predictions: str | None,
     options: MergeOptions,
-    run: JobRun,
+    report: RunReport,
+    on_rejects: Callable[[pa.RecordBatch], None],
 ) -> Predictions:
+    """The one prediction source given, its counts into `report` and its rejects to `on_rejects`."""
     if captures is not None:
-        return capture_predictions(captures, options, run.report, run.rejects.write)
+        return capture_predictions(captures, options, report, on_rejects)
     if batch is not None:
-        return batch_predictions(batch, options, run.report, run.rejects.write, prefix_map=options.prefix_map)
+        return batch_predictions(batch, options, report, on_rejects, prefix_map=options.prefix_map)
     assert predictions is not None
-    return dataset_predictions(predictions, options, run.report)
+    return dataset_predictions(predictions, options, report)
 
 
 def _say_if_nothing_matched(report: RunReport, gt: Location, options: MergeOptions) -> None:
@@ -189,9 +223,8 @@ def _say_if_nothing_matched(report: RunReport, gt: Location, options: MergeOptio
     if not predictions or matched:
         return
     message = f"0 of {predictions:,} predictions matched a label ({report.counts.get('labels', 0):,} labels read)"
-    hours = options.label_hours()
-    if hours is not None:
-        first, last = hours
+    first, last = options.label_hours() or (None, None)
+    if first is not None and last is not None:  # a one-sided window has no outside on its open side
         day = timedelta(hours=24)
         nearby = [
             o
@@ -218,6 +251,7 @@ def run_merge(
     predictions: str | None = None,
     options: MergeOptions | None = None,
     command: str = "merge",
+    progress: Callable[[RunReport, int], None] | None = None,
 ) -> RunReport:
     """Merge predictions with ground-truth labels into hive-partitioned Parquet under `dest`.
 
@@ -229,9 +263,11 @@ def run_merge(
     Output: the prediction rows (``how="inner"``: those with a label) plus label_data, label_encoding, label,
     label_value, label_file, label_hour and label_line; real-time rows under
     ``endpoint=/variant=/year=/month=/day=/hour=``, batch rows under ``year=/month=/day=/hour=`` (UTC hour of
-    inference_time). With `options.sagemaker_format` also ``DEST/merge/...`` in SageMaker's merged layout.
+    inference_time). With `options.sagemaker_format` also ``DEST/_sagemaker/merge/...`` in SageMaker's merged
+    layout.
 
-    Returns the run report (also written as ``DEST/_SUCCESS``); `counts` has the join's figures.
+    Returns the run report (also written as ``DEST/_SUCCESS``); `counts` has the join's figures. `progress`,
+    if given, is called with the report as labels and predictions are read.
 
     Raises:
         OptionsError: not exactly one prediction source, or the SageMaker format with decoded predictions.
@@ -241,14 +277,9 @@ def run_merge(
         NoDataError: no predictions in the window and `options.require_data` is set.
     """
     options = options or MergeOptions()
-    given = {"captures": captures, "batch": batch, "predictions": predictions}
-    chosen = [name for name, value in given.items() if value is not None]
-    if len(chosen) != 1:
-        got = " and ".join(chosen) or "none"
-        raise OptionsError(f"give exactly one prediction source (captures, batch or predictions), got {got}")
-    source = str(given[chosen[0]])
-    if options.prefix_map and batch is None:
-        raise OptionsError("prefix_map (--prefix-map) rewrites batch manifest prefixes: it needs batch (--batch)")
+    source = _one_source(captures, batch, predictions, options)
+    check_location("ground_truth", ground_truth)
+    check_location("dest", dest)
     # Capture rejects are partitioned by endpoint; without capture, label rejects need no endpoint level.
     run = JobRun(dest, command=command, source=source, options=options, endpoint_rejects=captures is not None)
     report = run.report
@@ -260,6 +291,7 @@ def run_merge(
     objects = list_label_objects(gt, hours=options.label_hours(), concurrency=options.fetch_concurrency)
     report.add_time("list", time.perf_counter() - t0)
     report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
     expected = sum(o.size * (_GZIP_RATIO if o.path.endswith(".gz") else 1) for o in objects)
     buckets = max(1, math.ceil(expected / options.join_memory))
     logger.info(
@@ -278,9 +310,11 @@ def run_merge(
         store = LabelStore(buckets, spill_dir)
         for labels in iter_labels(gt, objects, options, report, run.rejects.write):
             store.add(labels)
+            if progress is not None:
+                progress(report, report.objects)
         store.close()
 
-        preds = _predictions(captures, batch, predictions, options, run)
+        preds = _predictions(captures, batch, predictions, options, report, run.rejects.write)
         if options.sagemaker_format and not preds.raw:
             raise OptionsError(
                 f"the sagemaker format needs raw predictions (with {', '.join(required_columns(preds.kind))}); "
@@ -295,6 +329,8 @@ def run_merge(
             )
         merger = _Merger(options, report, data, jsonl, DuplicateCounter(spill_dir), raw=preds.raw)
         rows = _timed(preds.batches, report, "predictions")
+        if progress is not None:
+            rows = _reporting(rows, report, progress)
         if buckets == 1:
             t0 = time.perf_counter()
             index = store.index(0)
@@ -322,3 +358,97 @@ def run_merge(
             empty_message="the window held no labels and no predictions (nothing to write)",
             no_data_error=f"no predictions in the window under {source}",
         )
+
+
+def iter_merge(
+    *,
+    ground_truth: str,
+    captures: str | None = None,
+    batch: str | None = None,
+    predictions: str | None = None,
+    options: MergeOptions | None = None,
+    report: RunReport | None = None,
+    on_rejects: Callable[[pa.RecordBatch], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the merged rows `run_merge` would write, without writing anything (for a monitoring job).
+
+    The sources and options are those of `run_merge` (without the SageMaker layout, which is a file tree).
+    Labels are loaded first (into memory up to `options.join_memory`, else hash buckets spilled to a local
+    temporary directory), then the predictions are streamed through the join; batches of decoded predictions
+    keep their own columns, so schemas may differ between batches. Counts go to `report` when one is given
+    (`counts` as in `run_merge`), rejected input records to `on_rejects` (else the log).
+
+    Raises:
+        OptionsError: not exactly one prediction source, or `options.sagemaker_format`.
+        SourceError: a source does not exist or cannot be read (when iteration starts).
+    """
+    options = options or MergeOptions()
+    source = _one_source(captures, batch, predictions, options)
+    check_location("ground_truth", ground_truth)
+    if options.sagemaker_format:
+        raise OptionsError("iter_merge yields rows; SageMaker's merged JSON Lines layout is written by run_merge")
+    report = report or RunReport(command="merge", source=source, dest=None, options=options.to_dict())
+    for name in _COUNTS:
+        report.counts.setdefault(name, 0)
+
+    def rejected(rows: pa.RecordBatch) -> None:
+        if on_rejects is not None:
+            on_rejects(rows)
+        else:
+            logger.warning("%d records rejected while merging %s", rows.num_rows, source)
+
+    gt = open_location(ground_truth, options.storage_options, connections=options.fetch_concurrency)
+    objects = list_label_objects(gt, hours=options.label_hours(), concurrency=options.fetch_concurrency)
+    report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
+    expected = sum(o.size * (_GZIP_RATIO if o.path.endswith(".gz") else 1) for o in objects)
+    buckets = max(1, math.ceil(expected / options.join_memory))
+    with tempfile.TemporaryDirectory(prefix="capture-engine-merge-") as tmp:
+        spill_dir = Path(tmp)
+        store = LabelStore(buckets, spill_dir)
+        for labels in iter_labels(gt, objects, options, report, rejected):
+            store.add(labels)
+        store.close()
+        preds = _predictions(captures, batch, predictions, options, report, rejected)
+        merger = _Merger(options, report, None, None, DuplicateCounter(spill_dir), raw=preds.raw)
+        rows = _timed(preds.batches, report, "predictions")
+        if buckets == 1:
+            yield from merger.stream(store.index(0), rows)
+        else:
+            spill = BucketSpill(spill_dir, "predictions", buckets)
+            for b in rows:
+                spill.write(b, key_hash(join_key(b)))
+            spill.close()
+            for k in range(buckets):
+                yield from merger.stream(store.index(k), spill.read(k))
+        report.counts["duplicate_prediction_keys"] = merger.duplicates.duplicates()
+
+
+def read_merge(
+    *,
+    ground_truth: str,
+    captures: str | None = None,
+    batch: str | None = None,
+    predictions: str | None = None,
+    options: MergeOptions | None = None,
+    report: RunReport | None = None,
+) -> pl.DataFrame:
+    """The merged rows of `iter_merge` as one polars DataFrame (columns of differing batches are unioned).
+
+    ``read_merge(...).lazy()`` gives a LazyFrame. The whole result is in memory: for large windows iterate
+    `iter_merge` instead, or write the dataset with `run_merge`.
+    """
+    frames = [
+        pl.from_arrow(b)
+        for b in iter_merge(
+            ground_truth=ground_truth,
+            captures=captures,
+            batch=batch,
+            predictions=predictions,
+            options=options,
+            report=report,
+        )
+    ]
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat([f for f in frames if isinstance(f, pl.DataFrame)], how="diagonal_relaxed")

@@ -6,7 +6,11 @@ reference 2.5)::
     {output}/merge/{endpoint}/{variant}/yyyy/mm/dd/hh/part-*.jsonl          real-time endpoints
     {output}/merge/[{schedule}/]yyyy/mm/dd/hh/part-*.jsonl                  batch transform
 
-one record per matched prediction. Records are rendered for a whole batch at once with polars string
+one record per matched prediction. `{output}` is ``DEST/_sagemaker``: beside the Parquet dataset's partitions
+but under a name starting with ``_``, which every Parquet reader's discovery skips (pyarrow, pandas, Spark), so
+that the JSON Lines never break ``ds.dataset(DEST)`` or ``pd.read_parquet(DEST)``.
+
+Records are rendered for a whole batch at once with polars string
 expressions (values JSON-escaped by polars' own encoder), never a ``json.dumps`` per row. Absent values are
 left out, as SageMaker's Spark writer leaves out nulls.
 """
@@ -27,6 +31,9 @@ import pyarrow.compute as pc
 from engine.partition import HIVE_NULL, PartitionKey, split_by_hour
 from engine.sink import TEMPORARY
 from engine.storage import Location, translate_errors
+
+# The analyzers' "output" folder within DEST; a leading "_" keeps Parquet readers out of it.
+SAGEMAKER_ROOT = "_sagemaker"
 
 __all__ = ["MergedJsonWriter", "render_records"]
 
@@ -186,7 +193,7 @@ class MergedJsonWriter:
 
     def _rel(self, key: PartitionKey) -> str:
         endpoint, variant, hour = key
-        parts = ["merge"]
+        parts = [SAGEMAKER_ROOT, "merge"]
         if self.kind == "realtime":
             parts += [quote(v, safe="-_.~ ") if v is not None else HIVE_NULL for v in (endpoint, variant)]
         elif self.schedule_name:

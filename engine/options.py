@@ -17,6 +17,7 @@ __all__ = [
     "JobOptions",
     "MergeOptions",
     "RealtimeOptions",
+    "check_location",
     "parse_duration",
     "parse_size",
     "parse_time",
@@ -39,6 +40,20 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+
+
+def check_location(name: str, value: object) -> str:
+    """`value` as a source or destination location, refusing what is surely a mistake.
+
+    An empty or blank string is what an unset shell variable gives (``realtime "$SRC" "$DEST"``); fsspec
+    would take it for the current folder, so a job would scan or write there.
+
+    Raises:
+        OptionsError: `value` is not a string, or is empty or only whitespace.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise OptionsError(f"{name} must be a path or URL, got {value!r}")
+    return value
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -109,6 +124,10 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+def _hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
 def _default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -130,7 +149,7 @@ class JobOptions:
         storage_options: passed to fsspec for source and destination (e.g. S3 endpoint, credentials).
         compression: Parquet codec.
         row_group_bytes: buffered bytes per partition before a row group is written.
-        decode: decode the payloads into typed columns, one row per payload record (design 3.3).
+        decode: decode the payloads into typed columns, one row per payload record.
         columns: names and types of the decoded columns (implies `decode`); None: the default rules.
         kms_key_id: encrypt every object written to S3 with this KMS key (SSE-KMS, as SageMaker's
             ``KmsKeyId``); only for ``s3://`` destinations.
@@ -170,16 +189,19 @@ class JobOptions:
                 f"unknown compression {self.compression!r}: choose zstd, snappy, gzip, lz4, brotli or none"
             )
 
-    def window_hours(self) -> tuple[datetime, datetime] | None:
+    def window_hours(self) -> tuple[datetime | None, datetime | None] | None:
         """The hour prefixes to list: the window widened to whole hours plus one hour of slack each side.
 
         Slack, because a capture object lands in the hour its first record was written, and its
-        later records may belong to the next hour (and clocks are not perfectly in step).
+        later records may belong to the next hour (and clocks are not perfectly in step). A window
+        open on one side is open there too (None); without a window, None: list everything.
         """
-        if self.start is None or self.end is None:
+        if self.start is None and self.end is None:
             return None
-        first = self.start.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start) - timedelta(hours=1)
+        if self.end is None:
+            return first, None
+        last = _hour(self.end)
         if last == self.end:
             last -= timedelta(hours=1)
         return first, last + timedelta(hours=1)
@@ -223,7 +245,7 @@ class MergeOptions(JobOptions):
             predictions' hour too: clocks, and uploads stamped at the start of a labelling batch.
         how: ``inner`` keeps matched predictions only; ``left`` keeps every prediction, with null labels
             when none matched.
-        sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/merge/`` (needs
+        sagemaker_format: also write SageMaker's merged JSON Lines layout under ``DEST/_sagemaker/merge/`` (needs
             raw, not decoded, predictions).
         schedule_name: the folder SageMaker puts between ``merge/`` and the hour for batch transform
             merges (its monitoring schedule name); None: no folder.
@@ -262,13 +284,17 @@ class MergeOptions(JobOptions):
                 "with payload decoding (--decode/--columns)"
             )
 
-    def label_hours(self) -> tuple[datetime, datetime] | None:
-        """The first and last hour folders of ground truth to list: [start - label_lead, end + label_delay)."""
-        if self.start is None or self.end is None:
+    def label_hours(self) -> tuple[datetime | None, datetime | None] | None:
+        """The first and last hour folders of ground truth to list: [start - label_lead, end + label_delay).
+
+        A side the window leaves open stays open (None): a window with only a start lists from
+        ``start - label_lead`` onward, never the months of labels before it.
+        """
+        if self.start is None and self.end is None:
             return None
-        first = (self.start - self.label_lead).replace(minute=0, second=0, microsecond=0)
-        last = self.end + self.label_delay - timedelta(milliseconds=1)
-        return first, last.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start - self.label_lead)
+        last = None if self.end is None else _hour(self.end + self.label_delay - timedelta(milliseconds=1))
+        return first, last
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -289,10 +315,15 @@ class BatchOptions(JobOptions):
 
     prefix_map: Mapping[str, str] = field(default_factory=dict)
 
-    def manifest_hours(self) -> tuple[datetime, datetime] | None:
-        """The manifest hour folders of the window: a folder is the job's start hour, so no slack."""
-        if self.start is None or self.end is None:
+    def manifest_hours(self) -> tuple[datetime | None, datetime | None] | None:
+        """The manifest hour folders of the window: a folder is the job's start hour, so no slack.
+
+        A side the window leaves open stays open (None).
+        """
+        if self.start is None and self.end is None:
             return None
-        first = self.start.replace(minute=0, second=0, microsecond=0)
-        last = self.end.replace(minute=0, second=0, microsecond=0)
+        first = None if self.start is None else _hour(self.start)
+        if self.end is None:
+            return first, None
+        last = _hour(self.end)
         return first, last if last < self.end else last - timedelta(hours=1)

@@ -230,6 +230,7 @@ def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> 
     kind, files = _list_dataset(loc, options)
     report.objects += len(files)
     report.bytes_read += sum(size for _, size in files)
+    report.bytes_total += sum(size for _, size in files)
     logger.info("found %d %s prediction files under %s", len(files), kind, source)
     fs = _filesystem(loc)
     paths = [p for p, _ in files]

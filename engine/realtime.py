@@ -14,11 +14,11 @@ from typing import Any
 import pyarrow as pa
 
 from engine.envelope import Decoded, decode_unit
-from engine.errors import OptionsError
+from engine.errors import NoDataError, OptionsError
 from engine.fetch import group_units, iter_pieces, ordered_map
 from engine.job import JobRun
-from engine.layout import CaptureObject, list_capture_objects
-from engine.options import RealtimeOptions
+from engine.layout import CaptureObject, list_capture_objects, looks_like, looks_like_object
+from engine.options import RealtimeOptions, check_location
 from engine.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.report import RunReport
 from engine.schemas import capture_schema
@@ -99,6 +99,7 @@ def iter_capture(
     objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report = report or RunReport(command="read", source=source, dest=None, options={})
     report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
     for d in _decoded_units(loc, objects, options, report):
         _account(report, d)
         if d.rejects.num_rows:
@@ -115,7 +116,7 @@ def read_capture(
     options: RealtimeOptions | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
-    """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (design 3.2 columns).
+    """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (one row per event).
 
     Args:
         source: capture root (any level of ``{root}/{endpoint}/{variant}/yyyy/mm/dd/hh``) or one object,
@@ -169,6 +170,8 @@ def run_realtime(
         NoDataError: the window is empty and `options.require_data` is set.
     """
     options = options or RealtimeOptions()
+    check_location("source", source)
+    check_location("dest", dest)
     run = JobRun(dest, command=command, source=source, options=options)
     report = run.report
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
@@ -177,7 +180,15 @@ def run_realtime(
     objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
     report.add_time("list", time.perf_counter() - t0)
     report.objects = len(objects)
+    report.bytes_total = sum(o.size for o in objects)
     logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
+    empty_message = "the window held no capture records (nothing to write)"
+    if not objects and (what := looks_like(src)) is not None:
+        # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
+        empty_message = f"no capture objects under {src.uri(src.root)}: it looks like {what}"
+        if options.require_data:
+            raise NoDataError(empty_message)
+        logger.warning("%s", empty_message)
 
     with run:
         data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
@@ -194,8 +205,13 @@ def run_realtime(
             report.add_time("write", time.perf_counter() - t1)
             if progress is not None:
                 progress(report, len(objects))
+        if objects and report.records and not report.events_written:
+            # Nothing but rejects: if the objects are not capture at all, that is the one line to give.
+            what = looks_like_object(src, objects[0].path)
+            if what is not None:
+                raise NoDataError(f"no capture objects under {src.uri(src.root)}: it looks like {what}")
         return run.commit(
             data,
-            empty_message="the window held no capture records (nothing to write)",
+            empty_message=empty_message,
             no_data_error=f"no capture records in the window under {source}",
         )

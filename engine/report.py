@@ -11,7 +11,7 @@ import orjson
 
 from engine._version import __version__
 
-__all__ = ["RunReport"]
+__all__ = ["RunReport", "plural"]
 
 
 @dataclass
@@ -32,6 +32,8 @@ class RunReport:
     window: dict[str, str | None] = field(default_factory=dict)
     objects: int = 0
     bytes_read: int = 0
+    # Bytes the run expects to read, known once its inputs are listed (0: unknown); for progress only.
+    bytes_total: int = 0
     records: int = 0
     blank_lines: int = 0
     rows_written: int = 0
@@ -75,6 +77,10 @@ class RunReport:
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
+    def to_json_line(self) -> str:
+        """The report as one line of JSON (``--log-format json``)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS).decode()
+
     def summary(self) -> str:
         """A human-readable table of the run."""
         mb = self.bytes_read / 1e6
@@ -86,20 +92,61 @@ class RunReport:
             ("window", f"{self.window.get('start') or '-'} .. {self.window.get('end') or '-'}"),
             ("objects read", f"{self.objects:,}"),
             ("bytes read", f"{mb:,.1f} MB ({rate:,.1f} MB/s)"),
-            ("records", f"{self.records:,}"),
-            ("events written", f"{self.events_written:,}"),
-            ("rows written", f"{self.rows_written:,} in {len(self.partitions):,} partitions"),
-            ("outside window", f"{self.out_of_window:,}"),
-            ("rejected", f"{self.rejected:,} ({self.reject_ratio:.2%})"),
         ]
-        rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(self.rejects_by_reason.items())]
-        rows += [(name.replace("_", " "), f"{n:,}") for name, n in self.counts.items()]
-        rows.append(("records = written + rejected + outside", "yes" if self.balanced else "NO"))
-        stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.stage_seconds.items())
-        rows.append(("wall time", f"{self.wall_seconds:.2f}s ({stages})"))
+        rows += self._merge_rows() if self.command == "merge" else self._job_rows()
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+        rows.append(("wall time", f"{self.wall_seconds:.2f}s"))
+        # Stages run on several threads at once, so their sum may exceed the wall time.
+        rows.append(("CPU seconds by stage (summed over workers)", stages or "-"))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
         lines += [f"warning: {w}" for w in self.notes.get("warnings", [])]
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)
+
+    def _rejects_rows(self) -> list[tuple[str, str]]:
+        rows = [("rejected", f"{self.rejected:,} ({self.reject_ratio:.2%})")]
+        return rows + [(f"  {reason}", f"{n:,}") for reason, n in sorted(self.rejects_by_reason.items())]
+
+    def _job_rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("records", f"{self.records:,}"),
+            ("events written", f"{self.events_written:,}"),
+            ("rows written", f"{self.rows_written:,} in {plural(len(self.partitions), 'partition')}"),
+            ("outside window", f"{self.out_of_window:,}"),
+            *self._rejects_rows(),
+        ]
+        rows += [(name.replace("_", " "), f"{n:,}") for name, n in self.counts.items()]
+        rows.append(("records = written + rejected + outside", "yes" if self.balanced else "NO"))
+        return rows
+
+    def _merge_rows(self) -> list[tuple[str, str]]:
+        """A merge's own figures: what was joined with what, rather than the decode counts of a job."""
+        c = self.counts
+        rows = [
+            ("predictions read", f"{c.get('predictions', 0):,}"),
+            ("labels read", f"{c.get('labels', 0):,}"),
+            ("matched predictions", f"{c.get('matched', 0):,}"),
+            ("unmatched predictions", f"{c.get('unmatched_predictions', 0):,}"),
+            ("unmatched labels", f"{c.get('unmatched_labels', 0):,}"),
+            ("duplicate labels", f"{c.get('duplicate_labels', 0):,}"),
+            ("duplicate prediction keys", f"{c.get('duplicate_prediction_keys', 0):,}"),
+            ("rows written", f"{self.rows_written:,} in {plural(len(self.partitions), 'partition')}"),
+            *self._rejects_rows(),
+            # The input records this run decoded (labels, and capture unless predictions came from a dataset).
+            (
+                "input records = accepted + rejected + outside",
+                f"{'yes' if self.balanced else 'NO'} ({self.records:,} = {self.events_written:,} + "
+                f"{self.rejected:,} + {self.out_of_window:,})",
+            ),
+        ]
+        known = {"predictions", "labels", "matched", "unmatched_predictions", "unmatched_labels"}
+        known |= {"duplicate_labels", "duplicate_prediction_keys"}
+        rows += [(name.replace("_", " "), f"{n:,}") for name, n in c.items() if name not in known]
+        return rows
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 partition``, ``2 partitions``: the count with its noun."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

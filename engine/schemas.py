@@ -75,7 +75,7 @@ def table_spec(name: str) -> TableSpec:
 
 
 def capture_schema() -> pa.Schema:
-    """Arrow schema of the real-time capture table (design 3.2)."""
+    """Arrow schema of the real-time capture table: one row per captured event (table "capture")."""
     return table_spec("capture").schema
 
 

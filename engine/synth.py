@@ -48,7 +48,15 @@ from numpy.typing import NDArray
 
 from engine.errors import OptionsError
 
-__all__ = ["BatchSynthOptions", "BatchSynthSummary", "SynthOptions", "SynthSummary", "synth", "synth_batch"]
+__all__ = [
+    "BatchSynthOptions",
+    "BatchSynthSummary",
+    "SynthOptions",
+    "SynthSummary",
+    "refuse_non_empty",
+    "synth",
+    "synth_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +327,21 @@ def synth(
         root,
     )
     return summary
+
+
+def refuse_non_empty(dest: str, storage_options: dict[str, Any] | None = None) -> None:
+    """The CLI's guard: writing a sample tree into a folder that holds anything else would mix two trees.
+
+    Raises:
+        OptionsError: `dest` exists and is not empty (``--overwrite`` skips this check).
+    """
+    fs, base = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    try:
+        entries = fs.ls(base, detail=False) if fs.isdir(base) else ([base] if fs.exists(base) else [])
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if entries:
+        raise OptionsError(f"{dest} is not empty: synth would mix its tree with what is there; give --overwrite")
 
 
 def _validate(o: SynthOptions) -> None:

@@ -75,7 +75,7 @@ def test_sagemaker_format_keeps_custom_attributes(tmp_path: Path, run_cli: Calla
         "-q",
     )
     assert proc.returncode == 0, proc.stderr
-    (path,) = (dest / "merge").rglob("*.jsonl")
+    (path,) = (dest / "_sagemaker" / "merge").rglob("*.jsonl")
     got = {r["eventMetadata"]["inferenceId"]: r for r in map(json.loads, path.read_text().splitlines())}
     assert got["59"]["eventMetadata"] == {
         "eventId": "09e668ab-172a-4ef1-9dc3-696d52879010",

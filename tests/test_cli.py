@@ -28,7 +28,7 @@ def test_realtime_prints_summary_and_writes_report(
     write_capture("2026/11/01/10", [record("a", H), record("b", H)])
     proc = run_cli("realtime", str(tmp_path / "capture"), str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert "rows written" in proc.stdout and "2 in 1 partitions" in proc.stdout
+    assert "rows written" in proc.stdout and "2 in 1 partition\n" in proc.stdout
     report = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
     assert report["status"] == "committed"
     assert report["records"] == 2 and report["rows_written"] == 2 and report["balanced"] is True

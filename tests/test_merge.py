@@ -472,8 +472,8 @@ def test_sagemaker_layout_endpoint_record_is_the_quoted_merged_record(
     )
     report, rows = merge(tmp_path, sagemaker_format=True)
     assert len(rows) == 1
-    (path,) = (tmp_path / "out" / "merge").rglob("*.jsonl")
-    rel = path.relative_to(tmp_path / "out").as_posix()
+    (path,) = (tmp_path / "out" / "_sagemaker" / "merge").rglob("*.jsonl")
+    rel = path.relative_to(tmp_path / "out" / "_sagemaker").as_posix()
     assert rel.startswith("merge/DEMO-ll-adult/AllTraffic/2023/01/19/06/part-") and path.name.endswith(".jsonl")
     (line,) = path.read_text().splitlines()
     got = json.loads(line)
@@ -512,8 +512,9 @@ def test_sagemaker_layout_batch_records_are_the_quoted_merged_records(tmp_path: 
         ],
     )
     merge(tmp_path, predictions=str(preds), sagemaker_format=True, schedule_name="my-schedule")
-    (path,) = (tmp_path / "out" / "merge").rglob("*.jsonl")
-    assert path.relative_to(tmp_path / "out").as_posix().startswith("merge/my-schedule/2026/11/01/00/part-")
+    (path,) = (tmp_path / "out" / "_sagemaker" / "merge").rglob("*.jsonl")
+    rel = path.relative_to(tmp_path / "out" / "_sagemaker").as_posix()
+    assert rel.startswith("merge/my-schedule/2026/11/01/00/part-")
     got = sorted(
         (json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["eventMetadata"]["eventId"]
     )
@@ -549,7 +550,7 @@ def test_sagemaker_layout_of_left_merges_holds_matched_records_only(
     gt("2026/11/01/00", [label("a")])
     _, rows = merge(tmp_path, how="left", sagemaker_format=True)
     assert len(rows) == 2
-    (path,) = (tmp_path / "out" / "merge").rglob("*.jsonl")
+    (path,) = (tmp_path / "out" / "_sagemaker" / "merge").rglob("*.jsonl")
     (line,) = path.read_text().splitlines()
     rec = json.loads(line)
     assert rec["eventMetadata"] == {"eventId": "a", "inferenceTime": "2026-11-01T00:00:00.250Z"}  # no inferenceId
@@ -658,11 +659,12 @@ def test_cli_merge(
         "sagemaker",
     )
     assert p.returncode == 0, p.stderr
-    assert "matched" in p.stdout and "unmatched labels" in p.stdout and "records = written" in p.stdout
+    assert "matched predictions" in p.stdout and "unmatched labels" in p.stdout
+    assert "input records = accepted + rejected + outside  yes" in p.stdout
     report = json.loads((out / "_SUCCESS").read_text())
     assert report["command"] == "merge" and report["counts"]["matched"] == 1 and report["rows_written"] == 2
     assert report["options"]["label_delay"] == "1h30m" and report["options"]["how"] == "left"
-    assert len(list((out / "merge").rglob("*.jsonl"))) == 1
+    assert len(list((out / "_sagemaker" / "merge").rglob("*.jsonl"))) == 1
 
     p = run_cli("merge", "--predictions", str(tmp_path / "nothing"), *args)
     assert p.returncode == 1 and p.stderr.strip().startswith("capture-engine: error: prediction dataset not found")
@@ -679,14 +681,14 @@ def test_cli_merge(
 def test_demo_runs_every_job_and_merges(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
     p = run_cli("demo", str(tmp_path / "demo"), timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "4/6 capture-engine merge --predictions" in p.stdout
+    assert any(x.startswith("4/6 ") and "capture-engine merge --predictions" in x for x in p.stdout.splitlines())
     report = json.loads((tmp_path / "demo" / "merged" / "_SUCCESS").read_text())
     assert report["counts"]["matched"] == report["counts"]["labels"] > 0 and report["balanced"]
     batch = json.loads((tmp_path / "demo" / "batch" / "_SUCCESS").read_text())
     assert batch["status"] == "committed" and batch["rows_written"] > 0 and batch["rejected"] == 0
     merged = json.loads((tmp_path / "demo" / "batch-merged" / "_SUCCESS").read_text())
     assert merged["counts"]["matched"] == merged["counts"]["labels"] > 0
-    assert list((tmp_path / "demo" / "batch-merged" / "merge").glob("**/*.jsonl"))  # SageMaker's layout
+    assert list((tmp_path / "demo" / "batch-merged" / "_sagemaker" / "merge").glob("**/*.jsonl"))  # SageMaker's layout
 
 
 # -- readers ------------------------------------------------------------------------------------------------

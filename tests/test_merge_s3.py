@@ -64,7 +64,7 @@ def test_s3_merge_matches_local_disk(tmp_path: Path, s3_server: S3Endpoint, s3_b
     assert _rows(s3_table) == _rows(disk_table)
 
     # SageMaker's layout: committed with the run, one JSON line per matched prediction.
-    jsonl = sorted(k for k in fs.find(f"{s3_bucket}/merged/merge") if k.endswith(".jsonl"))
+    jsonl = sorted(k for k in fs.find(f"{s3_bucket}/merged/_sagemaker/merge") if k.endswith(".jsonl"))
     assert jsonl and all("/_temporary/" not in k for k in jsonl)
     lines = [json.loads(line) for k in jsonl for line in fs.cat_file(k).decode().splitlines()]
     assert len(lines) == remote.labels

@@ -215,6 +215,7 @@ def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBat
     carried = [c for c in batch.schema.names if c not in ("input_data", "output_data")]
     columns: dict[str, pa.Array] = {c: batch.column(c).take(take) for c in carried}
     columns["record_index"] = pa.array(rec_index, pa.int64())
+    output_keys: dict[str, str] = {}  # output column name -> its key among the row's columns
     for records, has, counts_side, prefix in ((ins, has_in, in_counts, ""), (outs, has_out, out_counts, "output.")):
         if not records.table.num_columns:
             continue
@@ -223,7 +224,34 @@ def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBat
         for name in picked.column_names:
             key = f"{prefix}{name}" if name in columns else name
             columns[key] = picked.column(name).combine_chunks()
+            if records is outs:
+                output_keys[name] = key
+    _add_prediction(columns, output_keys, spec.output.prediction, len(rec_event))
     return pa.RecordBatch.from_pydict(columns), failures
+
+
+# Output fields that name the prediction itself, in order of preference, when the output has several
+# (SageMaker's built-in algorithms answer {"predicted_label": 1, "score": 0.98}).
+PREDICTION_FIELDS = ("predicted_label", "label", "score", "prediction_0", "probability")
+
+
+def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked: str | None, n: int) -> None:
+    """Give every decoded row one ``prediction`` column, so that monitoring code never guesses its name.
+
+    It is a copy of: the spec's marked prediction; else the output's only scalar column; else the first of
+    `PREDICTION_FIELDS` present; else the output's first scalar column; else nulls (no output captured).
+    The original columns stay. A CSV output's own ``prediction`` column is already it.
+    """
+    if "prediction" in columns:
+        return
+    scalar = [name for name, key in output.items() if not pa.types.is_nested(columns[key].type)]
+    if marked is not None and marked in output:
+        source: str | None = marked
+    elif len(scalar) == 1:
+        source = scalar[0]
+    else:
+        source = next((f for f in PREDICTION_FIELDS if f in scalar), scalar[0] if scalar else None)
+    columns["prediction"] = columns[output[source]] if source is not None else pa.nulls(n, pa.float64())
 
 
 def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
@@ -232,13 +260,14 @@ def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
 
 
 def decode_payloads(
-    batch: pa.RecordBatch, spec: ColumnSpec
+    batch: pa.RecordBatch, spec: ColumnSpec | None = None
 ) -> tuple[list[pa.RecordBatch], list[tuple[pa.RecordBatch, list[PayloadFailure]]]]:
-    """Decode the payloads of a batch of capture rows.
+    """Decode the payloads of a batch of capture rows (`spec` None: the default naming rules).
 
-    Returns one record batch per (endpoint, variant) present (each with its own payload columns), and
-    the rejected events with the envelope rows they came from.
+    Returns one record batch per (endpoint, variant) present (each with its own payload columns, plus one
+    ``prediction`` column), and the rejected events with the envelope rows they came from.
     """
+    spec = spec if spec is not None else ColumnSpec()
     records: list[pa.RecordBatch] = []
     rejected: list[tuple[pa.RecordBatch, list[PayloadFailure]]] = []
     if batch.num_rows == 0:

@@ -15,6 +15,8 @@ become columns: one list column (``list``, the default) or ``name_0..name_k`` co
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +24,7 @@ import orjson
 import pyarrow as pa
 
 from engine.errors import OptionsError
-from engine.schemas import arrow_type
+from engine.schemas import _schemas_dir, arrow_type
 from engine.storage import open_location, translate_errors
 
 __all__ = ["ArrayMode", "ColumnSpec", "SideSpec", "load_column_spec"]
@@ -83,14 +85,78 @@ def _side(raw: Any, where: str) -> SideSpec:
     )
 
 
+@functools.cache
+def _spec_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = orjson.loads((_schemas_dir() / "column-spec.schema.json").read_bytes())
+    return schema
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+}
+
+
+def _check(value: Any, schema: dict[str, Any], path: str) -> str | None:
+    """The first violation of `schema` by `value`, or None.
+
+    Covers the part of JSON Schema that `schemas/column-spec.schema.json` uses (``$ref`` to ``$defs``,
+    ``type``, ``enum``, ``pattern``, ``required``, ``properties``, ``additionalProperties: false``,
+    ``items``, ``minLength``), so that the spec is checked against its own schema without a runtime dependency.
+    """
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return _check(value, _spec_schema()["$defs"][name], path)
+    where = path or "top level"
+    kind = schema.get("type")
+    if kind is not None and not isinstance(value, _JSON_TYPES[kind]):
+        return f"{where}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}, got {type(value).__name__}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where}: {value!r} is not one of {', '.join(map(str, schema['enum']))}"
+    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
+        return f"{where}: must not be empty"
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        return f"{where}: {value!r} is not {schema.get('description') or 'of the form ' + schema['pattern']}"
+    if isinstance(value, dict):
+        props: dict[str, Any] = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                return f"{where}: missing key {key!r}"
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else key
+            if key not in props:
+                if schema.get("additionalProperties", True) is False:
+                    return f"{where}: unknown key {key!r} (expected one of {', '.join(props)})"
+                continue
+            problem = _check(item, props[key], inner)
+            if problem:
+                return problem
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            problem = _check(item, schema["items"], f"{path}[{i}]")
+            if problem:
+                return problem
+    return None
+
+
 def parse_column_spec(data: bytes | str | dict[str, Any], *, where: str = "column spec") -> ColumnSpec:
-    """Parse a column spec from JSON text or an already-parsed dict."""
+    """Parse a column spec from JSON text or an already-parsed dict, validated against its JSON Schema.
+
+    Raises:
+        OptionsError: not JSON, or not what `schemas/column-spec.schema.json` allows (a misspelt key such as
+            ``"ouput"``, an unknown type name): the message names `where` and the key at fault.
+    """
     try:
         raw = data if isinstance(data, dict) else orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise OptionsError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise OptionsError(f"{where}: expected a JSON object")
+    problem = _check(raw, _spec_schema(), "")
+    if problem:
+        raise OptionsError(f"{where}: {problem}")
     arrays = raw.get("arrays", "list")
     if arrays not in ("list", "expand"):
         raise OptionsError(f"{where}: arrays must be 'list' or 'expand', got {arrays!r}")
