@@ -1,11 +1,20 @@
 """Monitoring on the engine's tables: what SageMaker Model Monitor's analyzer produced, in its file formats.
 
-So far: a streaming, mergeable per-feature profile (`profile_batches`) and its ``statistics.json``
-document (`statistics_document`). Constraints, violations, CloudWatch metrics and model quality build
-on these.
+So far, data quality as a library: a streaming, mergeable per-feature profile (`profile_batches`), its
+``statistics.json`` (`statistics_document`), suggested ``constraints.json`` (`constraints_document`) and a
+window's ``constraint_violations.json`` against a baseline (`violations_document`).
 """
 
+from engine.monitor.constraints import constraints_document
 from engine.monitor.profile import FeatureProfile, Profile, profile_batches
 from engine.monitor.statistics import statistics_document
+from engine.monitor.violations import violations_document
 
-__all__ = ["FeatureProfile", "Profile", "profile_batches", "statistics_document"]
+__all__ = [
+    "FeatureProfile",
+    "Profile",
+    "constraints_document",
+    "profile_batches",
+    "statistics_document",
+    "violations_document",
+]
