@@ -39,7 +39,7 @@ def _check(stats: dict[str, Any], cons: dict[str, Any], window: pa.Table) -> lis
 
 
 def test_suggested_constraints_follow_the_real_files() -> None:
-    stats, cons = _baseline(_table(np.random.default_rng(0), 1500))
+    _, cons = _baseline(_table(np.random.default_rng(0), 1500))
     assert cons["version"] == 0.0
     assert cons["monitoring_config"]["datatype_check_threshold"] == 1.0
     assert cons["monitoring_config"]["distribution_constraints"]["comparison_method"] == "Robust"

@@ -104,28 +104,21 @@ def violations_document(
         return {"violations": []}
     wanted = {c["name"]: c for c in constraints.get("features", [])}
     base_stats = {s["name"]: s for s in statistics.get("features", [])}
-    out: list[dict[str, str]] = []
-    current = [n for n, f in window.features.items()]
-    missing = [n for n in wanted if n not in window.features]
-    extra = [n for n in current if n not in wanted]
-    for name in missing:
-        out.append(
-            _violation(
-                name,
-                "missing_column_check",
-                f"There are missing columns in current dataset. Number of columns in current dataset: {len(current)}, "
-                f"Number of columns in baseline constraints: {len(wanted)}",
-            )
-        )
-    for name in extra:
-        out.append(
-            _violation(
-                name,
-                "extra_column_check",
-                f"There are extra columns in current dataset. Number of columns in current dataset: {len(current)}, "
-                f"Number of columns in baseline constraints: {len(wanted)}",
-            )
-        )
+    current = list(window.features)
+    counts = (
+        f"Number of columns in current dataset: {len(current)}, "
+        f"Number of columns in baseline constraints: {len(wanted)}"
+    )
+    out = [
+        _violation(name, "missing_column_check", f"There are missing columns in current dataset. {counts}")
+        for name in wanted
+        if name not in window.features
+    ]
+    out += [
+        _violation(name, "extra_column_check", f"There are extra columns in current dataset. {counts}")
+        for name in current
+        if name not in wanted
+    ]
     type_threshold = float(config.get("datatype_check_threshold", 1.0))
     domain_threshold = float(config.get("domain_content_threshold", 1.0))
     dist = config.get("distribution_constraints", {})
