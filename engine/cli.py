@@ -11,12 +11,13 @@ import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
+from engine.monitor.command import add_commands as add_monitor_commands
 from engine.options import MergeOptions, RealtimeOptions, check_location, parse_duration, parse_size, parse_time
 from engine.payload import load_column_spec
 from engine.progress import Progress, configure_logging
@@ -26,6 +27,9 @@ from engine.report import RunReport
 __all__ = ["main"]
 
 logger = logging.getLogger("engine.cli")
+
+# Handlers of the monitoring commands, registered with their parsers (engine.monitor.command).
+_MONITOR: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 _JEMALLOC_DECAY_MS = 500  # merge: how long jemalloc keeps freed pages for reuse before returning them
@@ -261,6 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="synth -> realtime -> realtime --decode -> merge on local disk, with summaries")
     de.add_argument("dir", nargs="?", default="demo-output", help="working directory (default demo-output)")
     _add_common(de)
+    _MONITOR.update(add_monitor_commands(sub, _add_common))
     return parser
 
 
@@ -419,12 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "merge": _cmd_merge,
         "synth": _cmd_synth,
         "demo": _cmd_demo,
+        **_MONITOR,
     }
     try:
         for name in ("source", "dest", "captures", "batch", "predictions", "ground_truth"):
             if name in args and (name in ("source", "dest") or getattr(args, name) is not None):
                 check_location(name.replace("_", "-"), getattr(args, name))
-        return handlers[args.command](args)
+        code: int = handlers[args.command](args)
+        return code
     except EngineError as exc:
         if args.debug:
             logger.exception("failed")

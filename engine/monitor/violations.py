@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.monitor.profile import FeatureProfile, Profile
 
-__all__ = ["ROBUST_C_ALPHA", "violations_document"]
+__all__ = ["ROBUST_C_ALPHA", "drift_distances", "violations_document"]
 
 ROBUST_C_ALPHA = 1.8  # Deequ's default c_alpha for linfRobust (alpha of about 0.003)
 _NUMERIC = ("Integral", "Fractional")
@@ -155,37 +155,47 @@ def violations_document(
                 out.append(_violation(name, "categorical_values_check", _value(inside)))
         if not compare or name not in base_stats:
             continue
-        base = base_stats[name]
-        n_base = int(
-            (base.get("numerical_statistics") or base.get("string_statistics") or {})
-            .get("common", {})
-            .get("num_present", 0)
-        )
-        if btype in _NUMERIC:
-            d = numerical_distance(base, f)
-            if d is not None:
-                d = d if method == "Simple" else _robust(d, n_base, f.n)
-                if d > threshold:
-                    out.append(
-                        _violation(
-                            name,
-                            "baseline_drift_check",
-                            f"Numerical distance: {d!r} exceeds numerical threshold: {threshold!r}",
-                        )
-                    )
-        elif btype == "String":
-            d = categorical_distance(base, f)
-            if d is not None:
-                d = d if method == "Simple" else _robust(d, n_base, f.present)
-                if d > cat_threshold:
-                    out.append(
-                        _violation(
-                            name,
-                            "baseline_drift_check",
-                            f"Categorical distance: {d!r} exceeds categorical threshold: {cat_threshold!r}",
-                        )
-                    )
+        d = _distance(base_stats[name], btype, f, method)
+        if d is None:
+            continue
+        if btype in _NUMERIC and d > threshold:
+            description = f"Numerical distance: {d!r} exceeds numerical threshold: {threshold!r}"
+            out.append(_violation(name, "baseline_drift_check", description))
+        elif btype == "String" and d > cat_threshold:
+            description = f"Categorical distance: {d!r} exceeds categorical threshold: {cat_threshold!r}"
+            out.append(_violation(name, "baseline_drift_check", description))
     return {"violations": out}
+
+
+def _distance(base: dict[str, Any], btype: str, f: FeatureProfile, method: str) -> float | None:
+    """The drift distance of one feature as the comparison method measures it (Robust: corrected)."""
+    section = base.get("numerical_statistics") or base.get("string_statistics") or {}
+    n_base = int(section.get("common", {}).get("num_present", 0))
+    if btype in _NUMERIC:
+        d, m = numerical_distance(base, f), f.n
+    elif btype == "String":
+        d, m = categorical_distance(base, f), f.present
+    else:
+        return None
+    if d is None:
+        return None
+    return d if method == "Simple" else _robust(d, n_base, m)
+
+
+def drift_distances(statistics: dict[str, Any], constraints: dict[str, Any], window: Profile) -> dict[str, float]:
+    """Each shared feature's drift distance (the value of CloudWatch's ``feature_baseline_drift_*``)."""
+    dist = constraints.get("monitoring_config", {}).get("distribution_constraints", {})
+    method = dist.get("comparison_method", dist.get("comparion_method", "Robust"))
+    types = {c["name"]: c.get("inferred_type", "Unknown") for c in constraints.get("features", [])}
+    out: dict[str, float] = {}
+    for base in statistics.get("features", []):
+        f = window.features.get(base["name"])
+        if f is None:
+            continue
+        d = _distance(base, types.get(base["name"], base.get("inferred_type", "Unknown")), f, method)
+        if d is not None:
+            out[base["name"]] = d
+    return out
 
 
 def _domain_share(f: FeatureProfile, domain: set[str]) -> float | None:

@@ -1,0 +1,95 @@
+"""The monitoring commands of the CLI: ``baseline`` and ``monitor data-quality``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import OptionsError
+from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality
+from engine.options import parse_time
+
+__all__ = ["add_commands"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _time(text: str) -> Any:
+    try:
+        return parse_time(text)
+    except OptionsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a Parquet dataset (one this engine wrote, or any), a CSV or JSON Lines file")
+    p.add_argument("out", help="output folder (path or URL)")
+    p.add_argument("--format", choices=("auto", "parquet", "csv", "jsonl"), default="auto", help="default: by name")
+    p.add_argument("--header", action="store_true", help="CSV: the first line names the columns (else _c0, _c1, ...)")
+    p.add_argument("--features", help="comma-separated columns to profile (default: all but provenance columns)")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", help="fsspec option")
+
+
+def _options(args: argparse.Namespace, **extra: Any) -> MonitorOptions:
+    bad = [pair for pair in args.storage_option if "=" not in pair]
+    if bad:
+        raise OptionsError(f"--storage-option takes KEY=VALUE, got {bad[0]!r}")
+    storage = dict(pair.split("=", 1) for pair in args.storage_option)
+    features = tuple(f.strip() for f in args.features.split(",") if f.strip()) if args.features else None
+    return MonitorOptions(format=args.format, header=args.header, features=features, storage_options=storage, **extra)
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    stats, _ = run_baseline(args.source, args.out, options=_options(args))
+    if not args.quiet:
+        print(
+            f"baseline: {stats['dataset']['item_count']:,} records, {len(stats['features'])} features -> "
+            f"{args.out}/statistics.json, {args.out}/constraints.json"
+        )
+    return 0
+
+
+def _cmd_data_quality(args: argparse.Namespace) -> int:
+    options = _options(
+        args,
+        start=args.start,
+        end=args.end,
+        endpoint=args.endpoint,
+        schedule=args.schedule_name,
+    )
+    result = run_data_quality(
+        args.source,
+        args.out,
+        baseline_statistics=args.baseline_statistics,
+        baseline_constraints=args.baseline_constraints,
+        options=options,
+    )
+    if not args.quiet:
+        found = result.violations["violations"]
+        print(
+            f"data quality: {result.statistics['dataset']['item_count']:,} records, {len(found)} violation"
+            f"{'' if len(found) == 1 else 's'} -> {args.out}/constraint_violations.json"
+        )
+        for v in found:
+            print(f"  {v['feature_name']}: {v['constraint_check_type']}: {v['description'].strip()}")
+    return 0
+
+
+def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
+    """Register the monitoring subcommands; returns their handlers by command name."""
+    bl = sub.add_parser("baseline", help="statistics.json and suggested constraints.json of a baseline dataset")
+    _add_source(bl)
+    add_common(bl)
+    mo = sub.add_parser("monitor", help="Model Monitor's jobs on the engine's tables")
+    kinds = mo.add_subparsers(dest="monitor", required=True, metavar="KIND")
+    dq = kinds.add_parser("data-quality", help="a window's statistics and violations against a baseline")
+    _add_source(dq)
+    dq.add_argument("--baseline-statistics", required=True, metavar="FILE", help="the baseline's statistics.json")
+    dq.add_argument("--baseline-constraints", required=True, metavar="FILE", help="the baseline's constraints.json")
+    dq.add_argument("--start", type=_time, help="window start on inference_time, ISO-8601 UTC (inclusive)")
+    dq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
+    dq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
+    dq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    add_common(dq)
+    return {"baseline": _cmd_baseline, "monitor": _cmd_data_quality}
