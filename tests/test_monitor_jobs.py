@@ -126,3 +126,34 @@ def test_cli_baseline_and_data_quality(decoded: Path, run_cli: Callable[..., Any
         "--baseline-statistics", str(decoded / "nope.json"), "--baseline-constraints", str(base / "constraints.json"),
     )  # fmt: skip
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nope.json" in missing.stderr
+
+
+def test_cli_model_quality_on_merged_synth_data(decoded: Path, run_cli: Callable[..., Any]) -> None:
+    merged = decoded / "merged"
+    done = run_cli(
+        "merge", "--captures", str(decoded / "tree" / "capture"), "--ground-truth", str(decoded / "tree" / "ground-truth"),
+        str(merged), "--decode", "-q",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    base = decoded / "mq-base"
+    first = run_cli(
+        "monitor", "model-quality", str(merged), str(base), "--problem-type", "BinaryClassification",
+        "--probability-attribute", "prediction", "--ground-truth-attribute", "label_value",
+        "--start", "2026-11-01T00", "--end", "2026-11-01T01",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    stats = json.loads((base / "statistics.json").read_text())
+    m = stats["binary_classification_metrics"]
+    assert stats["dataset"]["item_count"] > 200 and 0.5 < m["auc"]["value"] <= 1.0
+    assert isinstance(m["accuracy"]["standard_deviation"], float)
+    cons = json.loads((base / "constraints.json").read_text())
+    assert cons["binary_classification_constraints"]["accuracy"]["comparison_operator"] == "LessThanThreshold"
+    later = run_cli(
+        "monitor", "model-quality", str(merged), str(decoded / "mq-later"), "--problem-type", "BinaryClassification",
+        "--probability-attribute", "prediction", "--ground-truth-attribute", "label_value",
+        "--baseline-constraints", str(base / "constraints.json"),
+    )  # fmt: skip
+    assert later.returncode == 0, later.stderr
+    assert (decoded / "mq-later" / "constraint_violations.json").exists()
+    records = (decoded / "mq-later" / "cloudwatch_metrics.jsonl").read_text().splitlines()
+    assert any(json.loads(r)["MetricName"] == "auc" for r in records)

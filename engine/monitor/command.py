@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import OptionsError
-from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality
+from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
+from engine.monitor.quality import QualityOptions
 from engine.options import parse_time
 
 __all__ = ["add_commands"]
@@ -76,6 +77,34 @@ def _cmd_data_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_quality(args: argparse.Namespace) -> int:
+    quality = QualityOptions(
+        problem_type=args.problem_type,
+        inference_attribute=args.inference_attribute,
+        probability_attribute=args.probability_attribute,
+        probability_threshold=args.probability_threshold,
+        ground_truth_attribute=args.ground_truth_attribute,
+        positive_label=args.positive_label,
+    )
+    options = _options(args, start=args.start, end=args.end, endpoint=args.endpoint, schedule=args.schedule_name)
+    result = run_model_quality(
+        args.source, args.out, quality=quality, baseline_constraints=args.baseline_constraints, options=options
+    )
+    if not args.quiet:
+        key = next(k for k in result.statistics if k.endswith("_metrics"))
+        shown = ", ".join(
+            f"{k} {v['value']:.4g}" for k, v in result.statistics[key].items() if isinstance(v, dict) and "value" in v
+        )
+        print(f"model quality: {result.statistics['dataset']['item_count']:,} rows: {shown}")
+        for v in (result.violations or {}).get("violations", []):
+            print(f"  {v['metric_name']}: {v['description']}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    return _cmd_data_quality(args) if args.monitor == "data-quality" else _cmd_model_quality(args)
+
+
 def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
     """Register the monitoring subcommands; returns their handlers by command name."""
     bl = sub.add_parser("baseline", help="statistics.json and suggested constraints.json of a baseline dataset")
@@ -92,4 +121,20 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     dq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
     dq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
     add_common(dq)
-    return {"baseline": _cmd_baseline, "monitor": _cmd_data_quality}
+    mq = kinds.add_parser("model-quality", help="model-quality metrics of merged predictions and labels")
+    _add_source(mq)
+    mq.add_argument(
+        "--problem-type", required=True, choices=("BinaryClassification", "MulticlassClassification", "Regression")
+    )
+    mq.add_argument("--inference-attribute", help="the prediction column (e.g. prediction, predicted_label)")
+    mq.add_argument("--probability-attribute", help="binary: the score column; --probability-threshold makes the label")
+    mq.add_argument("--probability-threshold", type=float, default=0.5, help="binary: score >= this is positive")
+    mq.add_argument("--ground-truth-attribute", default="label", help="the label column (default label)")
+    mq.add_argument("--positive-label", default="1", help="binary: the positive class (default 1)")
+    mq.add_argument("--baseline-constraints", metavar="FILE", help="constraints.json to check the metrics against")
+    mq.add_argument("--start", type=_time, help="window start on inference_time, ISO-8601 UTC (inclusive)")
+    mq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
+    mq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
+    mq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    add_common(mq)
+    return {"baseline": _cmd_baseline, "monitor": _cmd_monitor}

@@ -16,13 +16,27 @@ import orjson
 from engine.errors import SourceError
 from engine.monitor.constraints import constraints_document
 from engine.monitor.profile import Profile, profile_batches
+from engine.monitor.quality import (
+    QualityOptions,
+    model_quality,
+    quality_constraints,
+    quality_statistics,
+    quality_violations,
+)
 from engine.monitor.sources import SourceFormat, read_source
 from engine.monitor.statistics import statistics_document
 from engine.monitor.violations import drift_distances, violations_document
 from engine.options import parse_time
 from engine.storage import open_location, translate_errors
 
-__all__ = ["DataQualityResult", "MonitorOptions", "run_baseline", "run_data_quality"]
+__all__ = [
+    "DataQualityResult",
+    "ModelQualityResult",
+    "MonitorOptions",
+    "run_baseline",
+    "run_data_quality",
+    "run_model_quality",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +177,66 @@ def run_data_quality(
     _write(out, "constraint_violations.json", violations, options)
     _write(out, "cloudwatch_metrics.jsonl", metrics, options)
     return DataQualityResult(stats, violations, metrics, out)
+
+
+MODEL_NAMESPACE = "aws/sagemaker/Endpoints/model-metrics"
+
+
+@dataclass
+class ModelQualityResult:
+    """What a model-quality run wrote: statistics, suggested constraints, violations (if constraints were given)."""
+
+    statistics: dict[str, Any]
+    constraints: dict[str, Any]
+    violations: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    out: str
+
+
+def run_model_quality(
+    source: str,
+    out: str,
+    *,
+    quality: QualityOptions,
+    baseline_constraints: str | None = None,
+    options: MonitorOptions | None = None,
+) -> ModelQualityResult:
+    """Model-quality metrics of merged predictions and labels, written to ``out``.
+
+    Writes ``statistics.json`` and suggested ``constraints.json``, ``constraint_violations.json`` when
+    `baseline_constraints` is given, and the metrics as CloudWatch records (``cloudwatch_metrics.jsonl``).
+    """
+    options = options or MonitorOptions()
+    columns = [
+        c for c in (quality.inference_attribute, quality.probability_attribute, quality.ground_truth_attribute) if c
+    ]
+    batches = read_source(
+        source,
+        fmt=options.format,
+        header=options.header,
+        features=columns,
+        start=options.start,
+        end=options.end,
+        storage_options=options.storage_options,
+    )
+    state = model_quality(batches, quality)
+    when = options.end or datetime.now(timezone.utc)
+    stats = quality_statistics(state, evaluation_time=when)
+    cons = quality_constraints(stats)
+    violations = None
+    if baseline_constraints is not None:
+        violations = quality_violations(stats, _read_json(baseline_constraints, options))
+    dims = [{"Name": "Endpoint", "Value": options.endpoint}, {"Name": "MonitoringSchedule", "Value": options.schedule}]
+    key = next(k for k in stats if k.endswith("_metrics"))
+    metrics = [
+        {"MetricName": name, "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "Dimensions": dims,
+         "Value": m["value"], "Unit": "None"}
+        for name, m in stats[key].items()
+        if isinstance(m, dict) and isinstance(m.get("value"), float)
+    ]  # fmt: skip
+    _write(out, "statistics.json", stats, options)
+    _write(out, "constraints.json", cons, options)
+    if violations is not None:
+        _write(out, "constraint_violations.json", violations, options)
+    _write(out, "cloudwatch_metrics.jsonl", metrics, options)
+    return ModelQualityResult(stats, cons, violations, metrics, out)
