@@ -130,8 +130,9 @@ def test_cli_baseline_and_data_quality(decoded: Path, run_cli: Callable[..., Any
 
 def test_cli_model_quality_on_merged_synth_data(decoded: Path, run_cli: Callable[..., Any]) -> None:
     merged = decoded / "merged"
+    tree = decoded / "tree"
     done = run_cli(
-        "merge", "--captures", str(decoded / "tree" / "capture"), "--ground-truth", str(decoded / "tree" / "ground-truth"),
+        "merge", "--captures", str(tree / "capture"), "--ground-truth", str(tree / "ground-truth"),
         str(merged), "--decode", "-q",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -46,8 +46,10 @@ def test_binary_metrics_equal_scikit_learn() -> None:
     y = rng.integers(0, 2, 5000)
     score = np.clip(0.35 * y + rng.normal(0.35, 0.2, 5000), 0, 1)
     table = pa.table({"label_value": y.astype(float), "score": score})
-    state = model_quality(_batches(table), QualityOptions(
-        problem_type="BinaryClassification", probability_attribute="score", ground_truth_attribute="label_value"))  # fmt: skip
+    opts = QualityOptions(
+        problem_type="BinaryClassification", probability_attribute="score", ground_truth_attribute="label_value"
+    )
+    state = model_quality(_batches(table), opts)
     stats = quality_statistics(state)
     m = _values(stats, "binary_classification_metrics")
     pred = (score >= 0.5).astype(int)
@@ -57,7 +59,7 @@ def test_binary_metrics_equal_scikit_learn() -> None:
     assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
     assert m["f0_5"] == pytest.approx(skm.fbeta_score(y, pred, beta=0.5))
     assert m["f2"] == pytest.approx(skm.fbeta_score(y, pred, beta=2))
-    tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
+    tn, fp, _, _ = skm.confusion_matrix(y, pred).ravel()
     assert m["false_positive_rate"] == pytest.approx(fp / (fp + tn))
     assert m["true_negative_rate"] == pytest.approx(tn / (tn + fp))
     assert m["auc"] == pytest.approx(skm.roc_auc_score(y, score), abs=2e-3)  # 10,000 score bins
