@@ -15,8 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
+from engine import interrupts
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
 from engine.options import MergeOptions, RealtimeOptions, parse_duration, parse_size, parse_time
@@ -396,9 +397,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    # Raise through the job so it removes its temporary files; nothing is committed.
-    raise KeyboardInterrupt
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Only a flag: an exception raised here would land inside whatever library call the main thread is
+    # in, where a bare `except:` may swallow it mid-commit. The job stops at its next safe point.
+    interrupts.request(signum)
 
 
 def _tune_malloc() -> None:
@@ -423,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     handlers = {
         "realtime": _cmd_realtime,
         "batch": _cmd_batch,
@@ -432,14 +435,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
     }
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        if interrupts.pending() is not None:
+            # The signal came during the commit's last steps, which were completed rather than left half-done.
+            print(
+                f"capture-engine: interrupted after the run committed: {getattr(args, 'dest', '')} holds this run's "
+                "data (its _SUCCESS and _manifest.json describe it)",
+                file=sys.stderr,
+            )
+            return 130
+        return code
     except EngineError as exc:
         if args.debug:
             logger.exception("failed")
         print(f"capture-engine: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("capture-engine: interrupted; nothing was committed", file=sys.stderr)
+        print(
+            "capture-engine: interrupted; nothing was committed (the destination keeps its previous commit)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # a bug, not an expected failure: still one line unless --debug
         if args.debug:
