@@ -435,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
     }
     try:
+        interrupts.check()  # a signal that came while the program was starting
         code = handlers[args.command](args)
         if interrupts.pending() is not None:
             # The signal came during the commit's last steps, which were completed rather than left half-done.

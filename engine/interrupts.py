@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 
 __all__ = ["Interrupted", "check", "pending", "phase", "request", "reset"]
@@ -74,3 +75,20 @@ def phase(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _is_cli() -> bool:
+    # While `python -m engine` imports the package, sys.argv[0] is "-m"; the console script is named so.
+    first = sys.argv[0] if sys.argv else ""
+    return first == "-m" or os.path.basename(first) == "capture-engine"
+
+
+def _early(signum: int, frame: object) -> None:
+    request(signum)
+
+
+# Only when the process is the command line: catch SIGTERM from the very start, before the package's
+# imports (~0.7 s) have run, so an early stop still ends with a message (engine.cli installs the same
+# handler again). Imported as a library, this module changes nothing process-wide.
+if _is_cli() and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _early)

@@ -170,7 +170,6 @@ class JobRun:
         """
         report, options = self.report, self.options
         interrupts.check()
-        interrupts.phase("commit:start")
         t0 = time.perf_counter()
         if self.replace_read_hours:
             for key in list(self.rejects.partitions):
@@ -203,6 +202,8 @@ class JobRun:
             if w is not data:
                 side.update(parts)
         data_written = {**side, **data_parts}
+        interrupts.phase("commit:start")  # every file written under _temporary/<run>/, nothing committed
+        interrupts.check()
         report.add_time("write", time.perf_counter() - t0)
         report.partitions = {rel: rows for rel, (rows, files) in sorted(data_parts.items()) if rows or files}
         report.rows_written = data.rows

@@ -36,7 +36,7 @@ from engine import interrupts
 from engine.errors import SinkError
 from engine.partition import PartitionKey, partition_path, split_by_hour
 from engine.schemas import TableSpec
-from engine.storage import Location, translate_errors
+from engine.storage import Location, _client_error_code, translate_errors
 
 __all__ = [
     "CommitStats",
@@ -375,6 +375,10 @@ def table_of(rel_path: str) -> str:
     return "/".join(parts)
 
 
+# Runs of this process holding a lock: a lock object naming this process but none of them is stale.
+_ACTIVE: set[str] = set()
+
+
 class DestinationLock:
     """One writer per destination: an exclusive lock held from the start of a run to the end of its commit.
 
@@ -444,30 +448,46 @@ class DestinationLock:
                 try:
                     fs.pipe_file(self.path, self._info(), mode="create")
                     break
-                except (FileExistsError, TypeError) as exc:
-                    if isinstance(exc, TypeError):  # a filesystem without exclusive create (memory://)
-                        if fs.exists(self.path):
-                            info = fs.cat_file(self.path)
-                            if not self._expired(info):
-                                raise self._busy(info) from None
-                        fs.pipe_file(self.path, self._info())
-                        break
+                except TypeError:  # a filesystem without exclusive create (memory://): best effort
+                    if fs.exists(self.path):
+                        info = fs.cat_file(self.path)
+                        if not self._stale(info):
+                            raise self._busy(info) from None
+                    fs.pipe_file(self.path, self._info())
+                    break
+                except OSError as exc:
+                    # S3 answers 412 PreconditionFailed when the object exists (s3fs: EINVAL or EEXIST).
+                    if not isinstance(exc, FileExistsError) and _client_error_code(exc) != "PreconditionFailed":
+                        raise
                     info = fs.cat_file(self.path)
-                    if not self._expired(info):
+                    if not self._stale(info):
                         raise self._busy(info) from None
-                    logger.warning("taking over the expired lock %s (%s)", self.loc.uri(self.path), info.decode())
+                    logger.warning("taking over the stale lock %s (%s)", self.loc.uri(self.path), info.decode())
                     fs.rm(self.path)
             else:
                 raise self._busy(b"")
+        _ACTIVE.add(self.run_id)
         self._thread = threading.Thread(target=self._heartbeat, name="engine-lock", daemon=True)
         self._thread.start()
 
     @staticmethod
-    def _expired(info: bytes) -> bool:
+    def _stale(info: bytes) -> bool:
+        """No live owner: expired, or its owner's process (on this host) is gone or finished that run."""
         try:
-            return float(orjson.loads(info).get("expires", 0)) < time.time()
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            owner = orjson.loads(info)
+            if float(owner.get("expires", 0)) < time.time():
+                return True
+            if owner.get("host") != socket.gethostname():
+                return False
+            pid = int(owner.get("pid", -1))
+            if pid == os.getpid():
+                return owner.get("run_id") not in _ACTIVE
+            os.kill(pid, 0)
+        except ProcessLookupError:
             return True
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OSError):
+            return False
+        return False
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(LOCK_TTL_SECONDS / 4):
@@ -480,6 +500,7 @@ class DestinationLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+        _ACTIVE.discard(self.run_id)
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=10)
