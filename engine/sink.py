@@ -938,6 +938,14 @@ def abort_run(loc: Location, run_id: str) -> None:
     """Remove this run's temporary files (best effort; the next run removes what is left)."""
     tmp_root = loc.join(TEMPORARY, run_id)
     try:
+        if loc.fs.exists(f"{tmp_root}/{JOURNAL}"):
+            # Past its point of no return a commit is completed, never undone: the next run rolls it forward.
+            logger.warning(
+                "the commit of run %s stopped after its point of no return; the next run on %s completes it",
+                run_id,
+                loc.uri(loc.root),
+            )
+            return
         if loc.fs.exists(tmp_root):
             loc.fs.rm(tmp_root, recursive=True)
         _remove_empty_temporary(loc)
