@@ -24,6 +24,7 @@ from engine.options import MergeOptions, RealtimeOptions, parse_duration, parse_
 from engine.payload import load_column_spec
 from engine.realtime import run_realtime
 from engine.report import RunReport
+from engine.storage import translate_errors
 
 __all__ = ["main"]
 
@@ -339,7 +340,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     }
     if args.start is not None:
         kwargs["start"] = args.start.replace(minute=0, second=0, microsecond=0)
-    summary = synth(args.dest, SynthOptions(**kwargs), storage_options=_storage_options(args.storage_option))
+    with translate_errors(args.dest, sink=True):  # access denied, bad storage options: one line
+        summary = synth(args.dest, SynthOptions(**kwargs), storage_options=_storage_options(args.storage_option))
     if not args.quiet:
         print(
             f"wrote {summary.events:,} capture events ({summary.capture_bytes / 1e6:,.1f} MB) in "

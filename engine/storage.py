@@ -154,6 +154,11 @@ def translate_errors(uri: str, *, sink: bool = False) -> Iterator[None]:
         yield
     except EngineError:
         raise
+    except TypeError as exc:
+        # s3fs hands storage options to its client only at the first request: a misspelt one surfaces here.
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise OptionsError(f"invalid --storage-option for {uri} ({exc})") from exc
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError, RuntimeError)) and not _is_client_error(exc):
             raise
