@@ -137,41 +137,87 @@ def _split_lines(obj: CaptureObject, data: bytes, block: int) -> list[Piece]:
     return pieces
 
 
-def _gunzip(obj: CaptureObject, raw: bytes) -> tuple[bytes, str | None]:
-    """Decompress what can be decompressed; report corruption instead of raising."""
-    d = zlib.decompressobj(wbits=31)
-    out = []
-    try:
-        out.append(d.decompress(raw))
-        while d.unused_data.startswith(_GZIP_MAGIC):  # concatenated gzip members
-            rest = d.unused_data
-            d = zlib.decompressobj(wbits=31)
-            out.append(d.decompress(rest))
-        if not d.eof:
-            return b"".join(out), "corrupt_gzip: stream ends before the gzip trailer"
-    except zlib.error as exc:
-        return b"".join(out), f"corrupt_gzip: {exc}"
-    return b"".join(out), None
-
-
 def read_object(loc: Location, obj: CaptureObject, block: int) -> list[Piece]:
-    """Fetch one object whole and cut it into pieces."""
+    """Fetch one object whole and cut it into pieces (a gzip object is decompressed whole: see `_fetch`)."""
     with translate_errors(obj.uri):
         raw = loc.fs.cat_file(obj.path)
-    error = None
     if raw[:2] == _GZIP_MAGIC:
-        raw, error = _gunzip(obj, raw)
-    # Keep only whole lines from a damaged stream; the remainder is the reject.
-    if error is not None:
-        raw = raw[: raw.rfind(b"\n") + 1]
-    pieces = _split_lines(obj, raw, block)
-    if error is not None:
-        line = pieces[-1].first_line + pieces[-1].lines if pieces else 1
-        pieces.append(Piece(obj, b"", line, 0, error))
-    return pieces
+        return list(_chunk_pieces(obj, _gunzip_chunks(raw, block), None))
+    return _split_lines(obj, raw, block)
 
 
-def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Piece]:
+def _gunzip_chunks(raw: bytes, block: int) -> Iterator[bytes]:
+    """Decompress `raw` (gzip, possibly several members) at most `block` bytes at a time.
+
+    A 5 MB gzip of zeros is 5 GB of output: decompressing it in one call would hold all of it.
+    """
+    d = zlib.decompressobj(wbits=31)
+    data = raw
+    while True:
+        out = d.decompress(data, block)
+        if out:
+            yield out
+        data = d.unconsumed_tail
+        if d.eof:
+            rest = d.unused_data
+            if not rest.startswith(_GZIP_MAGIC):  # concatenated gzip members
+                return
+            d, data = zlib.decompressobj(wbits=31), rest
+        elif not data and not out:
+            raise EOFError("stream ends before the gzip trailer")
+
+
+def _chunk_pieces(obj: CaptureObject, chunks: Iterator[bytes], max_line: int | None) -> Iterator[Piece]:
+    """Newline-aligned pieces from bounded chunks of an object's bytes, in linear time and bounded memory.
+
+    The partial last line is carried in a growing buffer (appending is amortised linear; re-joining it
+    to every chunk was quadratic). A line longer than `max_line` is cut: its first ``max_line + 1``
+    bytes go on as one line (which the decoder rejects as ``line_too_long``) and the rest is skipped
+    up to its newline, so memory stays bounded by the limit, not by the line.
+    """
+    carry = bytearray()
+    line, first, skipping = 1, True, False
+    try:
+        for chunk in chunks:
+            if first and chunk:
+                first = False
+                if chunk.startswith(_BOM):
+                    # A BOM is not part of the first record; dropping it keeps line numbers unchanged.
+                    chunk = chunk[len(_BOM) :]
+            pos = 0
+            if skipping:
+                nl = chunk.find(b"\n")
+                if nl == -1:
+                    continue
+                skipping, pos = False, nl + 1
+            last = chunk.rfind(b"\n", pos)
+            if last == -1:
+                carry += memoryview(chunk)[pos:]
+                if max_line is not None and len(carry) > max_line:
+                    yield Piece(obj, bytes(carry[: max_line + 1]) + b"\n", line, 1)
+                    line += 1
+                    carry.clear()
+                    skipping = True
+                continue
+            if carry:
+                carry += memoryview(chunk)[pos : last + 1]
+                data = bytes(carry)
+                carry.clear()
+            else:
+                data = chunk[pos : last + 1] if (pos, last + 1) != (0, len(chunk)) else chunk
+            carry += memoryview(chunk)[last + 1 :]
+            count = data.count(b"\n")
+            yield Piece(obj, data, line, count)
+            line += count
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        # Keep the whole lines before the damage; the unreadable rest of the object is one reject.
+        yield Piece(obj, b"", line, 0, f"corrupt_gzip: {exc}")
+        return
+    if carry and not skipping:
+        yield Piece(obj, bytes(carry) + b"\n", line, 1)  # a truncated last line is decoded (and rejected)
+
+
+def stream_object(loc: Location, obj: CaptureObject, block: int, max_line: int | None = None) -> Iterator[Piece]:
     """Read a large object in blocks, carrying the partial last line into the next block."""
     with translate_errors(obj.uri):
         f: IO[bytes] = loc.fs.open(obj.path, "rb", block_size=max(block, 5 * 2**20))
@@ -179,45 +225,48 @@ def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Pie
         head = f.read(2)
         f.seek(0)
         stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=f, mode="rb") if head == _GZIP_MAGIC else f
-        carry, line, first = b"", 1, True
-        while True:
-            try:
-                chunk = stream.read(block)
-            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                yield Piece(obj, b"", line, 0, f"corrupt_gzip: {exc}")
-                return
-            except OSError as exc:
-                with translate_errors(obj.uri):
-                    raise exc
-            if not chunk:
-                break
-            data = carry + chunk
-            if first and data.startswith(_BOM):
-                data = data[len(_BOM) :]
-            first = False
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                count = data.count(b"\n", 0, cut)
-                yield Piece(obj, data[:cut], line, count)
-                line += count
-        if carry:
-            yield Piece(obj, carry + b"\n", line, carry.count(b"\n") + 1)
+
+        def chunks() -> Iterator[bytes]:
+            while True:
+                try:
+                    chunk = stream.read(block)
+                except (gzip.BadGzipFile, EOFError, zlib.error):
+                    raise
+                except OSError as exc:
+                    with translate_errors(obj.uri):
+                        raise exc
+                if not chunk:
+                    return
+                yield chunk
+
+        yield from _chunk_pieces(obj, chunks(), max_line)
 
 
-def iter_pieces(loc: Location, objects: list[CaptureObject], *, block: int, concurrency: int) -> Iterator[Piece]:
-    """Pieces of every object, in object order; small objects fetched concurrently."""
+def iter_pieces(
+    loc: Location, objects: list[CaptureObject], *, block: int, concurrency: int, max_line_bytes: int | None = None
+) -> Iterator[Piece]:
+    """Pieces of every object, in object order; small objects fetched concurrently.
+
+    Memory per object is bounded by `block` (and `max_line_bytes`) for every shape of input: large
+    objects are streamed, a small gzip object is decompressed block by block as its pieces are consumed.
+    """
     large = 4 * block
 
-    def fetch(obj: CaptureObject) -> list[Piece]:
-        return [] if obj.size > large else read_object(loc, obj, block)
+    def fetch(obj: CaptureObject) -> list[Piece] | bytes:
+        if obj.size > large:
+            return []
+        with translate_errors(obj.uri):
+            raw = loc.fs.cat_file(obj.path)
+        return raw if raw[:2] == _GZIP_MAGIC else _split_lines(obj, raw, block)
 
     fetched = ordered_map(fetch, objects, workers=concurrency, lookahead=2 * concurrency)
-    for obj, pieces in zip(objects, fetched, strict=False):
+    for obj, got in zip(objects, fetched, strict=False):
         if obj.size > large:
-            yield from stream_object(loc, obj, block)
+            yield from stream_object(loc, obj, block, max_line_bytes)
+        elif isinstance(got, bytes):
+            yield from _chunk_pieces(obj, _gunzip_chunks(got, block), max_line_bytes)
         else:
-            yield from pieces
+            yield from got
 
 
 def group_units(pieces: Iterable[Piece], unit_bytes: int) -> Iterator[list[Piece]]:

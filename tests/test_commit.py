@@ -321,3 +321,17 @@ def test_every_table_has_one_schema_in_all_its_files(tmp_path: Path, write_captu
     n = duckdb.connect().execute(f"select count(c) from read_parquet('{out}/endpoint=*/**/*.parquet')").fetchone()
     assert n == (5,)
     assert sorted(committed_files(str(out))) == sorted(str(f) for f in files)
+
+
+def test_an_endpoint_name_too_long_for_a_folder_is_kept(tmp_path: Path, write_capture: WriteCapture) -> None:
+    long_name = "é" * 100  # 200 bytes of UTF-8, 900 once hive-escaped
+    write_capture("2026/11/01/10", [record("a", "2026-11-01T10:00:00Z")], endpoint=long_name)
+    write_capture("2026/11/01/10", [record("b", "2026-11-01T10:00:00Z")], endpoint=long_name + "x")
+    out = tmp_path / "out"
+    report = run_realtime(str(tmp_path / "capture"), str(out))
+    assert report.rows_written == 2
+    folders = {p.name for p in out.glob("endpoint=*")}
+    assert len(folders) == 2 and all(len(f.encode()) <= 255 for f in folders)
+    table = ds.dataset(out, partitioning="hive").to_table()
+    assert table.num_rows == 2
+    assert all(long_name in f for f in table.column("source_file").to_pylist())  # the full name is kept there
