@@ -24,7 +24,7 @@ from engine.options import MergeOptions, RealtimeOptions, parse_duration, parse_
 from engine.payload import load_column_spec
 from engine.realtime import run_realtime
 from engine.report import RunReport
-from engine.storage import translate_errors
+from engine.storage import RedactingFilter, redact, register_secrets, translate_errors
 
 __all__ = ["main"]
 
@@ -228,6 +228,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # credentials never reach a log line, --debug or not
 
 
 class _Progress:
@@ -426,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tune_malloc()
     parser = _parser()
     args = parser.parse_args(argv)
+    register_secrets()  # the AWS environment's credentials, before anything can log them
     _configure_logging(args)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -451,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as exc:
         if args.debug:
             logger.exception("failed")
-        print(f"capture-engine: error: {exc}", file=sys.stderr)
+        print(f"capture-engine: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(
@@ -461,8 +464,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug, not an expected failure: still one line unless --debug
         if args.debug:
-            raise
-        print(f"capture-engine: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+            logger.exception("internal error")  # the traceback, through the redacting handler
+            return 70
+        print(
+            f"capture-engine: internal error: {type(exc).__name__}: {redact(str(exc))} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 70
 
 

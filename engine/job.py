@@ -31,7 +31,7 @@ from engine.sink import (
     commit_run,
     write_report,
 )
-from engine.storage import Location, open_location
+from engine.storage import Location, open_location, redact, register_secrets
 
 __all__ = ["JobRun", "SideWriter", "iso"]
 
@@ -92,10 +92,12 @@ class JobRun:
         self.started = time.perf_counter()
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.options = options
+        register_secrets(options.storage_options, dest)
+        register_secrets(None, source)
         self.report = RunReport(
             command=command,
-            source=source,
-            dest=dest,
+            source=redact(source),
+            dest=redact(dest),
             options=options.to_dict(),
             run_id=self.run_id,
             window={"start": iso(options.start), "end": iso(options.end)},
