@@ -28,6 +28,9 @@ def _escape(value: str | None) -> str:
     if value is None:
         return HIVE_NULL
     escaped = quote(value, safe="-_.~ ")
+    if escaped == HIVE_NULL:
+        # Readers take this exact name (however escaped) for null: a folder really named so gets a suffix.
+        return f"{HIVE_NULL}~{hashlib.sha256(value.encode()).hexdigest()[:16]}"
     if len(escaped) <= MAX_SEGMENT_BYTES:
         return escaped
     # Too long for a folder name (100 non-ASCII letters escape to 900 bytes): keep the escaped prefix of

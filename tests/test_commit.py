@@ -335,3 +335,13 @@ def test_an_endpoint_name_too_long_for_a_folder_is_kept(tmp_path: Path, write_ca
     table = ds.dataset(out, partitioning="hive").to_table()
     assert table.num_rows == 2
     assert all(long_name in f for f in table.column("source_file").to_pylist())  # the full name is kept there
+
+
+def test_an_endpoint_named_like_the_hive_null_is_not_read_as_null(tmp_path: Path, write_capture: WriteCapture) -> None:
+    write_capture("2026/11/01/10", [record("a", "2026-11-01T10:00:00Z")], endpoint="__HIVE_DEFAULT_PARTITION__")
+    out = tmp_path / "out"
+    run_realtime(str(tmp_path / "capture"), str(out))
+    (endpoint,) = ds.dataset(out, partitioning="hive").to_table().column("endpoint").to_pylist()
+    assert endpoint is not None and endpoint.startswith("__HIVE_DEFAULT_PARTITION__~")
+    df = pl.scan_parquet(f"{out}/endpoint=*/**/*.parquet", hive_partitioning=True).collect()
+    assert df["endpoint"].null_count() == 0
