@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from engine import RealtimeOptions, run_realtime
@@ -14,6 +16,7 @@ from engine.errors import SinkError
 from engine.sink import DestinationLock, committed_files
 from engine.storage import open_location
 from engine.synth import SynthOptions, synth
+from tests.conftest import ROOT
 
 if TYPE_CHECKING:
     from tests.s3_server import S3Endpoint
@@ -47,3 +50,34 @@ def test_a_second_writer_on_s3_fails_and_a_dead_owners_lock_is_taken_over(
     assert report.status == "committed"
     assert len(committed_files(dest, so)) == len(report.partitions)
     assert not s3_server.filesystem().exists(f"{s3_bucket}/out/_lock")  # released
+
+
+@pytest.mark.parametrize("phase", ["commit:plan", "commit:move", "commit:delete"])
+def test_sigkill_during_a_commit_on_s3_and_the_rerun_completes(
+    s3_server: S3Endpoint, s3_bucket: str, phase: str
+) -> None:
+    so = s3_server.storage_options()
+    fs = s3_server.filesystem()
+    tree = synth(f"s3://{s3_bucket}/sample", SynthOptions(records=400, hours=2), storage_options=so)
+    dest = f"s3://{s3_bucket}/out"
+    first = run_realtime(tree.capture_root, dest, options=RealtimeOptions(storage_options=so))
+    env = {**s3_server.env(), "CAPTURE_ENGINE_TEST_PHASE": f"{phase}:kill"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAPTURE_ENGINE_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "realtime", tree.capture_root, dest],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, **env},
+        cwd=ROOT,
+    )
+    assert proc.returncode == -9, proc.stderr
+    manifest = orjson.loads(fs.cat_file(f"{s3_bucket}/out/_manifest.json"))
+    runs = {e["run"] for f, e in manifest["files"].items() if not f.startswith("_")}
+    assert runs == {first.run_id} if phase != "commit:delete" else runs != {first.run_id}
+    again = run_realtime(tree.capture_root, dest, options=RealtimeOptions(storage_options=so))
+    files = [p for p in fs.find(f"{s3_bucket}/out") if p.endswith(".parquet") and "/_" not in p]
+    assert sorted(files) == sorted(p for p in committed_files(dest, so))
+    assert sum(pq.read_metadata(fs.open(p)).num_rows for p in files) == again.rows_written == tree.events
+    # (SeaweedFS may keep an empty folder entry; no object of any run is left in it.)
+    assert [p for p in fs.find(f"{s3_bucket}/out/_temporary") if "." in p.rsplit("/", 1)[-1]] == []
