@@ -386,3 +386,14 @@ def test_sigterm_while_the_program_starts_ends_with_a_message(tmp_path: Path) ->
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("capture-engine: interrupted; nothing was committed")
     assert not (out / "_SUCCESS").exists()
+
+
+def test_a_dataset_written_before_manifests_is_taken_over(tmp_path: Path, write_capture: WriteCapture) -> None:
+    _minute_tree(write_capture)
+    src, out = str(tmp_path / "capture"), tmp_path / "out"
+    run_realtime(src, str(out))
+    (out / "_manifest.json").unlink()  # as an older engine left it
+    run_realtime(src, str(out), options=RealtimeOptions(start="2026-11-01T01:30", end="2026-11-01T02"))
+    rows = plain_rows(out)
+    assert len(rows) == len(set(rows)) == 180
+    assert manifest_rows(out) == rows
