@@ -1,8 +1,11 @@
 """The life of one job run: begin, write under `_temporary/<run>/`, then commit or abort.
 
-Every job (realtime, batch, merge) ends the same way, so the rules live here once: rejects are
-committed even when the run fails on the reject limit (the user needs them to see why), data only
-when the run succeeds, `_SUCCESS` (the run report) last; any exception discards what was written.
+Every job (realtime, batch, merge) ends the same way, so the rules live here once: the destination
+is locked for the whole run; rejects are committed even when the run fails on the reject limit (the
+user needs them to see why, and `_FAILED` says it), data only when the run succeeds, `_SUCCESS` (the
+run report) last; an exception before the commit's journal discards what was written, one after it
+leaves the commit for the next run to complete. A run's scope is its window: the partitions it wrote
+and the source hours it read, cut to [start, end) (see `engine.sink.commit_run`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""Sink: hive-partitioned Parquet, written under `_temporary/` and committed with `_SUCCESS` last.
+"""Sink: hive-partitioned Parquet, written under `_temporary/` and committed through a journal and a manifest.
 
-Commit protocol (idempotent, crash-safe for readers):
-1. `_SUCCESS` is removed first, so a crashed run never looks committed.
+Commit protocol (idempotent, crash-safe, one writer at a time; the README shows what readers see when):
+1. `begin_run` takes the destination's lock (`DestinationLock`), completes the commits of runs killed
+   after their journal and removes what runs killed before it left (`recover`), removes `_SUCCESS`.
 2. Files are written under ``DEST/_temporary/<run>/``; readers (pyarrow, Spark, DuckDB with hive
    globs on ``year=``...) skip names starting with ``_``.
-3. At commit each partition the run wrote is *replaced*: the files already there are deleted and
-   the new ones moved in, so a re-run over the same input leaves the same rows, no duplicates.
+3. `commit_run` plans under ``_temporary/<run>/`` (the rows of cut hours to keep, files rewritten to
+   their table's one schema), writes the journal (the point of no return), moves the new files in,
+   flips ``DEST/_manifest.json`` atomically, deletes the replaced files (only the engine's own).
 4. `_SUCCESS` (the JSON run report) is written last.
 """
 
