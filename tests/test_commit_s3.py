@@ -81,3 +81,26 @@ def test_sigkill_during_a_commit_on_s3_and_the_rerun_completes(
     assert sum(pq.read_metadata(fs.open(p)).num_rows for p in files) == again.rows_written == tree.events
     # (SeaweedFS may keep an empty folder entry; no object of any run is left in it.)
     assert [p for p in fs.find(f"{s3_bucket}/out/_temporary") if "." in p.rsplit("/", 1)[-1]] == []
+
+
+def test_a_manifest_cannot_steer_the_run_to_another_bucket(s3_server: S3Endpoint, s3_bucket: str) -> None:
+    from engine import BatchOptions, run_batch
+
+    fs = s3_server.filesystem()
+    other = f"{s3_bucket[:50]}-other"
+    fs.mkdir(other)
+    fs.pipe_file(f"{other}/out/a.csv.out", b"0.5,1f1d57b1-2e6f-488c-8c30-db4e6d757861,2022-08-30T00:49:15Z\n")
+    fs.pipe_file(f"{s3_bucket}/out/a.csv.out", b"0.5,1f1d57b1-2e6f-488c-8c30-db4e6d757861,2022-08-30T00:49:15Z\n")
+    manifest = [{"prefix": f"s3://{other}/out/"}, "a.csv.out"]
+    fs.pipe_file(f"{s3_bucket}/capture/output/2022/08/30/00/m.json", orjson.dumps(manifest))
+    so = s3_server.storage_options()
+    options = BatchOptions(storage_options=so, max_reject_ratio=1.0)
+    report = run_batch(f"s3://{s3_bucket}/capture", f"s3://{s3_bucket}/dest", options=options)
+    assert report.rows_written == 0 and report.rejects_by_reason == {"outside_allowed_root": 1}
+    # The same object in the source's own bucket is read.
+    fs.pipe_file(
+        f"{s3_bucket}/capture/output/2022/08/30/00/m.json",
+        orjson.dumps([{"prefix": f"s3://{s3_bucket}/out/"}, "a.csv.out"]),
+    )
+    report = run_batch(f"s3://{s3_bucket}/capture", f"s3://{s3_bucket}/dest", options=options)
+    assert report.rows_written == 1 and report.rejected == 0
