@@ -10,6 +10,7 @@ ColumnSpec, load_column_spec, parse_column_spec. Errors derive from EngineError.
 The public API is what `__all__` lists; everything else may change. README.md has the details.
 """
 
+from engine import interrupts as _interrupts  # noqa: F401  first: catches SIGTERM early in the CLI
 from engine._version import __version__
 from engine.batch import BatchOptions, read_batch, run_batch
 from engine.errors import (

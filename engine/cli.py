@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from engine import interrupts
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
 from engine.monitor.command import add_commands as add_monitor_commands
@@ -23,6 +24,7 @@ from engine.payload import load_column_spec
 from engine.progress import Progress, configure_logging
 from engine.realtime import run_realtime
 from engine.report import RunReport
+from engine.storage import redact, register_secrets, translate_errors
 
 __all__ = ["main"]
 
@@ -371,7 +373,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     storage_options = _storage_options(args.storage_option)
     if not args.overwrite:
         refuse_non_empty(args.dest, storage_options)
-    summary = synth(args.dest, SynthOptions(**kwargs), storage_options=storage_options)
+    with translate_errors(args.dest, sink=True):  # access denied, bad storage options: one line
+        summary = synth(args.dest, SynthOptions(**kwargs), storage_options=storage_options)
     if not args.quiet:
         print(
             f"wrote {summary.events:,} capture events ({summary.capture_bytes / 1e6:,.1f} MB) in "
@@ -388,9 +391,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, quiet=args.quiet)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    # Raise through the job so it removes its temporary files; nothing is committed.
-    raise KeyboardInterrupt
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Only a flag: an exception raised here would land inside whatever library call the main thread is
+    # in, where a bare `except:` may swallow it mid-commit. The job stops at its next safe point.
+    interrupts.request(signum)
 
 
 def _tune_malloc() -> None:
@@ -414,10 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tune_malloc()
     parser = _parser()
     args = parser.parse_args(argv)
+    register_secrets()  # the AWS environment's credentials, before anything can log them
     # The demo's sample data holds failures on purpose (its summaries count them): no warnings by default.
     default_level = "ERROR" if args.command == "demo" else "WARNING"
     configure_logging("DEBUG" if args.debug else (args.log_level or default_level), args.log_format)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     handlers = {
         "realtime": _cmd_realtime,
         "batch": _cmd_batch,
@@ -430,20 +436,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("source", "dest", "captures", "batch", "predictions", "ground_truth"):
             if name in args and (name in ("source", "dest") or getattr(args, name) is not None):
                 check_location(name.replace("_", "-"), getattr(args, name))
+        interrupts.check()  # a signal that came while the program was starting
         code: int = handlers[args.command](args)
+        if interrupts.pending() is not None:
+            # The signal came during the commit's last steps, which were completed rather than left half-done.
+            print(
+                f"capture-engine: interrupted after the run committed: {getattr(args, 'dest', '')} holds this run's "
+                "data (its _SUCCESS and _manifest.json describe it)",
+                file=sys.stderr,
+            )
+            return 130
         return code
     except EngineError as exc:
         if args.debug:
             logger.exception("failed")
-        print(f"capture-engine: error: {exc}", file=sys.stderr)
+        print(f"capture-engine: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("capture-engine: interrupted; nothing was committed", file=sys.stderr)
+        print(
+            "capture-engine: interrupted; nothing was committed (the destination keeps its previous commit)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # a bug, not an expected failure: still one line unless --debug
         if args.debug:
-            raise
-        print(f"capture-engine: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+            logger.exception("internal error")  # the traceback, through the redacting handler
+            return 70
+        print(
+            f"capture-engine: internal error: {type(exc).__name__}: {redact(str(exc))} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 70
 
 

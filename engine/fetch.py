@@ -143,7 +143,7 @@ class Inflater:
     is detected may already be wrong. `verified` is the end of the last member whose trailer checked;
     anything after it (an unfinished member, a corrupt one, bytes after the last member that start no
     new member) is not to be trusted, and `error` says why. NUL padding after the last member is allowed,
-    as gzip(1) allows it.
+    as gzip(1) allows it. Output comes in pieces of at most `limit` bytes: a 5 MB gzip of zeros is 5 GB.
     """
 
     def __init__(self) -> None:
@@ -157,7 +157,7 @@ class Inflater:
         self.error: str | None = None
 
     def feed(self, raw: bytes, limit: int) -> Iterator[bytes]:
-        """Inflate `raw`, yielding pieces of at most `limit` bytes (a gzip bomb never inflates at once)."""
+        """Inflate `raw`, yielding pieces of at most `limit` bytes."""
         data = raw
         while data and not self.dead:
             if self._trailing:
@@ -210,57 +210,120 @@ class Inflater:
         return self.error is not None and not self._trailing
 
 
-def _gunzip(raw: bytes) -> tuple[bytes, Inflater]:
-    """Inflate a whole object."""
-    inflater = Inflater()
-    out = b"".join(inflater.feed(raw, 1 << 20))  # in steps: what precedes a corruption is kept for its rejects
-    inflater.finish()
-    return out, inflater
+def _chunk_pieces(
+    obj: CaptureObject, chunks: Iterable[bytes], max_line: int | None, check: Inflater | None = None
+) -> Iterator[Piece]:
+    """Newline-aligned pieces from bounded chunks of an object's bytes, in linear time and bounded memory.
 
+    The partial last line is carried in a growing buffer (appending is amortised linear; re-joining it
+    to every chunk was quadratic). A line longer than `max_line` is cut: its first ``max_line + 1``
+    bytes go on as one line (which the decoder rejects as ``line_too_long``) and the rest is skipped
+    up to its newline, so memory stays bounded by the limit, not by the line.
 
-def _suspect(pieces: list[Piece], verified: int, error: str, offset: int = 0) -> list[Piece]:
-    """Mark the lines of `pieces` that lie beyond `verified` bytes of the inflated stream as unverified.
-
-    `offset` is where the first piece starts in the stream. A piece that straddles the verified end is cut
-    at its last newline before it: lines wholly inside verified bytes stay good data.
+    `check`: the verification of a gzip stream. Lines beyond its verified bytes are handed on marked
+    with its error, so they become rejects, never rows; when bytes could not be inflated at all, one
+    marker without data follows (one more reject, for what was lost).
     """
-    out: list[Piece] = []
-    for p in pieces:
-        end = offset + len(p.data)
-        if end <= verified:
-            out.append(p)
-        elif offset >= verified:
-            out.append(Piece(p.obj, p.data, p.first_line, p.lines, error))
+    carry = bytearray()
+    line, first, skipping = 1, True, False
+    pos_stream = 0  # where the next chunk starts in the object's (inflated) bytes
+    start_stream = 0  # where the carried bytes start
+
+    def emit(data: bytes, start: int, lines: int) -> Iterator[Piece]:
+        piece = Piece(obj, data, line, lines)
+        if check is None or check.error is None or start + len(data) <= check.verified:
+            yield piece
+        elif start >= check.verified or lines == 1:
+            yield Piece(obj, data, line, lines, check.error)
+        else:  # straddles the verified end: whole lines inside it stay good data
+            cut = data.rfind(b"\n", 0, check.verified - start) + 1
+            n = data.count(b"\n", 0, cut)
+            if cut:
+                yield Piece(obj, data[:cut], line, n)
+            yield Piece(obj, data[cut:], line + n, lines - n, check.error)
+
+    for raw_chunk in chunks:
+        chunk = raw_chunk
+        at = pos_stream
+        pos_stream += len(raw_chunk)
+        if first and chunk:
+            first = False
+            if chunk.startswith(_BOM):
+                # A BOM is not part of the first record; dropping it keeps line numbers unchanged.
+                chunk, at = chunk[len(_BOM) :], at + len(_BOM)
+                start_stream = at
+        pos = 0
+        if skipping:
+            nl = chunk.find(b"\n")
+            if nl == -1:
+                continue
+            skipping, pos = False, nl + 1
+            start_stream = at + pos
+        last = chunk.rfind(b"\n", pos)
+        if last == -1:
+            if not carry:
+                start_stream = at + pos
+            carry += memoryview(chunk)[pos:]
+            if max_line is not None and len(carry) > max_line:
+                yield from emit(bytes(carry[: max_line + 1]) + b"\n", start_stream, 1)
+                line += 1
+                carry.clear()
+                skipping = True
+            continue
+        if carry:
+            carry += memoryview(chunk)[pos : last + 1]
+            data, begin = bytes(carry), start_stream
+            carry.clear()
         else:
-            cut = p.data.rfind(b"\n", 0, verified - offset) + 1
-            good = p.data[:cut]
-            n = good.count(b"\n")
-            if good:
-                out.append(Piece(p.obj, good, p.first_line, n))
-            out.append(Piece(p.obj, p.data[cut:], p.first_line + n, p.lines - n, error))
-        offset = end
-    return out
+            data = chunk[pos : last + 1] if (pos, last + 1) != (0, len(chunk)) else chunk
+            begin = at + pos
+        start_stream = at + last + 1
+        carry += memoryview(chunk)[last + 1 :]
+        count = data.count(b"\n")
+        yield from emit(data, begin, count)
+        line += count
+    if carry and not skipping:
+        yield from emit(bytes(carry) + b"\n", start_stream, 1)  # a truncated last line is decoded (and rejected)
+        line += 1
+    if check is not None and check.lost and check.error is not None:
+        yield Piece(obj, b"", line, 0, check.error)
 
 
-def read_object(loc: Location, obj: CaptureObject, block: int) -> list[Piece]:
+def _gzip_pieces(obj: CaptureObject, raw: bytes, block: int, max_line: int | None) -> Iterator[Piece]:
+    """Pieces of a fetched gzip object, none of them released as good data before its trailers checked.
+
+    Inflated whole while it stays within a few blocks (the common case: one inflate); beyond that it is
+    verified first, inflating and keeping nothing, then inflated again as its pieces are consumed, so a
+    gzip bomb costs time, never memory.
+    """
+    cap = 4 * block
+    inflater = Inflater()
+    parts: list[bytes] = []
+    size = 0
+    for out in inflater.feed(raw, block):
+        parts.append(out)
+        size += len(out)
+        if size > cap:
+            break
+    else:
+        inflater.finish()
+        yield from _chunk_pieces(obj, parts, max_line, inflater)
+        return
+    parts.clear()
+    check = Inflater()
+    for _ in check.feed(raw, block):
+        pass
+    check.finish()
+    yield from _chunk_pieces(obj, Inflater().feed(raw, block), max_line, check)
+
+
+def read_object(loc: Location, obj: CaptureObject, block: int, max_line: int | None = None) -> list[Piece]:
     """Fetch one object whole and cut it into pieces; lines of an unverified gzip stream carry its error."""
     with translate_errors(obj.uri):
         raw = loc.fs.cat_file(obj.path)
-    if raw[:2] != _GZIP_MAGIC:
-        return _split_lines(obj, raw, block)
-    data, inflater = _gunzip(raw)
-    bom = len(_BOM) if data.startswith(_BOM) else 0
-    pieces = _split_lines(obj, data, block)
-    if inflater.error is None:
-        return pieces
-    checked = _suspect(pieces, inflater.verified - bom, inflater.error)
-    return [*checked, _lost(obj, pieces, inflater.error)] if inflater.lost else checked
-
-
-def _lost(obj: CaptureObject, pieces: list[Piece], error: str) -> Piece:
-    """The marker for what a damaged stream held beyond its last readable line (one reject, no line)."""
-    line = pieces[-1].first_line + pieces[-1].lines if pieces else 1
-    return Piece(obj, b"", line, 0, error)
+    if raw[:2] == _GZIP_MAGIC:
+        return list(_gzip_pieces(obj, raw, block, max_line))
+    return _split_lines(obj, raw, block)
 
 
 def _verify(loc: Location, obj: CaptureObject, block: int) -> Inflater:
@@ -270,6 +333,17 @@ def _verify(loc: Location, obj: CaptureObject, block: int) -> Inflater:
     reading it twice costs time only, and only for gzip objects too large to fetch whole.
     """
     inflater = Inflater()
+    for raw in _blocks(loc, obj, block):
+        for _ in inflater.feed(raw, block):
+            pass
+        if inflater.dead:
+            break
+    inflater.finish()
+    return inflater
+
+
+def _blocks(loc: Location, obj: CaptureObject, block: int) -> Iterator[bytes]:
+    """The object's stored bytes in blocks of at most `block`."""
     with translate_errors(obj.uri):
         f: IO[bytes] = loc.fs.open(obj.path, "rb", block_size=max(block, 5 * 2**20))
     with f:
@@ -277,95 +351,58 @@ def _verify(loc: Location, obj: CaptureObject, block: int) -> Inflater:
             with translate_errors(obj.uri):
                 raw = f.read(block)
             if not raw:
-                break
-            for _ in inflater.feed(raw, block):
-                pass
-            if inflater.dead:
-                break
-    inflater.finish()
-    return inflater
+                return
+            yield raw
 
 
-def _inflated(loc: Location, obj: CaptureObject, block: int) -> Iterator[bytes]:
-    """The object's bytes in blocks of at most `block`, inflated when gzip, ending where inflating fails."""
-    with translate_errors(obj.uri):
-        f: IO[bytes] = loc.fs.open(obj.path, "rb", block_size=max(block, 5 * 2**20))
-    with f:
-        with translate_errors(obj.uri):
-            raw = f.read(block)
-        inflater = Inflater() if raw[:2] == _GZIP_MAGIC else None
-        while raw:
-            if inflater is None:
-                yield raw
-            else:
-                yield from inflater.feed(raw, block)
-                if inflater.dead:
-                    return
-            with translate_errors(obj.uri):
-                raw = f.read(block)
-
-
-def stream_object(loc: Location, obj: CaptureObject, block: int) -> Iterator[Piece]:
+def stream_object(loc: Location, obj: CaptureObject, block: int, max_line: int | None = None) -> Iterator[Piece]:
     """Read a large object in blocks, carrying the partial last line into the next block.
 
     A gzip object is verified first (`_verify`): lines beyond its verified bytes are handed on marked
     with the error, so they become rejects, never rows.
     """
-    verified, error, lost = None, None, False
     with translate_errors(obj.uri):
         head = loc.fs.cat_file(obj.path, start=0, end=2)
-    if head == _GZIP_MAGIC:
-        inflater = _verify(loc, obj, block)
-        verified, error, lost = inflater.verified, inflater.error, inflater.lost
-    carry: list[bytes] = []
-    carried = 0
-    line, offset, first = 1, 0, True
-    for chunk in _inflated(loc, obj, block):
-        if first:
-            first = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
-                if verified is not None:
-                    verified -= len(_BOM)
-        cut = chunk.rfind(b"\n") + 1
-        if not cut:
-            # No line ends in this chunk: keep it aside without copying what is carried (a long line
-            # is joined once, when it ends, not once per block).
-            carry.append(chunk)
-            carried += len(chunk)
-            continue
-        data = b"".join([*carry, chunk[:cut]])
-        carry, carried = ([chunk[cut:]] if cut < len(chunk) else []), len(chunk) - cut
-        piece = Piece(obj, data, line, data.count(b"\n"))
-        yield from _checked([piece], verified, error, offset)
-        offset += len(data)
-        line += piece.lines
-    if carried:
-        data = b"".join(carry) + b"\n"
-        tail = Piece(obj, data, line, 1)
-        yield from _checked([tail], verified, error, offset)
-        line += 1
-    if error is not None and lost:
-        yield Piece(obj, b"", line, 0, error)
+    if head != _GZIP_MAGIC:
+        yield from _chunk_pieces(obj, _blocks(loc, obj, block), max_line)
+        return
+    check = _verify(loc, obj, block)
+    inflater = Inflater()
+
+    def inflated() -> Iterator[bytes]:
+        for raw in _blocks(loc, obj, block):
+            yield from inflater.feed(raw, block)
+            if inflater.dead:
+                return
+
+    yield from _chunk_pieces(obj, inflated(), max_line, check)
 
 
-def _checked(pieces: list[Piece], verified: int | None, error: str | None, offset: int) -> list[Piece]:
-    return pieces if error is None or verified is None else _suspect(pieces, verified, error, offset)
+def iter_pieces(
+    loc: Location, objects: list[CaptureObject], *, block: int, concurrency: int, max_line_bytes: int | None = None
+) -> Iterator[Piece]:
+    """Pieces of every object, in object order; small objects fetched concurrently.
 
-
-def iter_pieces(loc: Location, objects: list[CaptureObject], *, block: int, concurrency: int) -> Iterator[Piece]:
-    """Pieces of every object, in object order; small objects fetched concurrently."""
+    Memory per object is bounded by `block` (and `max_line_bytes`) for every shape of input: large
+    objects are streamed, a small gzip object is inflated block by block as its pieces are consumed.
+    """
     large = 4 * block
 
-    def fetch(obj: CaptureObject) -> list[Piece]:
-        return [] if obj.size > large else read_object(loc, obj, block)
+    def fetch(obj: CaptureObject) -> list[Piece] | bytes:
+        if obj.size > large:
+            return []
+        with translate_errors(obj.uri):
+            raw = loc.fs.cat_file(obj.path)
+        return raw if raw[:2] == _GZIP_MAGIC else _split_lines(obj, raw, block)
 
     fetched = ordered_map(fetch, objects, workers=concurrency, lookahead=2 * concurrency)
-    for obj, pieces in zip(objects, fetched, strict=False):
+    for obj, got in zip(objects, fetched, strict=False):
         if obj.size > large:
-            yield from stream_object(loc, obj, block)
+            yield from stream_object(loc, obj, block, max_line_bytes)
+        elif isinstance(got, bytes):
+            yield from _gzip_pieces(obj, got, block, max_line_bytes)
         else:
-            yield from pieces
+            yield from got
 
 
 def group_units(pieces: Iterable[Piece], unit_bytes: int) -> Iterator[list[Piece]]:

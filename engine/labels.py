@@ -382,7 +382,9 @@ def iter_labels(
     Rows have the "labels" columns, label_file dictionary-encoded (`read_ground_truth` gives it as strings).
     """
     concurrency = min(options.fetch_concurrency, _LOCAL_FETCH_THREADS) if loc.is_local else options.fetch_concurrency
-    pieces = iter_pieces(loc, objects, block=options.unit_bytes, concurrency=concurrency)
+    pieces = iter_pieces(
+        loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
+    )
 
     def decode(unit: list[Piece]) -> DecodedLabels:
         t0 = time.perf_counter()

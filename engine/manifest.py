@@ -25,7 +25,14 @@ from engine.errors import SourceError
 from engine.layout import CaptureObject, HourRange, list_capture_objects
 from engine.storage import Location, translate_errors
 
-__all__ = ["ManifestProblem", "TransformFile", "list_manifests", "pair_manifests", "read_manifest"]
+__all__ = [
+    "ManifestProblem",
+    "TransformFile",
+    "allowed_roots",
+    "list_manifests",
+    "pair_manifests",
+    "read_manifest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ def read_manifest(
         return None, [ManifestProblem(obj, None, "invalid_manifest", detail, raw[:4096])]
     prefix = _apply_prefix_map(doc[0]["prefix"], prefix_map)
     expected = loc.protocol
+    roots = allowed_roots(loc, prefix_map)
     uris: list[str] = []
     problems: list[ManifestProblem] = []
     for i, rel in enumerate(doc[1:], start=2):
@@ -140,9 +148,38 @@ def read_manifest(
             detail = f"{rel!r} escapes the manifest prefix {prefix}"
             problems.append(ManifestProblem(obj, i, "key_escapes_prefix", detail, entry_raw))
             continue
+        path = loc.fs._strip_protocol(uri)
+        if not _under(path, roots, local=expected == "file"):
+            allowed = ", ".join(loc.uri(r) for r in roots)
+            detail = f"{uri} is outside the allowed roots ({allowed}); allow it with --prefix-map"
+            problems.append(ManifestProblem(obj, i, "outside_allowed_root", detail, entry_raw))
+            continue
         # Full URIs for provenance (a local manifest may list plain paths).
-        uris.append(loc.uri(loc.fs._strip_protocol(uri)))
+        uris.append(loc.uri(path))
     return Manifest(obj, side, uris), problems
+
+
+def allowed_roots(loc: Location, prefix_map: Mapping[str, str]) -> list[str]:
+    """Where the objects a manifest names may be: the source's own storage area, and --prefix-map targets.
+
+    Manifests come from outside, so they must not steer the run to other data. By default: on S3 (and
+    other object stores) the source's bucket; on a filesystem the folder that holds the batch capture
+    root (where SageMaker's layout puts the transform input and output beside it). Each --prefix-map
+    target is allowed too (it is the user's own statement of where the objects are).
+    """
+    root = loc.root.rstrip("/")
+    local = loc.protocol == "file"
+    roots = [posixpath.dirname(posixpath.normpath(root)) or "/" if local else root.split("/", 1)[0]]
+    for target in prefix_map.values():
+        if _scheme(target) == loc.protocol:
+            roots.append(loc.fs._strip_protocol(target).rstrip("/") or "/")  # noqa: PERF401
+    return roots
+
+
+def _under(path: str, roots: Sequence[str], *, local: bool) -> bool:
+    if local:
+        path = posixpath.normpath(path)
+    return any(root == "/" or path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _escapes(prefix: str, rel: str) -> bool:

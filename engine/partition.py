@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
@@ -20,9 +21,31 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PartitionKey = tuple[str | None, str | None, int | None]  # endpoint, variant, epoch hour
 
 
+# Filesystems limit a name to 255 bytes; `endpoint=` plus an escaped name must fit, with room to spare.
+MAX_SEGMENT_BYTES = 200
+
+
 def _escape(value: str | None) -> str:
     # Hive escapes path-unsafe characters with %XX; SageMaker names are [a-zA-Z0-9-], so this is rare.
-    return HIVE_NULL if value is None else quote(value, safe="-_.~ ")
+    if value is None:
+        return HIVE_NULL
+    escaped = quote(value, safe="-_.~ ")
+    if escaped == HIVE_NULL:
+        # Readers take this exact name (however escaped) for null: a folder really named so gets a suffix.
+        return f"{HIVE_NULL}~{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+    if len(escaped) <= MAX_SEGMENT_BYTES:
+        return escaped
+    # Too long for a folder name (100 non-ASCII letters escape to 900 bytes): keep the escaped prefix of
+    # whole characters that fits, plus a hash of the whole name, so distinct names stay distinct.
+    head: list[str] = []
+    size = 0
+    for ch in value:
+        q = quote(ch, safe="-_.~ ")
+        if size + len(q) > MAX_SEGMENT_BYTES - 17:
+            break
+        head.append(q)
+        size += len(q)
+    return "".join(head) + "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def partition_path(key: PartitionKey, *, with_names: bool = True) -> str:

@@ -15,6 +15,7 @@ from typing import IO, Any
 import orjson
 
 from engine.report import RunReport
+from engine.storage import RedactingFilter
 
 __all__ = ["JsonFormatter", "Progress", "configure_logging"]
 
@@ -47,6 +48,7 @@ def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = No
     """Configure the root logger once for the process: `level` and ``text`` or ``json`` lines on stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())  # credentials never reach a log line, --debug or not
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -39,7 +39,9 @@ def _decoded_units(
     """Fetch and decode, `workers` units at a time, in input order."""
     # Local reads are not latency-bound: more threads would only add memory (one malloc arena each).
     concurrency = min(options.fetch_concurrency, _LOCAL_FETCH_THREADS) if loc.is_local else options.fetch_concurrency
-    pieces = iter_pieces(loc, objects, block=options.unit_bytes, concurrency=concurrency)
+    pieces = iter_pieces(
+        loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
+    )
 
     def decode(unit: list[Any]) -> Decoded:
         t0 = time.perf_counter()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
+import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +16,68 @@ from fsspec.core import url_to_fs
 
 from engine.errors import EngineError, OptionsError, SinkError, SourceError
 
-__all__ = ["Location", "open_location", "translate_errors"]
+__all__ = ["Location", "RedactingFilter", "open_location", "redact", "register_secrets", "translate_errors"]
+
+# Credentials seen in storage options, URLs and the AWS environment: `redact` removes them from every message,
+# log line (`RedactingFilter`, installed by the CLI on its handlers, so botocore's --debug logs too), report and
+# reject the engine writes.
+_SECRETS: set[str] = set()
+_SECRET_OPTION = re.compile(r"(?i)secret|token|password|passwd|^key$|key_id|access_key")
+_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
+_AWS_CREDENTIAL = re.compile(r"(Credential=)[^/,\s'\"]+")
+_MIN_SECRET = 4  # shorter values would blank out ordinary words
+
+
+def register_secrets(options: Mapping[str, Any] | None = None, url: str | None = None) -> None:
+    """Remember the credentials among `options` (nested), in `url`'s user info and in the AWS environment."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= _MIN_SECRET:
+            _SECRETS.add(value)
+    stack: list[Mapping[str, Any]] = [options or {}]
+    while stack:
+        for k, v in stack.pop().items():
+            if isinstance(v, Mapping):
+                stack.append(v)
+            elif isinstance(v, str):
+                if _SECRET_OPTION.search(str(k)) and len(v) >= _MIN_SECRET:
+                    _SECRETS.add(v)
+                _add_userinfo(v)
+    if url:
+        _add_userinfo(url)
+
+
+def _add_userinfo(text: str) -> None:
+    if "://" not in text or "@" not in text:
+        return
+    parts = urlsplit(text)
+    for value in (parts.username, parts.password):
+        if value and len(value) >= _MIN_SECRET:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` without the registered credentials, URL user info and AWS signature credentials."""
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _AWS_CREDENTIAL.sub(r"\1***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record that passes a handler, including other libraries' (botocore logs request headers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 class Location:
@@ -56,6 +120,7 @@ def open_location(
     client's connection pool for that many requests at once (unless the options set it).
     """
     options = dict(storage_options or {})
+    register_secrets(options, url)
     if urlsplit(url).scheme in ("s3", "s3a"):
         # botocore pools 10 connections by default: further concurrent GETs would wait for one.
         config = dict(options.get("config_kwargs") or {})
@@ -154,6 +219,11 @@ def translate_errors(uri: str, *, sink: bool = False) -> Iterator[None]:
         yield
     except EngineError:
         raise
+    except TypeError as exc:
+        # s3fs hands storage options to its client only at the first request: a misspelt one surfaces here.
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise OptionsError(f"invalid --storage-option for {uri} ({exc})") from exc
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError, RuntimeError)) and not _is_client_error(exc):
             raise
