@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -244,6 +245,9 @@ def second_opinion(line: bytes, parse: pj.ParseOptions) -> dict[str, Any] | None
     another line of its unit sent the unit down this path. Exactly one row is required: two objects
     on one line are not a record.
     """
+    stripped = line.strip(_WHITESPACE)
+    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+        return None  # pyarrow reads only objects: no need to ask it (a million garbage lines stay cheap)
     if not _valid_utf8(line):
         return None  # pyarrow would let invalid UTF-8 into string columns
     try:
@@ -370,6 +374,14 @@ def decode_unit(
     failed = [p for p in pieces if p.error is not None and not p.data]
     lines = _Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
+    if fast is None and lines.total > SLOW_LINES:
+        # The per-line path holds Python objects per line: a unit of a million tiny lines is decoded in
+        # groups of lines instead, so memory follows the group, and groups without anomalies go fast.
+        parts = [
+            decode_unit(group, max_line_bytes=max_line_bytes, start=start, end=end)
+            for group in _line_groups(pieces, SLOW_LINES)
+        ]
+        return _combined(parts)
     if fast is not None:
         flat, idx = fast
         unreadable: list[tuple[int, str, str]] = []
@@ -397,6 +409,46 @@ def decode_unit(
         bytes=len(lines.buf),
         fallback=fast is None,
         reasons=reasons,
+    )
+
+
+SLOW_LINES = 65_536
+
+
+def _line_groups(pieces: list[Piece], limit: int) -> list[list[Piece]]:
+    """The pieces cut at line boundaries into groups of at most `limit` lines, in order."""
+    groups: list[list[Piece]] = [[]]
+    count = 0
+    for p in pieces:
+        parts = [p]
+        if p.lines > limit and p.data:
+            ends = np.flatnonzero(np.frombuffer(p.data, dtype=np.uint8) == 10)
+            cuts = [0, *(int(ends[k]) + 1 for k in range(limit - 1, len(ends) - 1, limit)), len(p.data)]
+            parts = []
+            line = p.first_line
+            for a, b in itertools.pairwise(cuts):
+                n = p.data.count(b"\n", a, b)
+                parts.append(Piece(p.obj, p.data[a:b], line, n, p.error))
+                line += n
+        for part in parts:
+            if count and count + part.lines > limit:
+                groups.append([])
+                count = 0
+            groups[-1].append(part)
+            count += part.lines
+    return [g for g in groups if g]
+
+
+def _combined(parts: list[Decoded]) -> Decoded:
+    return Decoded(
+        rows=pa.concat_batches([d.rows for d in parts]),
+        rejects=pa.concat_batches([d.rejects for d in parts]),
+        records=sum(d.records for d in parts),
+        blank_lines=sum(d.blank_lines for d in parts),
+        out_of_window=sum(d.out_of_window for d in parts),
+        bytes=sum(d.bytes for d in parts),
+        fallback=True,
+        reasons=sum((d.reasons for d in parts), Counter()),
     )
 
 
@@ -448,40 +500,60 @@ def _rows(lines: _Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep:
 
 
 def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]) -> pa.RecordBatch:
+    """The rejects of a unit as one Arrow batch, built column by column (no Python object per reject row).
+
+    A unit of a million tiny bad lines is a million rejects: provenance comes from numpy over the line
+    geometry and the raw bytes are slices of the unit's buffer taken by Arrow, so memory stays near the
+    size of the unit's bytes.
+    """
     schema = rejects_schema()
     if not bad and not failed:
         return pa.RecordBatch.from_pylist([], schema=schema)
     bad.sort()
-    idx = np.asarray([i for i, _, _ in bad], dtype=np.int64)
-    piece, line_no = lines.provenance(idx) if len(idx) else (np.empty(0, np.int64), np.empty(0, np.int64))
-    rows: list[dict[str, Any]] = []
-    for (i, reason, detail), pi, ln in zip(bad, piece.tolist(), line_no.tolist(), strict=False):
-        obj = lines.pieces[pi].obj
-        raw = lines.line(i)
-        rows.append(
-            {
-                "endpoint": obj.endpoint,
-                "variant": obj.variant,
-                "source_hour": obj.hour,
-                "source_file": obj.uri,
-                "source_line": ln,
-                "reason": reason,
-                "detail": detail[:500],
-                "raw": raw[:_RAW_LIMIT],
-            }
+    batches = [_line_rejects(lines, bad, schema)] if bad else []
+    if failed:
+        rows: list[dict[str, Any]] = []
+        for p in failed:
+            reason, _, detail = (p.error or "").partition(": ")
+            rows.append(
+                {
+                    "endpoint": p.obj.endpoint,
+                    "variant": p.obj.variant,
+                    "source_hour": p.obj.hour,
+                    "source_file": p.obj.uri,
+                    "source_line": None,
+                    "reason": reason,
+                    "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
+                    "raw": None,
+                }
+            )
+        batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+
+def _line_rejects(lines: _Lines, bad: list[tuple[int, str, str]], schema: pa.Schema) -> pa.RecordBatch:
+    idx = np.fromiter((i for i, _, _ in bad), dtype=np.int64, count=len(bad))
+    piece, line_no = lines.provenance(idx)
+    take = pa.array(piece)
+    pieces = lines.pieces
+    endpoint = pa.array([p.obj.endpoint for p in pieces], pa.string()).take(take)
+    variant = pa.array([p.obj.variant for p in pieces], pa.string()).take(take)
+    hour = pa.array([p.obj.hour for p in pieces], schema.field("source_hour").type).take(take)
+    uri = pa.array([p.obj.uri for p in pieces], pa.string()).take(take)
+    reason = pa.array([r for _, r, _ in bad], pa.string())
+    detail = pc.utf8_slice_codeunits(pa.array([d for _, _, d in bad], pa.string()), 0, 500)
+    # Every line as buffer[start, end): one binary array over the unit's bytes, then the rejected ones.
+    starts = lines.starts[idx]
+    ends = np.minimum(lines.ends[idx], starts + _RAW_LIMIT)
+    offsets = np.empty(2 * len(idx), dtype=np.int64)
+    offsets[0::2], offsets[1::2] = starts, ends
+    if len(idx) > 1 and not bool(np.all(np.diff(offsets) >= 0)):  # a line named twice: slice one by one
+        raw = pa.array([lines.buf[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], pa.binary())
+    else:  # sorted, disjoint lines: their spans interleave with the gaps between them
+        spans = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), 2 * len(idx) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(lines.buf)]
         )
-    for p in failed:
-        reason, _, detail = (p.error or "").partition(": ")
-        rows.append(
-            {
-                "endpoint": p.obj.endpoint,
-                "variant": p.obj.variant,
-                "source_hour": p.obj.hour,
-                "source_file": p.obj.uri,
-                "source_line": None,
-                "reason": reason,
-                "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
-                "raw": None,
-            }
-        )
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
+        raw = spans.take(pa.array(np.arange(0, 2 * len(idx), 2, dtype=np.int64))).cast(pa.binary())
+    return pa.RecordBatch.from_arrays(
+        [endpoint, variant, hour, uri, pa.array(line_no, pa.int64()), reason, detail, raw], schema=schema
+    )

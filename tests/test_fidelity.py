@@ -235,3 +235,19 @@ def test_labels_after_a_gzip_trailer_are_rejected(tmp_path: Path) -> None:
     assert table.column("event_id").to_pylist() == ["a"]
     (rej,) = pa.Table.from_batches(rejected).to_pylist()
     assert (rej["reason"], rej["source_line"], rej["raw"]) == ("corrupt_gzip", 2, label("b").encode())
+
+
+# Issue "Commit, kill, concurrency, security, memory", item 15: a unit of a million tiny bad lines.
+def test_a_unit_of_many_tiny_bad_lines_is_decoded_in_line_groups_with_exact_provenance() -> None:
+    from engine import envelope
+
+    lines = [record(f"e{i}", H) if i % 7 else "x" for i in range(3 * envelope.SLOW_LINES + 11)]
+    a = _piece("a.jsonl", lines)
+    d = decode_unit([a], max_line_bytes=1 << 20)
+    bad = [i + 1 for i in range(len(lines)) if i % 7 == 0]
+    assert d.rejects.column("source_line").to_pylist() == bad
+    assert set(d.rejects.column("reason").to_pylist()) == {"invalid_json"}
+    assert d.rejects.column("raw").to_pylist() == [b"x"] * len(bad)
+    got = sorted(zip(d.rows["source_line"].to_pylist(), d.rows["event_id"].to_pylist(), strict=True))
+    assert got == [(i + 1, f"e{i}") for i in range(len(lines)) if i % 7]
+    assert d.records == len(lines)
