@@ -160,3 +160,14 @@ def test_a_type_change_between_units_widens_to_text(tmp_path: Path, write_captur
     assert len(scores) == 400
     assert scores["n0"] == "1.5" and scores["n199"] == "200.5" and scores["s5"] == "high"
     assert parts[-1].schema.field("score").type == pa.string()
+
+
+def test_a_records_prediction_column_does_not_depend_on_its_neighbours() -> None:
+    """Found by the corruption campaign: a CSV output in the same batch emptied a JSON output's prediction."""
+    json_event = event("j", (*CSV_IN, "1,2"), (*JSON, '{"predicted_label": 1, "score": 0.9}'))
+    csv_event = event("c", (*CSV_IN, "3,4"), (*CSV_OUT, "0.25"))
+    alone, _ = _decode([json_event])
+    mixed, _ = _decode([json_event, csv_event])
+    by_id = {r["event_id"]: r["prediction"] for r in mixed}
+    assert alone[0]["prediction"] == by_id["j"] == 1
+    assert by_id["c"] == 0.25

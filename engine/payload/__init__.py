@@ -238,20 +238,31 @@ PREDICTION_FIELDS = ("predicted_label", "label", "score", "prediction_0", "proba
 def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked: str | None, n: int) -> None:
     """Give every decoded row one ``prediction`` column, so that monitoring code never guesses its name.
 
-    It is a copy of: the spec's marked prediction; else the output's only scalar column; else the first of
-    `PREDICTION_FIELDS` present; else the output's first scalar column; else nulls (no output captured).
-    The original columns stay. A CSV output's own ``prediction`` column is already it.
+    Per row, the first non-null of: the spec's marked prediction, the output's own ``prediction`` column,
+    the fields of `PREDICTION_FIELDS` in that order, then the output's other scalar columns by name; nulls
+    when no output was captured. Per row, so that a record's prediction never depends on the other
+    records of its batch (a batch that also holds CSV outputs, whose column is ``prediction``, must not
+    empty the prediction of a JSON output). Several candidates of numbers give float64, else text. The
+    original columns stay.
     """
-    if "prediction" in columns:
+    if "prediction" in columns and "prediction" not in output.values():
+        return  # a column of that name that is not the output's: left alone
+    scalar = {name: key for name, key in output.items() if not pa.types.is_nested(columns[key].type)}
+    order = [marked] if marked is not None and marked in scalar else []
+    order += [f for f in ("prediction", *PREDICTION_FIELDS) if f in scalar and f not in order]
+    order += sorted(name for name in scalar if name not in order)
+    if not order:
+        columns["prediction"] = pa.nulls(n, pa.float64())
         return
-    scalar = [name for name, key in output.items() if not pa.types.is_nested(columns[key].type)]
-    if marked is not None and marked in output:
-        source: str | None = marked
-    elif len(scalar) == 1:
-        source = scalar[0]
-    else:
-        source = next((f for f in PREDICTION_FIELDS if f in scalar), scalar[0] if scalar else None)
-    columns["prediction"] = columns[output[source]] if source is not None else pa.nulls(n, pa.float64())
+    arrays = [columns[scalar[name]] for name in order]
+    if len(arrays) == 1:
+        columns["prediction"] = arrays[0]
+        return
+    numeric = all(
+        pa.types.is_integer(a.type) or pa.types.is_floating(a.type) or pa.types.is_null(a.type) for a in arrays
+    )
+    target = pa.float64() if numeric else pa.string()
+    columns["prediction"] = pc.coalesce(*(a.cast(target) for a in arrays))
 
 
 def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
