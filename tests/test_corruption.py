@@ -52,13 +52,27 @@ def _read_rows(dest: Path, glob: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _text(v: Any) -> str:
+    """A value as text; a number as its float. A column's type follows its table: a damaged record may widen
+    a number column to float or to text (documented), which changes how an intact record's number is held,
+    not what it is."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return repr(float(v))
+    if isinstance(v, str):
+        try:
+            return repr(float(v))
+        except ValueError:
+            return v
+    return str(v)
+
+
 def _by_line(rows: list[dict[str, Any]], file_col: str, line_col: str, *, as_text: bool) -> dict[Key, list[Any]]:
     out: dict[Key, list[Any]] = defaultdict(list)
     for r in rows:
         key = (str(r[file_col]), int(r[line_col]))
         # Null columns are left out: a damaged record may bring a new field, and with it a column that
         # is null in every other row of its table; that is the table's shape, not another record's value.
-        values = {k: str(v) if as_text else v for k, v in r.items() if k != line_col and v is not None}
+        values = {k: _text(v) if as_text else v for k, v in r.items() if k != line_col and v is not None}
         out[key].append(values)
     for v in out.values():
         v.sort(key=lambda d: str(d.get("record_index")))
