@@ -512,23 +512,28 @@ def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]
     bad.sort()
     batches = [_line_rejects(lines, bad, schema)] if bad else []
     if failed:
-        rows: list[dict[str, Any]] = []
-        for p in failed:
-            reason, _, detail = (p.error or "").partition(": ")
-            rows.append(
-                {
-                    "endpoint": p.obj.endpoint,
-                    "variant": p.obj.variant,
-                    "source_hour": p.obj.hour,
-                    "source_file": p.obj.uri,
-                    "source_line": None,
-                    "reason": reason,
-                    "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
-                    "raw": None,
-                }
-            )
-        batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+        batches.append(pa.RecordBatch.from_pylist(lost_rejects(failed), schema=schema))
     return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+
+def lost_rejects(failed: list[Piece]) -> list[dict[str, Any]]:
+    """One reject row per marker of bytes that could not be read at all (no line, no raw bytes)."""
+    rows = []
+    for p in failed:
+        reason, _, detail = (p.error or "").partition(": ")
+        rows.append(
+            {
+                "endpoint": p.obj.endpoint,
+                "variant": p.obj.variant,
+                "source_hour": p.obj.hour,
+                "source_file": p.obj.uri,
+                "source_line": None,
+                "reason": reason,
+                "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
+                "raw": None,
+            }
+        )
+    return rows
 
 
 def _line_rejects(lines: _Lines, bad: list[tuple[int, str, str]], schema: pa.Schema) -> pa.RecordBatch:

@@ -38,6 +38,7 @@ from engine.envelope import (
     _Lines,
     _text,
     _valid_utf8,
+    lost_rejects,
     parse_inference_times,
     second_opinion,
     unverified_lines,
@@ -345,18 +346,7 @@ def _rejects(lines: _Lines, bad: list[_Reject], failed: list[Piece]) -> pa.Recor
                 "raw": (lines.line(i) if raw is None else raw)[:_RAW_LIMIT],
             }
         )
-    for p in failed:
-        reason, _, detail = (p.error or "").partition(": ")
-        rows.append(
-            {
-                "source_hour": p.obj.hour,
-                "source_file": p.obj.uri,
-                "source_line": None,
-                "reason": reason,
-                "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
-                "raw": None,
-            }
-        )
+    rows += lost_rejects(failed)
     return pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
