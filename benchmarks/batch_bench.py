@@ -50,8 +50,8 @@ from benchmarks.run import (
     _warm_page_cache,
 )
 from engine.options import parse_size
-from engine.schemas import table_spec
 from engine.synth import BatchSynthOptions, synth_batch
+from engine.tables import table_spec
 
 __all__ = ["HASHES", "batch_synth_options", "check_outputs", "ensure_batch_data", "main", "markdown_table"]
 

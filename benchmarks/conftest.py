@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine.envelope import Decoded, decode_unit
-from engine.fetch import Piece, _split_lines, group_units
-from engine.layout import list_capture_objects
+from engine.io.fetch import Piece, _split_lines, group_units
+from engine.io.listing import list_capture_objects
+from engine.io.storage import open_location
+from engine.kernels.envelope import Decoded, decode_unit
 from engine.options import RealtimeOptions
-from engine.storage import open_location
 from engine.synth import SynthOptions, synth
 
 KERNEL_BYTES = 6_000_000  # small enough for the whole file to run in seconds, large enough for a full unit
@@ -51,7 +51,7 @@ def kernel_data(tmp_path_factory: pytest.TempPathFactory) -> KernelData:
     capture_root = root / "tree" / "capture"
     options = RealtimeOptions()
     objects = list_capture_objects(open_location(str(capture_root)), hours=None)
-    # Read whole objects and cut them like engine.fetch.read_object does for objects below 4 units.
+    # Read whole objects and cut them like engine.io.fetch.read_object does for objects below 4 units.
     pieces = [p for o in objects for p in _split_lines(o, Path(o.path).read_bytes(), options.unit_bytes)]
     units = list(group_units(pieces, options.unit_bytes))
     decoded = [decode_unit(u, max_line_bytes=options.max_line_bytes) for u in units]

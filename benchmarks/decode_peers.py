@@ -41,7 +41,7 @@ from benchmarks.realtime_peers import (
     _sql_string,
     run_engine_cli,
 )
-from engine.payload import ENVELOPE
+from engine.kernels.payload import ENVELOPE
 
 __all__ = ["FEATURES", "TOOLS", "decoded_columns", "duckdb_decode_query", "main"]
 

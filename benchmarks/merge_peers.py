@@ -79,7 +79,7 @@ def _relabel(gt_root: Path) -> int:
 
 def ensure_merge_data(rows: int, root: Path) -> Path:
     """The folder with ``predictions/`` (a realtime dataset of `rows` rows) and ``ground-truth/``; cached."""
-    from engine.realtime import run_realtime
+    from engine.jobs.realtime import run_realtime
     from engine.synth import SynthOptions, synth
 
     tree = _data_dir(rows, root)

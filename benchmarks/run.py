@@ -40,7 +40,7 @@ from benchmarks import decode_peers
 from benchmarks.data import DEFAULT_ROOT, Kind, capture_files, ensure_data, is_complete, load_marker
 from benchmarks.realtime_peers import NATURAL, PARTITION_KEYS, TOOLS
 from engine.options import parse_size
-from engine.schemas import table_spec
+from engine.tables import table_spec
 
 REPO: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = Path(__file__).resolve().parent / "results"

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.conftest import KernelData
-from engine.envelope import decode_unit
+from engine.io.storage import open_location
+from engine.jobs.realtime import run_realtime
+from engine.kernels.envelope import decode_unit
+from engine.kernels.partition import split_by_hour
 from engine.options import RealtimeOptions
-from engine.partition import split_by_hour
-from engine.realtime import run_realtime
-from engine.schemas import table_spec
-from engine.sink import DatasetWriter
-from engine.storage import open_location
+from engine.sinks.dataset import DatasetWriter
+from engine.tables import table_spec
 
 ROUNDS = 3
 _counter = itertools.count()

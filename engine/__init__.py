@@ -12,7 +12,6 @@ The public API is what `__all__` lists; everything else may change. README.md ha
 
 from engine import interrupts as _interrupts  # noqa: F401  first: catches SIGTERM early in the CLI
 from engine._version import __version__
-from engine.batch import BatchOptions, read_batch, run_batch
 from engine.errors import (
     DecodeError,
     EngineError,
@@ -22,11 +21,12 @@ from engine.errors import (
     SinkError,
     SourceError,
 )
-from engine.labels import read_ground_truth
-from engine.merge import iter_merge, read_merge, run_merge
+from engine.jobs.batch import BatchOptions, read_batch, run_batch
+from engine.jobs.labels import read_ground_truth
+from engine.jobs.merge import iter_merge, read_merge, run_merge
+from engine.jobs.realtime import iter_capture, read_capture, run_realtime
+from engine.kernels.payload import ColumnSpec, decode_payloads, load_column_spec, parse_column_spec
 from engine.options import MergeOptions, RealtimeOptions
-from engine.payload import ColumnSpec, decode_payloads, load_column_spec, parse_column_spec
-from engine.realtime import iter_capture, read_capture, run_realtime
 from engine.report import RunReport
 
 __all__ = [

@@ -18,13 +18,13 @@ from typing import Any, NoReturn
 from engine import interrupts
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
+from engine.io.storage import redact, register_secrets, translate_errors
+from engine.jobs.realtime import run_realtime
+from engine.kernels.payload import load_column_spec
 from engine.monitor.command import add_commands as add_monitor_commands
 from engine.options import MergeOptions, RealtimeOptions, check_location, parse_duration, parse_size, parse_time
-from engine.payload import load_column_spec
 from engine.progress import Progress, configure_logging
-from engine.realtime import run_realtime
 from engine.report import RunReport
-from engine.storage import redact, register_secrets, translate_errors
 
 __all__ = ["main"]
 
@@ -304,7 +304,7 @@ def _prefix_map(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from engine.batch import BatchOptions, run_batch
+    from engine.jobs.batch import BatchOptions, run_batch
 
     options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
     progress = _progress(args)
@@ -319,7 +319,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 def _cmd_merge(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from engine.merge import run_merge
+    from engine.jobs.merge import run_merge
 
     # The merge frees large Arrow buffers on other threads than allocated them (decode, join, write), which
     # mimalloc (pyarrow's default) keeps resident: about 200 MB more peak RSS at 2M rows. jemalloc returning

@@ -13,10 +13,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from engine.batch import BatchOptions, run_batch
-from engine.merge import run_merge
+from engine.jobs.batch import BatchOptions, run_batch
+from engine.jobs.merge import run_merge
+from engine.jobs.realtime import run_realtime
 from engine.options import MergeOptions, RealtimeOptions
-from engine.realtime import run_realtime
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 
 __all__ = ["run_demo"]

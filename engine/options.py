@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from engine.errors import OptionsError
-from engine.payload.spec import ColumnSpec
+from engine.kernels.payload.spec import ColumnSpec
 
 __all__ = [
     "BatchOptions",

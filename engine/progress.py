@@ -14,8 +14,8 @@ from typing import IO, Any
 
 import orjson
 
+from engine.io.storage import RedactingFilter
 from engine.report import RunReport
-from engine.storage import RedactingFilter
 
 __all__ = ["JsonFormatter", "Progress", "configure_logging"]
 

@@ -17,10 +17,10 @@ import pyarrow.dataset as ds
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.batch import BatchOptions, read_batch, run_batch
 from engine.errors import SourceError
-from engine.schemas import table_spec
+from engine.jobs.batch import BatchOptions, read_batch, run_batch
 from engine.synth import BatchSynthOptions, synth_batch
+from engine.tables import table_spec
 
 HOUR = "2022/08/30/00"
 ID = "1f1d57b1-2e6f-488c-8c30-db4e6d757861"

@@ -420,7 +420,7 @@ def test_decode_keeps_joined_json_numbers_exactly_as_the_out_file_says(
 def test_decode_document_of_many_instances_keeps_every_score_exact(tree: Tree) -> None:
     capture, _, _ = _doc_tree(tree.root, s3=False)
     dest = tree.root / "out"
-    from engine.batch import BatchOptions, run_batch
+    from engine.jobs.batch import BatchOptions, run_batch
 
     report = run_batch(str(capture), str(dest), options=BatchOptions(decode=True))
     rows = pl.read_parquet(f"{dest}/**/*.parquet", hive_partitioning=True).sort("record_index")
@@ -482,7 +482,7 @@ _json_values = st.recursive(
 def test_member_spans_agree_with_a_json_parser(
     before: dict[str, Any], value: Any, after: dict[str, Any], present: bool, spaced: bool
 ) -> None:
-    from engine.batch import _member_spans, _rebuild
+    from engine.jobs.batch import _member_spans, _rebuild
 
     obj = {**before, **({"SageMakerOutput": value} if present else {}), **after}
     text = json.dumps(obj, ensure_ascii=False) if spaced else json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -548,7 +548,7 @@ def test_random_gzip_damage_never_gives_a_wrong_row(tmp_path: Path, seed: int) -
 
 def test_output_manifest_only_joined_csv_with_a_column_spec_decodes_features(tree: Tree, tmp_path: Path) -> None:
     # Item 21, CSV (the Clarify batch CSV example captures the output only: input columns, prediction, ID, time).
-    from engine.payload import load_column_spec
+    from engine.kernels.payload import load_column_spec
 
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(

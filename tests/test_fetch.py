@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from engine import RealtimeOptions, read_capture, run_realtime
-from engine.fetch import _split_lines, stream_object
-from engine.layout import list_capture_objects
-from engine.storage import open_location
+from engine.io.fetch import _split_lines, stream_object
+from engine.io.listing import list_capture_objects
+from engine.io.storage import open_location
 from tests.conftest import WriteCapture, record
 
 H = "2026-11-01T10:15:00Z"

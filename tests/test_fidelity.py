@@ -15,10 +15,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from engine import RealtimeOptions, RunReport, run_realtime
-from engine.envelope import decode_unit
-from engine.fetch import Piece
-from engine.labels import decode_labels
-from engine.layout import CaptureObject
+from engine.io.fetch import Piece
+from engine.io.listing import CaptureObject
+from engine.jobs.labels import decode_labels
+from engine.kernels.envelope import decode_unit
 from tests.conftest import WriteCapture, record
 
 H = "2026-11-01T10:15:00Z"
@@ -218,7 +218,7 @@ def test_bytes_after_the_gzip_trailer_are_rejected_not_dropped(tmp_path: Path, w
 def test_labels_after_a_gzip_trailer_are_rejected(tmp_path: Path) -> None:
     import gzip
 
-    from engine.labels import read_ground_truth
+    from engine.jobs.labels import read_ground_truth
 
     def label(i: str) -> str:
         return (
@@ -239,7 +239,7 @@ def test_labels_after_a_gzip_trailer_are_rejected(tmp_path: Path) -> None:
 
 # Issue "Commit, kill, concurrency, security, memory", item 15: a unit of a million tiny bad lines.
 def test_a_unit_of_many_tiny_bad_lines_is_decoded_in_line_groups_with_exact_provenance() -> None:
-    from engine import envelope
+    from engine.kernels import envelope
 
     lines = [record(f"e{i}", H) if i % 7 else "x" for i in range(3 * envelope.SLOW_LINES + 11)]
     a = _piece("a.jsonl", lines)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import RealtimeOptions, run_realtime
-from engine.payload import parse_column_spec
+from engine.kernels.payload import parse_column_spec
 from tests.conftest import WriteCapture
 from tests.test_payload import CSV_IN, CSV_OUT, _decode, event
 

@@ -85,7 +85,7 @@ def test_inference_time_variants(write_capture: WriteCapture, text: str, expecte
 
 
 def test_reader_schema_matches_the_schema_file(write_capture: WriteCapture) -> None:
-    from engine.schemas import capture_schema
+    from engine.tables import capture_schema
 
     path = write_capture("2021/05/18/00", [QUOTED_CSV])
     reader = read_capture(str(path))

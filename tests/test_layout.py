@@ -11,8 +11,8 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from engine import RealtimeOptions, read_capture
-from engine.layout import describe_key, list_capture_objects
-from engine.storage import open_location
+from engine.io.listing import describe_key, list_capture_objects
+from engine.io.storage import open_location
 from tests.conftest import WriteCapture, record
 
 UTC = timezone.utc

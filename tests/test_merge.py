@@ -30,11 +30,11 @@ from engine import (
     read_ground_truth,
     run_merge,
 )
+from engine.jobs.realtime import iter_capture, run_realtime
 from engine.options import parse_duration
-from engine.realtime import iter_capture, run_realtime
 from engine.report import RunReport
-from engine.schemas import table_spec
 from engine.synth import SynthOptions, synth
+from engine.tables import table_spec
 from tests.conftest import QUOTED_CSV, QUOTED_MIXED, WriteCapture, record
 
 UTC = timezone.utc
@@ -847,14 +847,14 @@ def test_hash_collisions_never_join_the_wrong_label(
     monkeypatch: pytest.MonkeyPatch,
     labels_collide: bool,
 ) -> None:
-    import engine.join
-    import engine.merge
+    import engine.jobs.merge
+    import engine.kernels.join
 
     def constant(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.zeros(len(keys), dtype=np.uint64)  # every key has the same hash
 
-    monkeypatch.setattr(engine.join, "key_hash", constant)
-    monkeypatch.setattr(engine.merge, "key_hash", constant)
+    monkeypatch.setattr(engine.kernels.join, "key_hash", constant)
+    monkeypatch.setattr(engine.jobs.merge, "key_hash", constant)
     t = "2026-11-01T00:00:00Z"
     write_capture("2026/11/01/00", [record(k, t) for k in ("a", "b", "c", "d")])
     if labels_collide:  # distinct label keys share a hash: the index looks keys up by their strings
@@ -871,7 +871,7 @@ def test_hash_collisions_never_join_the_wrong_label(
 
 
 def test_prefetch_keeps_order_raises_in_order_and_stops_early() -> None:
-    from engine.predictions import prefetch
+    from engine.sources.predictions import prefetch
 
     def items() -> Iterator[int]:
         yield from range(5)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import RealtimeOptions, read_capture, run_realtime
-from engine.payload import ColumnSpec, decode_payloads, parse_column_spec
+from engine.kernels.payload import ColumnSpec, decode_payloads, parse_column_spec
 from tests.conftest import QUOTED_CSV, QUOTED_JSONLINES, QUOTED_MIXED, WriteCapture
 
 T = "2026-11-01T10:15:00Z"
@@ -36,9 +36,9 @@ def event(
 
 
 def _decode(lines: list[str], spec: ColumnSpec | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
-    from engine.envelope import decode_unit
-    from engine.fetch import _split_lines
-    from engine.layout import CaptureObject
+    from engine.io.fetch import _split_lines
+    from engine.io.listing import CaptureObject
+    from engine.kernels.envelope import decode_unit
 
     obj = CaptureObject("/c/ep/v/2026/11/01/10/x.jsonl", "file:///c/ep/v/2026/11/01/10/x.jsonl", 0, "ep", "v", None)
     d = decode_unit(_split_lines(obj, "\n".join(lines).encode(), 1 << 20), max_line_bytes=1 << 20)

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.payload.json as payload_json
-from engine.payload.json import decode_json_bodies
-from engine.payload.records import SideRecords
-from engine.payload.spec import ArrayMode, SideSpec
+import engine.kernels.payload.json as payload_json
+from engine.kernels.payload.json import decode_json_bodies
+from engine.kernels.payload.records import SideRecords
+from engine.kernels.payload.spec import ArrayMode, SideSpec
 
 # Payloads quoted in the formats reference (sagemaker-formats.md 1.1 and 1.4), verbatim.
 JSONL_REQUEST = (

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.envelope import decode_unit
-from engine.fetch import _split_lines
-from engine.layout import CaptureObject
+from engine.io.fetch import _split_lines
+from engine.io.listing import CaptureObject
+from engine.kernels.envelope import decode_unit
 
 UTC = timezone.utc
 OBJ = CaptureObject(

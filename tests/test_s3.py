@@ -28,7 +28,7 @@ import pytest
 import s3fs
 
 from engine import RealtimeOptions, SinkError, run_realtime
-from engine.storage import open_location
+from engine.io.storage import open_location
 from engine.synth import SynthOptions, SynthSummary, synth
 from tests.conftest import ROOT
 
@@ -582,7 +582,7 @@ def test_store_error_codes_to_one_line(code: str, status: int, text: str) -> Non
     from s3fs.errors import translate_boto_error
 
     from engine.errors import SourceError
-    from engine.storage import translate_errors
+    from engine.io.storage import translate_errors
 
     message = "A conflicting conditional operation is in progress." if status == 409 else "Please slow down."
     response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}

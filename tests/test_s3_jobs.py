@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from engine import OptionsError, RealtimeOptions, run_realtime
-from engine.batch import BatchOptions, run_batch
+from engine.jobs.batch import BatchOptions, run_batch
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 from tests.conftest import ROOT
 

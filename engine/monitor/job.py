@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from engine.errors import SourceError
+from engine.io.storage import open_location, translate_errors
 from engine.monitor.constraints import constraints_document
 from engine.monitor.profile import Profile, profile_batches
 from engine.monitor.quality import (
@@ -27,7 +28,6 @@ from engine.monitor.sources import SourceFormat, read_source
 from engine.monitor.statistics import statistics_document
 from engine.monitor.violations import drift_distances, violations_document
 from engine.options import parse_time
-from engine.storage import open_location, translate_errors
 
 __all__ = [
     "DataQualityResult",

@@ -19,8 +19,8 @@ import pyarrow.csv as pcsv
 import pyarrow.dataset as ds
 
 from engine.errors import OptionsError, SourceError
-from engine.schemas import table_spec
-from engine.storage import open_location, translate_errors
+from engine.io.storage import open_location, translate_errors
+from engine.tables import table_spec
 from engine.times import in_window
 
 __all__ = ["SourceFormat", "envelope_columns", "read_source"]

@@ -18,11 +18,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.payload.csv import decode_csv_bodies
-from engine.payload.json import decode_json_bodies
-from engine.payload.records import SideRecords
-from engine.payload.spec import ColumnSpec, SideSpec, load_column_spec, parse_column_spec
-from engine.schemas import capture_schema
+from engine.kernels.payload.csv import decode_csv_bodies
+from engine.kernels.payload.json import decode_json_bodies
+from engine.kernels.payload.records import SideRecords
+from engine.kernels.payload.spec import ColumnSpec, SideSpec, load_column_spec, parse_column_spec
+from engine.tables import capture_schema
 
 __all__ = [
     "ENVELOPE",
@@ -295,8 +295,8 @@ def decode_payloads(
 
 def payload_rejects(rejected: list[tuple[pa.RecordBatch, list[PayloadFailure]]]) -> pa.RecordBatch:
     """The `_rejects` rows of events that payload decoding rejected."""
-    from engine.layout import describe_key
-    from engine.schemas import rejects_schema
+    from engine.io.listing import describe_key
+    from engine.tables import rejects_schema
 
     rows = []
     for batch, failures in rejected:

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from engine.errors import SourceError
-from engine.layout import CaptureObject, HourRange, list_capture_objects
-from engine.storage import Location, translate_errors
+from engine.io.listing import CaptureObject, HourRange, list_capture_objects
+from engine.io.storage import Location, translate_errors
 
 __all__ = [
     "ManifestProblem",

@@ -38,16 +38,16 @@ import polars as pl
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
-from engine.fetch import ordered_map
-from engine.job import JobRun
-from engine.join import BucketSpill, DuplicateCounter, LabelIndex, LabelStore, join_key, key_hash
-from engine.labels import iter_labels, list_label_objects
-from engine.merge_jsonl import MergedJsonWriter, required_columns
+from engine.io.fetch import ordered_map
+from engine.io.storage import Location, open_location
+from engine.jobs.labels import iter_labels, list_label_objects
+from engine.jobs.run import JobRun
+from engine.kernels.join import BucketSpill, DuplicateCounter, LabelIndex, LabelStore, join_key, key_hash
 from engine.options import MergeOptions, check_location
-from engine.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 from engine.report import RunReport
-from engine.sink import DatasetWriter
-from engine.storage import Location, open_location
+from engine.sinks.dataset import DatasetWriter
+from engine.sinks.merged_jsonl import MergedJsonWriter, required_columns
+from engine.sources.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 
 __all__ = ["iter_merge", "read_merge", "run_merge"]
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from engine.fetch import Piece
-from engine.schemas import capture_schema, rejects_schema
+from engine.io.fetch import Piece
+from engine.tables import capture_schema, rejects_schema
 from engine.times import MAX_US, MIN_US, TIME_TYPE, in_window
 
 __all__ = ["Decoded", "decode_unit", "parse_inference_times"]

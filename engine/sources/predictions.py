@@ -28,10 +28,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.errors import SourceError
+from engine.io.storage import Location, open_location, translate_errors
+from engine.kernels.partition import HIVE_NULL
 from engine.options import JobOptions, RealtimeOptions
-from engine.partition import HIVE_NULL
 from engine.report import RunReport
-from engine.storage import Location, open_location, translate_errors
 from engine.times import epoch_us, in_window
 
 __all__ = ["Predictions", "batch_predictions", "capture_predictions", "dataset_predictions"]
@@ -80,7 +80,7 @@ def capture_predictions(
     source: str, options: JobOptions, report: RunReport, on_rejects: Callable[[pa.RecordBatch], None]
 ) -> Predictions:
     """Real-time capture under `source`, decoded by this run (counted in `report`)."""
-    from engine.realtime import iter_capture
+    from engine.jobs.realtime import iter_capture
 
     rt = RealtimeOptions(**_common(options))
     rows = iter_capture(source, options=rt, report=report, on_rejects=on_rejects)
@@ -98,7 +98,7 @@ def batch_predictions(
     """Batch transform capture under `source`, decoded by this run (raw, or `decode`-d with the options' column
     spec; manifest prefixes rewritten by `prefix_map`): every record read counts in `report`, rows, rejects and
     those outside the window alike."""
-    from engine.batch import BatchOptions, iter_batch
+    from engine.jobs.batch import BatchOptions, iter_batch
 
     bt = BatchOptions(**_common(options), prefix_map=dict(prefix_map or {}))
     # The reader applies the window itself and counts what falls outside it.

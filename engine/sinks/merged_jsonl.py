@@ -28,9 +28,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.partition import HIVE_NULL, PartitionKey, split_by_hour
-from engine.sink import TEMPORARY
-from engine.storage import Location, translate_errors
+from engine.io.storage import Location, translate_errors
+from engine.kernels.partition import HIVE_NULL, PartitionKey, split_by_hour
+from engine.sinks.dataset import TEMPORARY
 
 # The analyzers' "output" folder within DEST; a leading "_" keeps Parquet readers out of it.
 SAGEMAKER_ROOT = "_sagemaker"

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from engine.errors import SourceError
-from engine.storage import Location, translate_errors
+from engine.io.storage import Location, translate_errors
 
 __all__ = ["CaptureObject", "HourRange", "list_capture_objects", "looks_like", "looks_like_object"]
 

@@ -24,8 +24,8 @@ import orjson
 import pyarrow as pa
 
 from engine.errors import OptionsError
-from engine.schemas import _schemas_dir, arrow_type
-from engine.storage import open_location, translate_errors
+from engine.io.storage import open_location, translate_errors
+from engine.tables import _schemas_dir, arrow_type
 
 __all__ = ["ArrayMode", "ColumnSpec", "SideSpec", "load_column_spec"]
 

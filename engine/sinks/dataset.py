@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 
 from engine import interrupts
 from engine.errors import SinkError
-from engine.partition import PartitionKey, partition_path, split_by_hour
-from engine.schemas import TableSpec
-from engine.storage import Location, _client_error_code, translate_errors
+from engine.io.storage import Location, _client_error_code, translate_errors
+from engine.kernels.partition import PartitionKey, partition_path, split_by_hour
+from engine.tables import TableSpec
 
 __all__ = [
     "CommitStats",
@@ -611,7 +611,7 @@ def committed_files(dest: str, storage_options: Mapping[str, Any] | None = None,
     `table` selects files under that relative folder (``"_rejects"``, ``"endpoint=a"``); by default every
     file outside folders starting with ``_``. Paths are as the dataset's filesystem names them.
     """
-    from engine.storage import open_location
+    from engine.io.storage import open_location
 
     loc = open_location(dest, storage_options)
     manifest = read_manifest(loc) or _new_manifest()

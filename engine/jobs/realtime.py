@@ -13,16 +13,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.envelope import Decoded, decode_unit
 from engine.errors import NoDataError, OptionsError
-from engine.fetch import group_units, iter_pieces, ordered_map
-from engine.job import JobRun
-from engine.layout import CaptureObject, list_capture_objects, looks_like, looks_like_object
+from engine.io.fetch import group_units, iter_pieces, ordered_map
+from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
+from engine.io.storage import Location, open_location
+from engine.jobs.run import JobRun
+from engine.kernels.envelope import Decoded, decode_unit
+from engine.kernels.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.options import RealtimeOptions, check_location
-from engine.payload import ColumnSpec, decode_payloads, payload_rejects
 from engine.report import RunReport
-from engine.schemas import capture_schema
-from engine.storage import Location, open_location
+from engine.tables import capture_schema
 
 __all__ = ["ProgressCallback", "iter_capture", "read_capture", "run_realtime"]
 

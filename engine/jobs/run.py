@@ -5,7 +5,7 @@ is locked for the whole run; rejects are committed even when the run fails on th
 user needs them to see why, and `_FAILED` says it), data only when the run succeeds, `_SUCCESS` (the
 run report) last; an exception before the commit's journal discards what was written, one after it
 leaves the commit for the next run to complete. A run's scope is its window: the partitions it wrote
-and the source hours it read, cut to [start, end) (see `engine.sink.commit_run`).
+and the source hours it read, cut to [start, end) (see `engine.sinks.dataset.commit_run`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, Protocol, TypeVar
 
 from engine import interrupts
 from engine.errors import NoDataError, OptionsError, RejectLimitError
+from engine.io.storage import Location, open_location, redact, register_secrets
 from engine.options import JobOptions
 from engine.report import RunReport
-from engine.schemas import TableSpec, table_spec
-from engine.sink import (
+from engine.sinks.dataset import (
     FAILED,
     SUCCESS,
     DatasetWriter,
@@ -34,7 +34,7 @@ from engine.sink import (
     commit_run,
     write_report,
 )
-from engine.storage import Location, open_location, redact, register_secrets
+from engine.tables import TableSpec, table_spec
 
 __all__ = ["JobRun", "SideWriter", "iso"]
 

@@ -22,19 +22,26 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.envelope import parse_inference_times
 from engine.errors import NoDataError
-from engine.fetch import ordered_map, prefetch
-from engine.job import JobRun
-from engine.layout import looks_like
-from engine.manifest import Manifest, ManifestProblem, TransformFile, list_manifests, pair_manifests, read_manifest
+from engine.io.fetch import ordered_map, prefetch
+from engine.io.listing import looks_like
+from engine.io.storage import Location, open_location
+from engine.jobs.run import JobRun
+from engine.kernels.envelope import parse_inference_times
+from engine.kernels.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.options import BatchOptions
-from engine.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.report import RunReport
-from engine.schemas import rejects_schema, table_spec
-from engine.storage import Location, open_location
+from engine.sources.manifests import (
+    Manifest,
+    ManifestProblem,
+    TransformFile,
+    list_manifests,
+    pair_manifests,
+    read_manifest,
+)
+from engine.sources.transform import Unit, iter_units
+from engine.tables import rejects_schema, table_spec
 from engine.times import TIME_TYPE, in_window
-from engine.transform import Unit, iter_units
 
 __all__ = ["BatchOptions", "iter_batch", "read_batch", "run_batch"]
 

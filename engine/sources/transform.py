@@ -27,9 +27,9 @@ from typing import IO
 import numpy as np
 import orjson
 
-from engine.fetch import Inflater, ordered_map
-from engine.manifest import TransformFile
-from engine.storage import Location, translate_errors
+from engine.io.fetch import Inflater, ordered_map
+from engine.io.storage import Location, translate_errors
+from engine.sources.manifests import TransformFile
 
 __all__ = ["Unit", "iter_units"]
 

@@ -17,8 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from engine.layout import CaptureObject
-from engine.storage import Location, translate_errors
+from engine.io.listing import CaptureObject
+from engine.io.storage import Location, translate_errors
 
 __all__ = ["Inflater", "Piece", "group_units", "iter_pieces", "ordered_map", "prefetch"]
 

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from engine.payload.records import SideRecords
-from engine.payload.spec import SideSpec
+from engine.kernels.payload.records import SideRecords
+from engine.kernels.payload.spec import SideSpec
 
 __all__ = ["decode_csv_bodies", "default_names"]
 

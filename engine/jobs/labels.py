@@ -31,8 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from engine.errors import SourceError
+from engine.io.fetch import Piece, group_units, iter_pieces, ordered_map
+from engine.io.listing import CaptureObject, HourRange, list_capture_objects
+from engine.io.storage import Location, open_location, translate_errors
+
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
-from engine.envelope import (
+from engine.kernels.envelope import (
     FieldError,
     _get,
     _Lines,
@@ -43,13 +48,9 @@ from engine.envelope import (
     second_opinion,
     unverified_lines,
 )
-from engine.errors import SourceError
-from engine.fetch import Piece, group_units, iter_pieces, ordered_map
-from engine.layout import CaptureObject, HourRange, list_capture_objects
 from engine.options import JobOptions, MergeOptions
 from engine.report import RunReport
-from engine.schemas import rejects_schema, table_spec
-from engine.storage import Location, open_location, translate_errors
+from engine.tables import rejects_schema, table_spec
 from engine.times import TIME_TYPE
 
 __all__ = ["DecodedLabels", "decode_labels", "iter_labels", "label_window", "list_label_objects", "read_ground_truth"]

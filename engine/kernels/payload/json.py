@@ -84,8 +84,8 @@ import polars as pl
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from engine.payload.records import SideRecords
-from engine.payload.spec import ArrayMode, SideSpec
+from engine.kernels.payload.records import SideRecords
+from engine.kernels.payload.spec import ArrayMode, SideSpec
 
 __all__ = ["decode_json_bodies"]
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from engine.schemas import table_spec
+from engine.tables import table_spec
 from engine.times import TIME_TYPE
 
 __all__ = [
