@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 
-from engine.sinks.dataset import committed_files
+from engine.sinks.manifest import committed_files
 from tests.conftest import ROOT, record
 
 Rows = list[tuple[str, str, str]]

@@ -20,7 +20,8 @@ import pytest
 from engine import RealtimeOptions, run_realtime
 from engine.errors import OptionsError, RejectLimitError, SinkError
 from engine.io.storage import open_location
-from engine.sinks.dataset import DestinationLock, committed_files, read_manifest
+from engine.sinks.lock import DestinationLock
+from engine.sinks.manifest import committed_files, read_manifest
 from tests.commit_checks import (
     PHASES,
     TERM_COMMITS_FROM,

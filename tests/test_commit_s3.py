@@ -14,7 +14,8 @@ import pytest
 from engine import RealtimeOptions, run_realtime
 from engine.errors import SinkError
 from engine.io.storage import open_location
-from engine.sinks.dataset import DestinationLock, committed_files
+from engine.sinks.lock import DestinationLock
+from engine.sinks.manifest import committed_files
 from engine.synth import SynthOptions, synth
 from tests.conftest import ROOT
 

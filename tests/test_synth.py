@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.synth as synth_module
+import engine.synth.output as synth_output
 from engine.errors import OptionsError
 from engine.synth import SynthOptions, SynthSummary, synth
 
@@ -475,7 +475,7 @@ def test_any_small_options_give_a_consistent_tree(options: SynthOptions) -> None
 
 
 def test_label_objects_are_split_to_bound_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synth_module, "_LABEL_FILE_LINES", 25)
+    monkeypatch.setattr(synth_output, "_LABEL_FILE_LINES", 25)
     options = SynthOptions(records=600, hours=2, max_label_delay_hours=1, seed=9)
     summary = synth(str(tmp_path), options)
     tree = load_tree(local_files(tmp_path), options)

@@ -5,7 +5,7 @@ is locked for the whole run; rejects are committed even when the run fails on th
 user needs them to see why, and `_FAILED` says it), data only when the run succeeds, `_SUCCESS` (the
 run report) last; an exception before the commit's journal discards what was written, one after it
 leaves the commit for the next run to complete. A run's scope is its window: the partitions it wrote
-and the source hours it read, cut to [start, end) (see `engine.sinks.dataset.commit_run`).
+and the source hours it read, cut to [start, end) (see `engine.sinks.commit.commit_run`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,10 @@ from engine.errors import NoDataError, OptionsError, RejectLimitError
 from engine.io.storage import Location, open_location, redact, register_secrets
 from engine.options import JobOptions
 from engine.report import RunReport
-from engine.sinks.dataset import (
-    FAILED,
-    SUCCESS,
-    DatasetWriter,
-    DestinationLock,
-    abort_run,
-    begin_run,
-    commit_run,
-    write_report,
-)
+from engine.sinks.commit import abort_run, begin_run, commit_run, write_report
+from engine.sinks.dataset import SUCCESS, DatasetWriter
+from engine.sinks.lock import DestinationLock
+from engine.sinks.manifest import FAILED
 from engine.tables import TableSpec, table_spec
 
 __all__ = ["JobRun", "SideWriter", "iso"]
