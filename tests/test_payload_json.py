@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.kernels.payload.json as payload_json
+import engine.kernels.payload.json._columns as payload_json
+import engine.kernels.payload.json._common as payload_json_common
+import engine.kernels.payload.json._scan as payload_json_scan
 from engine.kernels.payload.json import decode_json_bodies
 from engine.kernels.payload.records import SideRecords
 from engine.kernels.payload.spec import ArrayMode, SideSpec
@@ -414,16 +416,16 @@ def test_scanner_splits_members_like_a_parser(containers: list[Any], indent: boo
 
     # Pretty-printed documents reach the scanner with their newlines turned into spaces.
     texts = pl.Series([json.dumps(c, indent=2 if indent else None).replace("\n", " ") for c in containers])
-    members = payload_json._members(texts)
+    members = payload_json_scan._members(texts)
     for row, container in enumerate(containers):
         mine = members.filter(pl.col("row") == row)
         parsed = [json.loads(t) for t in mine["text"].to_list()]
         kinds_ = mine["kind"].to_list()
         if isinstance(container, list):
-            assert kinds_ == [payload_json._ITEM] * len(container)
+            assert kinds_ == [payload_json_common._ITEM] * len(container)
             assert parsed == container
         else:
-            assert kinds_ == [payload_json._KEY, payload_json._VALUE] * len(container)
+            assert kinds_ == [payload_json_common._KEY, payload_json_common._VALUE] * len(container)
             assert dict(zip(parsed[0::2], parsed[1::2], strict=True)) == container
 
 
