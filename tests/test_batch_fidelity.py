@@ -482,7 +482,7 @@ _json_values = st.recursive(
 def test_member_spans_agree_with_a_json_parser(
     before: dict[str, Any], value: Any, after: dict[str, Any], present: bool, spaced: bool
 ) -> None:
-    from engine.jobs.batch import _member_spans, _rebuild
+    from engine.kernels.joined import _member_spans, _rebuild
 
     obj = {**before, **({"SageMakerOutput": value} if present else {}), **after}
     text = json.dumps(obj, ensure_ascii=False) if spaced else json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
