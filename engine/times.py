@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
-__all__ = ["MAX_US", "MIN_US", "TIME_TYPE", "US_PER_HOUR", "epoch_us", "in_window"]
+__all__ = ["MAX_US", "MIN_US", "TIME_TYPE", "US_PER_HOUR", "epoch_us", "in_window", "parse_inference_times"]
 
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 US_PER_HOUR = 3_600_000_000
@@ -44,3 +45,27 @@ def in_window(times: pa.Array | pa.ChunkedArray, start: datetime | None, end: da
     if end is not None:
         inside &= us < epoch_us(end)
     return inside
+
+
+_TIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+)
+
+
+def parse_inference_times(values: pa.Array) -> pa.Array:
+    """Parse inferenceTime strings to timestamp[us, UTC]; unparseable values become null.
+
+    Accepts what SageMaker and its SDK write: ``...Z`` with or without fractional seconds (kept to the
+    microsecond), no zone (taken as UTC), or an explicit offset. A time outside years 1-9999 once in
+    UTC (``10000-01-01T00:00:00Z``, ``9999-12-31T23:59:59-01:00``, year 0) is null: no reader, no
+    Python `datetime` and no hive path can hold it.
+    """
+    s = pl.Series("t", values, dtype=pl.String) if len(values) else pl.Series("t", [], dtype=pl.String)
+    parsed = pl.coalesce([pl.lit(s).str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in _TIME_FORMATS])
+    raw = parsed.cast(pl.Int64)
+    ranged = pl.when((raw >= MIN_US) & (raw < MAX_US)).then(parsed).otherwise(None)
+    out = pl.select(ranged).to_series().to_arrow()
+    return out.cast(TIME_TYPE)

@@ -37,21 +37,12 @@ from engine.io.listing import CaptureObject, HourRange, list_capture_objects
 from engine.io.storage import Location, open_location, translate_errors
 
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
-from engine.kernels.envelope import (
-    FieldError,
-    _get,
-    _Lines,
-    _text,
-    _valid_utf8,
-    lost_rejects,
-    parse_inference_times,
-    second_opinion,
-    unverified_lines,
-)
+from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
+from engine.kernels.rejects import lost_rejects
 from engine.options import JobOptions, MergeOptions
 from engine.report import RunReport
 from engine.tables import rejects_schema, table_spec
-from engine.times import TIME_TYPE
+from engine.times import TIME_TYPE, parse_inference_times
 
 __all__ = ["DecodedLabels", "decode_labels", "iter_labels", "label_window", "list_label_objects", "read_ground_truth"]
 
@@ -147,13 +138,13 @@ class DecodedLabels:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
-def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
+def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
     if not lines.total:
         return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
     if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
         return None
-    if not _valid_utf8(lines.buf):
+    if not valid_utf8(lines.buf):
         return None
     block = max(1 << 20, len(lines.buf) + 1)  # one block: no line straddles blocks
     try:
@@ -179,7 +170,7 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
-def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[_Reject], int]:
+def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[_Reject], int]:
     """orjson per line: records (an array line gives one per element), their line indices, rejects, blanks.
 
     The table has a ``_raw`` column: an array element's own JSON, so that its reject (if validation
@@ -214,7 +205,7 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
                 bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a ground-truth record", raw))
                 continue
             meta = rec.get("eventMetadata")
-            event_id = _get(meta, "eventId")
+            event_id = get_key(meta, "eventId")
             if isinstance(event_id, int) and not isinstance(event_id, bool):
                 event_id = str(event_id)  # an id written as a number means its digits
             if event_id is not None and not isinstance(event_id, str):
@@ -224,10 +215,10 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
             try:
                 row = (
                     event_id,
-                    _text(_get(gt, "data")),
-                    _text(_get(gt, "encoding")),
-                    _text(_get(meta, "inferenceTime")),
-                    _text(rec.get("eventVersion")),
+                    field_text(get_key(gt, "data")),
+                    field_text(get_key(gt, "encoding")),
+                    field_text(get_key(meta, "inferenceTime")),
+                    field_text(rec.get("eventVersion")),
                 )
             except FieldError as exc:
                 bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}", raw))
@@ -271,7 +262,7 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject
 def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
     """Decode one unit of ground-truth pieces into label rows and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
-    lines = _Lines([p for p in pieces if p.error is None])
+    lines = Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
     if fast is not None:
         flat, idx = fast
@@ -310,7 +301,7 @@ def _compact_schema() -> pa.Schema:
     return schema.set(i, schema.field(i).with_type(pa.dictionary(pa.int32(), pa.string())))
 
 
-def _rows(lines: _Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
+def _rows(lines: Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
     schema = _compact_schema()
     sel = np.flatnonzero(keep)
     if not len(sel):
@@ -327,7 +318,7 @@ def _rows(lines: _Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> p
     return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
 
 
-def _rejects(lines: _Lines, bad: list[_Reject], failed: list[Piece]) -> pa.RecordBatch:
+def _rejects(lines: Lines, bad: list[_Reject], failed: list[Piece]) -> pa.RecordBatch:
     schema = rejects_schema()
     if not bad and not failed:
         return pa.RecordBatch.from_pylist([], schema=schema)

@@ -15,13 +15,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.kernels.envelope import parse_inference_times
 from engine.kernels.joined import _joined_input, _member_spans, _rebuild, _split_joined_csv
 from engine.kernels.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.options import BatchOptions
 from engine.sources.transform import Unit
 from engine.tables import rejects_schema, table_spec
-from engine.times import TIME_TYPE, in_window
+from engine.times import TIME_TYPE, in_window, parse_inference_times
 
 __all__ = ["Decoded", "sniff"]
 

@@ -9,7 +9,6 @@ lines with reasons and keeps the good ones. Both paths meet in the same vectoriz
 
 from __future__ import annotations
 
-import functools
 import io
 import itertools
 from collections import Counter
@@ -19,14 +18,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from engine.io.fetch import Piece
+from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
+from engine.kernels.rejects import line_rejects, lost_rejects
 from engine.tables import capture_schema, rejects_schema
-from engine.times import MAX_US, MIN_US, TIME_TYPE, in_window
+from engine.times import in_window, parse_inference_times
 
 __all__ = ["Decoded", "decode_unit", "parse_inference_times"]
 
@@ -66,15 +66,6 @@ _FLAT = [
     "output_data",
     "custom_attributes",
 ]
-_TIME_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S%.fZ",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%.f%:z",
-    "%Y-%m-%dT%H:%M:%S%.f%z",
-)
-_OPEN_BRACE = ord("{")
-_WHITESPACE = b" \t\r\n\x0b\x0c"
-_RAW_LIMIT = 1 << 20  # raw bytes kept per reject for over-long lines
 
 
 @dataclass
@@ -94,115 +85,13 @@ class Decoded:
     records_out: list[pa.RecordBatch] | None = None
 
 
-def parse_inference_times(values: pa.Array) -> pa.Array:
-    """Parse inferenceTime strings to timestamp[us, UTC]; unparseable values become null.
-
-    Accepts what SageMaker and its SDK write: ``...Z`` with or without fractional seconds (kept to the
-    microsecond), no zone (taken as UTC), or an explicit offset. A time outside years 1-9999 once in
-    UTC (``10000-01-01T00:00:00Z``, ``9999-12-31T23:59:59-01:00``, year 0) is null: no reader, no
-    Python `datetime` and no hive path can hold it.
-    """
-    s = pl.Series("t", values, dtype=pl.String) if len(values) else pl.Series("t", [], dtype=pl.String)
-    parsed = pl.coalesce([pl.lit(s).str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in _TIME_FORMATS])
-    raw = parsed.cast(pl.Int64)
-    ranged = pl.when((raw >= MIN_US) & (raw < MAX_US)).then(parsed).otherwise(None)
-    out = pl.select(ranged).to_series().to_arrow()
-    return out.cast(TIME_TYPE)
-
-
-class _Lines:
-    """Line geometry of a unit, computed only as far as a path needs it.
-
-    The fast path needs just the line count of each piece (known from fetching): when pyarrow
-    returns one row per line, row i is line i. The byte positions of lines are computed (one numpy
-    pass) only for units with blank lines, rejects or the per-line path.
-    """
-
-    def __init__(self, pieces: list[Piece]) -> None:
-        self.pieces = pieces
-        self.buf = b"".join(p.data for p in pieces)
-        counts = np.fromiter((p.lines for p in pieces), dtype=np.int64, count=len(pieces))
-        self.piece_end = np.cumsum(counts)  # exclusive line index where each piece ends
-        self.total = int(self.piece_end[-1]) if len(pieces) else 0
-
-    @functools.cached_property
-    def ends(self) -> np.ndarray:
-        # Every piece ends with "\n", so every line, the last included, ends at a newline.
-        return np.flatnonzero(np.frombuffer(self.buf, dtype=np.uint8) == 10)
-
-    @functools.cached_property
-    def starts(self) -> np.ndarray:
-        starts = np.empty_like(self.ends)
-        if len(starts):
-            starts[0] = 0
-            starts[1:] = self.ends[:-1] + 1
-        return starts
-
-    @functools.cached_property
-    def lengths(self) -> np.ndarray:
-        lengths: np.ndarray = self.ends - self.starts
-        return lengths
-
-    @functools.cached_property
-    def blank(self) -> np.ndarray:
-        """Lines holding only whitespace. A line starting with "{" is a record candidate; others are rare."""
-        arr = np.frombuffer(self.buf, dtype=np.uint8)
-        nonempty = self.lengths > 0
-        first = np.zeros(len(self.ends), dtype=np.uint8)
-        first[nonempty] = arr[self.starts[nonempty]]
-        blank: np.ndarray = first != _OPEN_BRACE
-        self.other = []
-        for i in np.flatnonzero(blank & nonempty).tolist():
-            if self.line(i).strip(_WHITESPACE):
-                blank[i] = False
-                self.other.append(i)
-        return blank
-
-    other: list[int]  # non-blank lines that do not start with "{" (set with `blank`)
-
-    def row_lines(self, rows: int) -> np.ndarray | None:
-        """Line index of each of `rows` rows parsed from the unit, or None when that is ambiguous.
-
-        pyarrow skips blank lines and reads two objects on one line as two rows, so a row count equal
-        to the line count proves nothing by itself (one blank line and one double line cancel out).
-        Every non-blank line of a parsed unit starts with "{" and so yields at least one row: rows ==
-        non-blank lines proves one row per non-blank line. (The line starts cost one numpy pass over
-        the unit, a few milliseconds per 8 MiB.)
-        """
-        idx = np.flatnonzero(~self.blank)
-        if self.other or rows != len(idx):
-            return None
-        return np.arange(self.total, dtype=np.int64) if len(idx) == self.total else idx
-
-    def line(self, i: int) -> bytes:
-        return self.buf[int(self.starts[i]) : int(self.ends[i])]
-
-    def provenance(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Piece index and 1-based line number within its object, for line indices `idx`."""
-        piece = np.searchsorted(self.piece_end, idx, side="right")
-        piece_start = np.concatenate([[0], self.piece_end[:-1]])[piece]
-        first = np.fromiter((p.first_line for p in self.pieces), dtype=np.int64, count=len(self.pieces))
-        return piece, first[piece] + (idx - piece_start)
-
-
-def _valid_utf8(buf: bytes) -> bool:
-    """Validate the whole unit at once (Arrow's SIMD UTF-8 check, no copy)."""
-    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64).tobytes())
-    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(buf)])
-    try:
-        whole.cast(pa.large_string())
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
-def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
+def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
     if not lines.total:
         return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
     if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
         return None
-    if not _valid_utf8(lines.buf):
+    if not valid_utf8(lines.buf):
         return None  # pyarrow would let invalid UTF-8 into string columns; orjson rejects it per line
     # One block for the whole unit: no line can straddle blocks, and large blocks parse fastest.
     block = max(1 << 20, len(lines.buf) + 1)
@@ -237,51 +126,7 @@ def _fast(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | N
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
-def second_opinion(line: bytes, parse: pj.ParseOptions) -> dict[str, Any] | None:
-    """The record pyarrow reads from `line` alone, for a line orjson refuses; None if pyarrow refuses it too.
-
-    The fast path accepts what pyarrow accepts (``NaN`` or a 2,000-deep array in a field it ignores),
-    so the per-line path must too: a record's fate may depend only on the record, never on whether
-    another line of its unit sent the unit down this path. Exactly one row is required: two objects
-    on one line are not a record.
-    """
-    stripped = line.strip(_WHITESPACE)
-    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
-        return None  # pyarrow reads only objects: no need to ask it (a million garbage lines stay cheap)
-    if not _valid_utf8(line):
-        return None  # pyarrow would let invalid UTF-8 into string columns
-    try:
-        table = pj.read_json(
-            io.BytesIO(line + b"\n"),
-            read_options=pj.ReadOptions(block_size=max(1 << 16, len(line) + 2), use_threads=False),
-            parse_options=parse,
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return None
-    if table.num_rows != 1:
-        return None
-    row: dict[str, Any] = table.to_pylist()[0]
-    return row
-
-
-class FieldError(ValueError):
-    """A field whose JSON cannot be kept as text (nested deeper than the serializer allows)."""
-
-
-def _text(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    try:
-        return orjson.dumps(v).decode()
-    except orjson.JSONEncodeError as exc:
-        raise FieldError(str(exc)) from None
-
-
-def _get(d: Any, key: str) -> Any:
-    return d.get(key) if isinstance(d, dict) else None
-
-
-def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
     """The per-line path: orjson per line; returns good records, their line indices and rejects."""
     values: dict[str, list[str | None]] = {c: [] for c in _FLAT}
     good: list[int] = []
@@ -301,25 +146,25 @@ def _slow(lines: _Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, lis
             bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
             continue
         meta = rec.get("eventMetadata")
-        event_id = _get(meta, "eventId")
+        event_id = get_key(meta, "eventId")
         if event_id is not None and not isinstance(event_id, str):
             bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string"))
             continue
         cap = rec.get("captureData")
-        inp, out = _get(cap, "endpointInput"), _get(cap, "endpointOutput")
+        inp, out = get_key(cap, "endpointInput"), get_key(cap, "endpointOutput")
         try:
             row = (
                 event_id,
-                _text(_get(meta, "inferenceId")),
-                _text(_get(meta, "inferenceTime")),
-                _text(rec.get("eventVersion")),
-                _text(_get(inp, "observedContentType")),
-                _text(_get(inp, "encoding")),
-                _text(_get(inp, "data")),
-                _text(_get(out, "observedContentType")),
-                _text(_get(out, "encoding")),
-                _text(_get(out, "data")),
-                _text(_get(meta, "customAttributes")),
+                field_text(get_key(meta, "inferenceId")),
+                field_text(get_key(meta, "inferenceTime")),
+                field_text(rec.get("eventVersion")),
+                field_text(get_key(inp, "observedContentType")),
+                field_text(get_key(inp, "encoding")),
+                field_text(get_key(inp, "data")),
+                field_text(get_key(out, "observedContentType")),
+                field_text(get_key(out, "encoding")),
+                field_text(get_key(out, "data")),
+                field_text(get_key(meta, "customAttributes")),
             )
         except FieldError as exc:
             bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}"))
@@ -372,7 +217,7 @@ def decode_unit(
 ) -> Decoded:
     """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
-    lines = _Lines([p for p in pieces if p.error is None])
+    lines = Lines([p for p in pieces if p.error is None])
     fast = _fast(lines, max_line_bytes)
     if fast is None and lines.total > SLOW_LINES:
         # The per-line path holds Python objects per line: a unit of a million tiny lines is decoded in
@@ -452,20 +297,7 @@ def _combined(parts: list[Decoded]) -> Decoded:
     )
 
 
-def unverified_lines(pieces: list[Piece]) -> tuple[_Lines, list[int], int]:
-    """The lines of pieces inflated from a gzip stream that failed verification: (geometry, non-blank, blank).
-
-    Such bytes may be decoded from corrupt input (gzip checks its CRC only at a member's end), so each
-    non-blank line is a record and a reject with its own line number and raw bytes, never a row.
-    """
-    lines = _Lines([p for p in pieces if p.error is not None and p.data])
-    if not lines.total:
-        return lines, [], 0
-    nonblank = np.flatnonzero(~lines.blank).tolist()
-    return lines, nonblank, lines.total - len(nonblank)
-
-
-def _unverified(pieces: list[Piece]) -> tuple[_Lines, list[tuple[int, str, str]], int]:
+def _unverified(pieces: list[Piece]) -> tuple[Lines, list[tuple[int, str, str]], int]:
     lines, nonblank, blank = unverified_lines(pieces)
     if not nonblank:
         return lines, [], blank
@@ -478,7 +310,7 @@ def _unverified(pieces: list[Piece]) -> tuple[_Lines, list[tuple[int, str, str]]
     return lines, bad, blank
 
 
-def _rows(lines: _Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
+def _rows(lines: Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
     schema = capture_schema()
     sel = np.flatnonzero(keep)
     if not len(sel):
@@ -499,7 +331,7 @@ def _rows(lines: _Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep:
     return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
 
 
-def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]) -> pa.RecordBatch:
+def _rejects(lines: Lines, bad: list[tuple[int, str, str]], failed: list[Piece]) -> pa.RecordBatch:
     """The rejects of a unit as one Arrow batch, built column by column (no Python object per reject row).
 
     A unit of a million tiny bad lines is a million rejects: provenance comes from numpy over the line
@@ -510,55 +342,7 @@ def _rejects(lines: _Lines, bad: list[tuple[int, str, str]], failed: list[Piece]
     if not bad and not failed:
         return pa.RecordBatch.from_pylist([], schema=schema)
     bad.sort()
-    batches = [_line_rejects(lines, bad, schema)] if bad else []
+    batches = [line_rejects(lines, bad, schema)] if bad else []
     if failed:
         batches.append(pa.RecordBatch.from_pylist(lost_rejects(failed), schema=schema))
     return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-
-
-def lost_rejects(failed: list[Piece]) -> list[dict[str, Any]]:
-    """One reject row per marker of bytes that could not be read at all (no line, no raw bytes)."""
-    rows = []
-    for p in failed:
-        reason, _, detail = (p.error or "").partition(": ")
-        rows.append(
-            {
-                "endpoint": p.obj.endpoint,
-                "variant": p.obj.variant,
-                "source_hour": p.obj.hour,
-                "source_file": p.obj.uri,
-                "source_line": None,
-                "reason": reason,
-                "detail": f"bytes from line {p.first_line} on could not be read: {detail}"[:500],
-                "raw": None,
-            }
-        )
-    return rows
-
-
-def _line_rejects(lines: _Lines, bad: list[tuple[int, str, str]], schema: pa.Schema) -> pa.RecordBatch:
-    idx = np.fromiter((i for i, _, _ in bad), dtype=np.int64, count=len(bad))
-    piece, line_no = lines.provenance(idx)
-    take = pa.array(piece)
-    pieces = lines.pieces
-    endpoint = pa.array([p.obj.endpoint for p in pieces], pa.string()).take(take)
-    variant = pa.array([p.obj.variant for p in pieces], pa.string()).take(take)
-    hour = pa.array([p.obj.hour for p in pieces], schema.field("source_hour").type).take(take)
-    uri = pa.array([p.obj.uri for p in pieces], pa.string()).take(take)
-    reason = pa.array([r for _, r, _ in bad], pa.string())
-    detail = pc.utf8_slice_codeunits(pa.array([d for _, _, d in bad], pa.string()), 0, 500)
-    # Every line as buffer[start, end): one binary array over the unit's bytes, then the rejected ones.
-    starts = lines.starts[idx]
-    ends = np.minimum(lines.ends[idx], starts + _RAW_LIMIT)
-    offsets = np.empty(2 * len(idx), dtype=np.int64)
-    offsets[0::2], offsets[1::2] = starts, ends
-    if len(idx) > 1 and not bool(np.all(np.diff(offsets) >= 0)):  # a line named twice: slice one by one
-        raw = pa.array([lines.buf[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], pa.binary())
-    else:  # sorted, disjoint lines: their spans interleave with the gaps between them
-        spans = pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), 2 * len(idx) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(lines.buf)]
-        )
-        raw = spans.take(pa.array(np.arange(0, 2 * len(idx), 2, dtype=np.int64))).cast(pa.binary())
-    return pa.RecordBatch.from_arrays(
-        [endpoint, variant, hour, uri, pa.array(line_no, pa.int64()), reason, detail, raw], schema=schema
-    )

@@ -1,0 +1,163 @@
+"""A unit's line geometry (pieces of whole lines, numpy offsets and provenance) and the per-line helpers that the
+capture and ground-truth decoders share: UTF-8 check, pyarrow's second opinion on a line, field text."""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pj
+
+from engine.io.fetch import Piece
+
+_OPEN_BRACE = ord("{")
+_WHITESPACE = b" \t\r\n\x0b\x0c"
+
+__all__ = ["FieldError", "Lines", "field_text", "get_key", "second_opinion", "unverified_lines", "valid_utf8"]
+
+
+class Lines:
+    """Line geometry of a unit, computed only as far as a path needs it.
+
+    The fast path needs just the line count of each piece (known from fetching): when pyarrow
+    returns one row per line, row i is line i. The byte positions of lines are computed (one numpy
+    pass) only for units with blank lines, rejects or the per-line path.
+    """
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        self.pieces = pieces
+        self.buf = b"".join(p.data for p in pieces)
+        counts = np.fromiter((p.lines for p in pieces), dtype=np.int64, count=len(pieces))
+        self.piece_end = np.cumsum(counts)  # exclusive line index where each piece ends
+        self.total = int(self.piece_end[-1]) if len(pieces) else 0
+
+    @functools.cached_property
+    def ends(self) -> np.ndarray:
+        # Every piece ends with "\n", so every line, the last included, ends at a newline.
+        return np.flatnonzero(np.frombuffer(self.buf, dtype=np.uint8) == 10)
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        starts = np.empty_like(self.ends)
+        if len(starts):
+            starts[0] = 0
+            starts[1:] = self.ends[:-1] + 1
+        return starts
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        lengths: np.ndarray = self.ends - self.starts
+        return lengths
+
+    @functools.cached_property
+    def blank(self) -> np.ndarray:
+        """Lines holding only whitespace. A line starting with "{" is a record candidate; others are rare."""
+        arr = np.frombuffer(self.buf, dtype=np.uint8)
+        nonempty = self.lengths > 0
+        first = np.zeros(len(self.ends), dtype=np.uint8)
+        first[nonempty] = arr[self.starts[nonempty]]
+        blank: np.ndarray = first != _OPEN_BRACE
+        self.other = []
+        for i in np.flatnonzero(blank & nonempty).tolist():
+            if self.line(i).strip(_WHITESPACE):
+                blank[i] = False
+                self.other.append(i)
+        return blank
+
+    other: list[int]  # non-blank lines that do not start with "{" (set with `blank`)
+
+    def row_lines(self, rows: int) -> np.ndarray | None:
+        """Line index of each of `rows` rows parsed from the unit, or None when that is ambiguous.
+
+        pyarrow skips blank lines and reads two objects on one line as two rows, so a row count equal
+        to the line count proves nothing by itself (one blank line and one double line cancel out).
+        Every non-blank line of a parsed unit starts with "{" and so yields at least one row: rows ==
+        non-blank lines proves one row per non-blank line. (The line starts cost one numpy pass over
+        the unit, a few milliseconds per 8 MiB.)
+        """
+        idx = np.flatnonzero(~self.blank)
+        if self.other or rows != len(idx):
+            return None
+        return np.arange(self.total, dtype=np.int64) if len(idx) == self.total else idx
+
+    def line(self, i: int) -> bytes:
+        return self.buf[int(self.starts[i]) : int(self.ends[i])]
+
+    def provenance(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Piece index and 1-based line number within its object, for line indices `idx`."""
+        piece = np.searchsorted(self.piece_end, idx, side="right")
+        piece_start = np.concatenate([[0], self.piece_end[:-1]])[piece]
+        first = np.fromiter((p.first_line for p in self.pieces), dtype=np.int64, count=len(self.pieces))
+        return piece, first[piece] + (idx - piece_start)
+
+
+def valid_utf8(buf: bytes) -> bool:
+    """Validate the whole unit at once (Arrow's SIMD UTF-8 check, no copy)."""
+    offsets = pa.py_buffer(np.array([0, len(buf)], dtype=np.int64).tobytes())
+    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(buf)])
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def second_opinion(line: bytes, parse: pj.ParseOptions) -> dict[str, Any] | None:
+    """The record pyarrow reads from `line` alone, for a line orjson refuses; None if pyarrow refuses it too.
+
+    The fast path accepts what pyarrow accepts (``NaN`` or a 2,000-deep array in a field it ignores),
+    so the per-line path must too: a record's fate may depend only on the record, never on whether
+    another line of its unit sent the unit down this path. Exactly one row is required: two objects
+    on one line are not a record.
+    """
+    stripped = line.strip(_WHITESPACE)
+    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+        return None  # pyarrow reads only objects: no need to ask it (a million garbage lines stay cheap)
+    if not valid_utf8(line):
+        return None  # pyarrow would let invalid UTF-8 into string columns
+    try:
+        table = pj.read_json(
+            io.BytesIO(line + b"\n"),
+            read_options=pj.ReadOptions(block_size=max(1 << 16, len(line) + 2), use_threads=False),
+            parse_options=parse,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != 1:
+        return None
+    row: dict[str, Any] = table.to_pylist()[0]
+    return row
+
+
+class FieldError(ValueError):
+    """A field whose JSON cannot be kept as text (nested deeper than the serializer allows)."""
+
+
+def field_text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        return orjson.dumps(v).decode()
+    except orjson.JSONEncodeError as exc:
+        raise FieldError(str(exc)) from None
+
+
+def get_key(d: Any, key: str) -> Any:
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def unverified_lines(pieces: list[Piece]) -> tuple[Lines, list[int], int]:
+    """The lines of pieces inflated from a gzip stream that failed verification: (geometry, non-blank, blank).
+
+    Such bytes may be decoded from corrupt input (gzip checks its CRC only at a member's end), so each
+    non-blank line is a record and a reject with its own line number and raw bytes, never a row.
+    """
+    lines = Lines([p for p in pieces if p.error is not None and p.data])
+    if not lines.total:
+        return lines, [], 0
+    nonblank = np.flatnonzero(~lines.blank).tolist()
+    return lines, nonblank, lines.total - len(nonblank)
