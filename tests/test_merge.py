@@ -848,6 +848,7 @@ def test_hash_collisions_never_join_the_wrong_label(
     labels_collide: bool,
 ) -> None:
     import engine.jobs.merge
+    import engine.jobs.spill
     import engine.kernels.join
 
     def constant(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -855,6 +856,7 @@ def test_hash_collisions_never_join_the_wrong_label(
 
     monkeypatch.setattr(engine.kernels.join, "key_hash", constant)
     monkeypatch.setattr(engine.jobs.merge, "key_hash", constant)
+    monkeypatch.setattr(engine.jobs.spill, "key_hash", constant)
     t = "2026-11-01T00:00:00Z"
     write_capture("2026/11/01/00", [record(k, t) for k in ("a", "b", "c", "d")])
     if labels_collide:  # distinct label keys share a hash: the index looks keys up by their strings
@@ -871,7 +873,7 @@ def test_hash_collisions_never_join_the_wrong_label(
 
 
 def test_prefetch_keeps_order_raises_in_order_and_stops_early() -> None:
-    from engine.sources.predictions import prefetch
+    from engine.io.concurrency import prefetch
 
     def items() -> Iterator[int]:
         yield from range(5)

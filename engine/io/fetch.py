@@ -8,19 +8,16 @@ streamed in blocks so memory stays bounded by the block size, not by the object.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import zlib
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
+from engine.io.concurrency import ordered_map
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location, translate_errors
 
-__all__ = ["Inflater", "Piece", "group_units", "iter_pieces", "ordered_map", "prefetch"]
+__all__ = ["Inflater", "Piece", "group_units", "iter_pieces"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,75 +41,6 @@ class Piece:
     first_line: int
     lines: int  # newlines in `data`, i.e. its number of lines
     error: str | None = None
-
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int) -> Iterator[R]:
-    """`map(fn, items)` on a thread pool, in order, with at most `lookahead` items in flight.
-
-    The bound is what keeps memory proportional to the work in flight rather than to the input.
-    """
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[R]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= lookahead:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
-
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Iterate `items` in a background thread, at most `depth` ahead of the consumer.
-
-    For producers that do I/O in the iterating thread (streamed objects): the consumer's thread is
-    then free for its own work (decoding, writing) while the next items are read.
-    """
-    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
-            q.put(_Failure(exc))
-
-    thread = threading.Thread(target=run, name="engine-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _split_lines(obj: CaptureObject, data: bytes, block: int, first_line: int = 1) -> list[Piece]:

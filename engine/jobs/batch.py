@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from engine.errors import NoDataError
-from engine.io.fetch import ordered_map, prefetch
+from engine.io.concurrency import ordered_map, prefetch
 from engine.io.listing import looks_like
 from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun

@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from engine.errors import SourceError
-from engine.io.fetch import Piece, group_units, iter_pieces, ordered_map
+from engine.io.concurrency import ordered_map
+from engine.io.fetch import Piece, group_units, iter_pieces
 from engine.io.listing import CaptureObject, HourRange, list_capture_objects
 from engine.io.storage import Location, open_location, translate_errors
 

@@ -38,11 +38,12 @@ import polars as pl
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
-from engine.io.fetch import ordered_map
+from engine.io.concurrency import ordered_map
 from engine.io.storage import Location, open_location
 from engine.jobs.labels import iter_labels, list_label_objects
 from engine.jobs.run import JobRun
-from engine.kernels.join import BucketSpill, DuplicateCounter, LabelIndex, LabelStore, join_key, key_hash
+from engine.jobs.spill import BucketSpill, DuplicateCounter, LabelStore
+from engine.kernels.join import LabelIndex, join_key, key_hash
 from engine.options import MergeOptions, check_location
 from engine.report import RunReport
 from engine.sinks.dataset import DatasetWriter

@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
-from engine.io.fetch import group_units, iter_pieces, ordered_map
+from engine.io.concurrency import ordered_map
+from engine.io.fetch import group_units, iter_pieces
 from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun

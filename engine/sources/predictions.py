@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from queue import SimpleQueue
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
@@ -28,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.errors import SourceError
+from engine.io.concurrency import prefetch
 from engine.io.storage import Location, open_location, translate_errors
 from engine.kernels.partition import HIVE_NULL
 from engine.options import JobOptions, RealtimeOptions
@@ -284,42 +283,3 @@ def _scan(loc: Location, fs: pafs.FileSystem, groups: list[_RowGroup], options: 
                         yield kept
 
     yield from prefetch(batches(), _PREFETCH)
-
-
-def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
-    """Run `items` in a background thread, at most `depth` items ahead; errors are raised here, in order."""
-    queue: SimpleQueue[tuple[bool, Any]] = SimpleQueue()
-    slots = threading.Semaphore(depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        """Queue `entry` once a slot is free, unless the consumer has stopped (then False)."""
-        while not stop.is_set():
-            if slots.acquire(timeout=0.1):
-                queue.put(entry)
-                return True
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((False, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put((False, exc))
-
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = queue.get()
-            slots.release()
-            if not ok:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()  # the producer notices `stop` within its acquire timeout

@@ -27,7 +27,8 @@ from typing import IO
 import numpy as np
 import orjson
 
-from engine.io.fetch import Inflater, ordered_map
+from engine.io.concurrency import ordered_map
+from engine.io.fetch import Inflater
 from engine.io.storage import Location, translate_errors
 from engine.sources.manifests import TransformFile
 
