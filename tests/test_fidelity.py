@@ -17,8 +17,8 @@ import pytest
 from engine import RealtimeOptions, RunReport, run_realtime
 from engine.io.fetch import Piece
 from engine.io.listing import CaptureObject
-from engine.jobs.labels import decode_labels
 from engine.kernels.envelope import decode_unit
+from engine.kernels.labels import decode_labels
 from tests.conftest import WriteCapture, record
 
 H = "2026-11-01T10:15:00Z"

@@ -17,7 +17,7 @@ from engine.io.concurrency import ordered_map
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location, translate_errors
 
-__all__ = ["Inflater", "Piece", "group_units", "iter_pieces"]
+__all__ = ["Inflater", "Piece", "fetch_threads", "group_units", "iter_pieces"]
 
 logger = logging.getLogger(__name__)
 
@@ -345,3 +345,12 @@ def group_units(pieces: Iterable[Piece], unit_bytes: int) -> Iterator[list[Piece
             unit, size = [], 0
     if unit:
         yield unit
+
+
+_LOCAL_FETCH_THREADS = 4
+
+
+def fetch_threads(loc: Location, concurrency: int) -> int:
+    """Objects fetched at once: `concurrency` for object stores (latency-bound), at most 4 on local disks, where
+    more threads would only add memory (one malloc arena each)."""
+    return min(concurrency, _LOCAL_FETCH_THREADS) if loc.is_local else concurrency

@@ -40,7 +40,7 @@ import pyarrow as pa
 from engine.errors import NoDataError, OptionsError
 from engine.io.concurrency import ordered_map
 from engine.io.storage import Location, open_location
-from engine.jobs.labels import iter_labels, list_label_objects
+from engine.jobs.labels import iter_labels
 from engine.jobs.run import JobRun
 from engine.jobs.spill import BucketSpill, DuplicateCounter, LabelStore
 from engine.kernels.join import LabelIndex, join_key, key_hash
@@ -48,6 +48,7 @@ from engine.options import MergeOptions, check_location
 from engine.report import RunReport
 from engine.sinks.dataset import DatasetWriter
 from engine.sinks.merged_jsonl import MergedJsonWriter, required_columns
+from engine.sources.labels import list_label_objects
 from engine.sources.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
 
 __all__ = ["iter_merge", "read_merge", "run_merge"]

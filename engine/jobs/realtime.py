@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
 from engine.io.concurrency import ordered_map
-from engine.io.fetch import group_units, iter_pieces
+from engine.io.fetch import fetch_threads, group_units, iter_pieces
 from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun
@@ -29,7 +29,6 @@ __all__ = ["ProgressCallback", "iter_capture", "read_capture", "run_realtime"]
 
 logger = logging.getLogger(__name__)
 
-_LOCAL_FETCH_THREADS = 4
 
 ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in total
 
@@ -38,8 +37,7 @@ def _decoded_units(
     loc: Location, objects: list[CaptureObject], options: RealtimeOptions, report: RunReport
 ) -> Iterator[Decoded]:
     """Fetch and decode, `workers` units at a time, in input order."""
-    # Local reads are not latency-bound: more threads would only add memory (one malloc arena each).
-    concurrency = min(options.fetch_concurrency, _LOCAL_FETCH_THREADS) if loc.is_local else options.fetch_concurrency
+    concurrency = fetch_threads(loc, options.fetch_concurrency)
     pieces = iter_pieces(
         loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
     )

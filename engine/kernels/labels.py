@@ -1,0 +1,280 @@
+"""Ground-truth decoder: a unit of label JSONL to rows of the "labels" table and rejects.
+
+Decoding follows the envelope decoder: a whole unit goes to `pyarrow.json` in one call with an explicit schema
+and rows map back to (object, line) with numpy. A unit with anything pyarrow cannot take record by record (an
+array line, invalid JSON, a field of another type, invalid UTF-8, an over-long line) is decoded line by line
+with orjson instead; both paths meet in the same vectorized validation. Records = label rows + rejects.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from engine.io.fetch import Piece
+
+# The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
+from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
+from engine.kernels.rejects import lost_rejects
+from engine.tables import rejects_schema, table_spec
+from engine.times import TIME_TYPE, parse_inference_times
+
+__all__ = ["DecodedLabels", "decode_labels", "labels_schema"]
+
+logger = logging.getLogger(__name__)
+
+_RAW_LIMIT = 1 << 20
+_HOUR_KEY = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$")
+# What pyarrow parses; unknown fields (inferenceId, customAttributes...) are ignored.
+_RECORD = pa.schema(
+    [
+        ("groundTruthData", pa.struct([("data", pa.string()), ("encoding", pa.string())])),
+        ("eventMetadata", pa.struct([("eventId", pa.string()), ("inferenceTime", pa.string())])),
+        ("eventVersion", pa.string()),
+    ]
+)
+_PARSE = pj.ParseOptions(explicit_schema=_RECORD, unexpected_field_behavior="ignore")
+_FLAT = ["event_id", "label_data", "label_encoding", "label_inference_time", "event_version"]
+
+# (line index in the unit, reason, detail, raw bytes when not the whole line: one element of an array line)
+_Reject = tuple[int, str, str, bytes | None]
+
+
+def labels_schema() -> pa.Schema:
+    """Arrow schema of the labels `read_ground_truth` streams (schemas/tables.json "labels")."""
+    return table_spec("labels").schema
+
+
+@dataclass
+class DecodedLabels:
+    """One unit's labels and rejects, and the counts the run report adds up."""
+
+    rows: pa.RecordBatch
+    rejects: pa.RecordBatch
+    records: int = 0
+    blank_lines: int = 0
+    bytes: int = 0
+    fallback: bool = False
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
+    """pyarrow over the whole unit, or None when the unit needs the per-line path."""
+    if not lines.total:
+        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
+    if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
+        return None
+    if not valid_utf8(lines.buf):
+        return None
+    block = max(1 << 20, len(lines.buf) + 1)  # one block: no line straddles blocks
+    try:
+        table = pj.read_json(
+            io.BytesIO(lines.buf),
+            read_options=pj.ReadOptions(block_size=block, use_threads=False),
+            parse_options=_PARSE,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    idx = lines.row_lines(table.num_rows)
+    if idx is None:
+        return None  # an array line, two records on a line, or anything else that is not one object per line
+    gt = table.column("groundTruthData")
+    meta = table.column("eventMetadata")
+    cols = [
+        pc.struct_field(meta, "eventId"),
+        pc.struct_field(gt, "data"),
+        pc.struct_field(gt, "encoding"),
+        pc.struct_field(meta, "inferenceTime"),
+        table.column("eventVersion"),
+    ]
+    return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
+
+
+def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[_Reject], int]:
+    """orjson per line: records (an array line gives one per element), their line indices, rejects, blanks.
+
+    The table has a ``_raw`` column: an array element's own JSON, so that its reject (if validation
+    rejects it) shows that element rather than the whole line.
+    """
+    values: dict[str, list[str | None]] = {c: [] for c in _FLAT}
+    raws: list[bytes | None] = []
+    good: list[int] = []
+    bad: list[_Reject] = []
+    blank = int(lines.blank.sum())
+    for i in np.flatnonzero(~lines.blank).tolist():
+        if lines.lengths[i] > max_line_bytes:
+            bad.append((i, "line_too_long", f"line of {int(lines.lengths[i])} bytes exceeds {max_line_bytes}", None))
+            continue
+        try:
+            parsed = orjson.loads(lines.line(i))
+        except orjson.JSONDecodeError as exc:
+            parsed = second_opinion(lines.line(i), _PARSE)
+            if parsed is None:
+                bad.append((i, "invalid_json", str(exc), None))
+                continue
+        if isinstance(parsed, list):
+            if not parsed:
+                blank += 1  # "[]" holds no record
+                continue
+            records, whole = parsed, False
+        else:
+            records, whole = [parsed], True
+        for rec in records:
+            raw = None if whole else _dumps_or_none(rec)
+            if not isinstance(rec, dict):
+                bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a ground-truth record", raw))
+                continue
+            meta = rec.get("eventMetadata")
+            event_id = get_key(meta, "eventId")
+            if isinstance(event_id, int) and not isinstance(event_id, bool):
+                event_id = str(event_id)  # an id written as a number means its digits
+            if event_id is not None and not isinstance(event_id, str):
+                bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string", raw))
+                continue
+            gt = rec.get("groundTruthData")
+            try:
+                row = (
+                    event_id,
+                    field_text(get_key(gt, "data")),
+                    field_text(get_key(gt, "encoding")),
+                    field_text(get_key(meta, "inferenceTime")),
+                    field_text(rec.get("eventVersion")),
+                )
+            except FieldError as exc:
+                bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}", raw))
+                continue
+            for c, v in zip(_FLAT, row, strict=True):
+                values[c].append(v)
+            raws.append(raw)
+            good.append(i)
+    table = pa.table({**{c: pa.array(values[c], pa.string()) for c in _FLAT}, "_raw": pa.array(raws, pa.binary())})
+    return table, np.asarray(good, dtype=np.int64), bad, blank
+
+
+def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject]]:
+    """Mask of valid records and rejects by line, vectorized."""
+    event_id = flat.column("event_id")
+    data = flat.column("label_data")
+
+    def mask(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(a.to_numpy(zero_copy_only=False), dtype=bool)
+
+    no_id = mask(pc.fill_null(pc.or_(pc.is_null(event_id), pc.equal(event_id, "")), True))
+    no_data = mask(pc.is_null(data)) & ~no_id
+    raw = flat.column("_raw") if "_raw" in flat.column_names else None
+
+    def element(j: int) -> bytes | None:
+        value = None if raw is None else raw[j].as_py()
+        return value if isinstance(value, bytes) else None
+
+    # Loops over rejected records only: they are rare, and each needs its own message.
+    bad: list[_Reject] = [
+        (int(idx[j]), "missing_event_id", "eventMetadata.eventId is missing or empty", element(j))
+        for j in np.flatnonzero(no_id).tolist()
+    ]
+    bad += [
+        (int(idx[j]), "missing_label_data", "groundTruthData.data is missing: the record carries no label", element(j))
+        for j in np.flatnonzero(no_data).tolist()
+    ]
+    return ~(no_id | no_data), bad
+
+
+def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
+    """Decode one unit of ground-truth pieces into label rows and rejects."""
+    failed = [p for p in pieces if p.error is not None and not p.data]
+    lines = Lines([p for p in pieces if p.error is None])
+    fast = _fast(lines, max_line_bytes)
+    if fast is not None:
+        flat, idx = fast
+        unreadable: list[_Reject] = []
+        blank_lines = lines.total - len(idx)
+    else:
+        flat, idx, unreadable, blank_lines = _slow(lines, max_line_bytes)
+    valid, invalid = _validate(flat, idx)
+    bad = unreadable + invalid
+    reasons = Counter(r for _, r, _, _ in bad)
+    reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
+    rejects = _rejects(lines, bad, failed)
+    # Lines inflated from a gzip stream that failed verification: a reject each, never a label.
+    unverified, suspect, suspect_blank = unverified_lines(pieces)
+    if suspect:
+        why = "line inflated from a gzip stream that failed verification"
+        rejects = pa.concat_batches(
+            [rejects, _rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
+        )
+        reasons["corrupt_gzip"] += len(suspect)
+    return DecodedLabels(
+        rows=_rows(lines, flat, idx, valid),
+        rejects=rejects,
+        records=len(idx) + len(unreadable) + len(failed) + len(suspect),
+        blank_lines=blank_lines + suspect_blank,
+        bytes=len(lines.buf),
+        fallback=fast is None,
+        reasons=reasons,
+    )
+
+
+def _compact_schema() -> pa.Schema:
+    """The labels schema with label_file dictionary-encoded: a unit's rows share a few objects' URIs."""
+    schema = labels_schema()
+    i = schema.get_field_index("label_file")
+    return schema.set(i, schema.field(i).with_type(pa.dictionary(pa.int32(), pa.string())))
+
+
+def _rows(lines: Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> pa.RecordBatch:
+    schema = _compact_schema()
+    sel = np.flatnonzero(keep)
+    if not len(sel):
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    piece, line_no = lines.provenance(idx[sel])
+    take = pa.array(piece, pa.int32())
+    picked = flat if sel.size == flat.num_rows else flat.take(pa.array(sel))
+    hours = pa.array([p.obj.hour for p in lines.pieces], TIME_TYPE)
+    cols: dict[str, Any] = {c: picked.column(c).combine_chunks() for c in _FLAT}
+    cols["label_inference_time"] = parse_inference_times(cols["label_inference_time"])
+    cols["label_hour"] = hours.take(take)
+    cols["label_file"] = pa.DictionaryArray.from_arrays(take, pa.array([p.obj.uri for p in lines.pieces], pa.string()))
+    cols["label_line"] = pa.array(line_no, pa.int64())
+    return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def _rejects(lines: Lines, bad: list[_Reject], failed: list[Piece]) -> pa.RecordBatch:
+    schema = rejects_schema()
+    if not bad and not failed:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    bad.sort(key=lambda b: b[0])
+    idx = np.asarray([b[0] for b in bad], dtype=np.int64)
+    piece, line_no = lines.provenance(idx) if len(idx) else (np.empty(0, np.int64), np.empty(0, np.int64))
+    rows: list[dict[str, Any]] = []
+    for (i, reason, detail, raw), pi, ln in zip(bad, piece.tolist(), line_no.tolist(), strict=True):
+        obj = lines.pieces[pi].obj
+        rows.append(
+            {
+                "source_hour": obj.hour,
+                "source_file": obj.uri,
+                "source_line": ln,
+                "reason": reason,
+                "detail": detail[:500],
+                "raw": (lines.line(i) if raw is None else raw)[:_RAW_LIMIT],
+            }
+        )
+    rows += lost_rejects(failed)
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def _dumps_or_none(rec: Any) -> bytes | None:
+    """An array element's own JSON for its reject; None (the whole line is kept) when it is too deep to write."""
+    try:
+        return orjson.dumps(rec)
+    except orjson.JSONEncodeError:
+        return None
