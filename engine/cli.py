@@ -7,7 +7,6 @@ Only this module configures logging. Expected failures print one line and exit n
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import signal
 import sys
@@ -16,6 +15,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from engine import interrupts
+from engine._runtime import tune_memory
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
 from engine.io.storage import redact, register_secrets, translate_errors
@@ -32,9 +32,6 @@ logger = logging.getLogger("engine.cli")
 
 # Handlers of the monitoring commands, registered with their parsers (engine.monitor.command).
 _MONITOR: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-_JEMALLOC_DECAY_MS = 500  # merge: how long jemalloc keeps freed pages for reuse before returning them
 
 
 def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -317,19 +314,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-
     from engine.jobs.merge import run_merge
 
-    # The merge frees large Arrow buffers on other threads than allocated them (decode, join, write), which
-    # mimalloc (pyarrow's default) keeps resident: about 200 MB more peak RSS at 2M rows. jemalloc returning
-    # pages unused for half a second keeps mimalloc's speed at ~70% of its memory; where pyarrow has no
-    # jemalloc, glibc's malloc (mmap threshold pinned by _tune_malloc) returns them at once, for ~10% more CPU.
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(_JEMALLOC_DECAY_MS)
-    except NotImplementedError:
-        pa.set_memory_pool(pa.system_memory_pool())
+    tune_memory("merge")
     options = MergeOptions(
         **_job_options(args),
         label_delay=args.label_delay,
@@ -397,25 +384,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     interrupts.request(signum)
 
 
-def _tune_malloc() -> None:
-    """Give large buffers back to the OS when freed (glibc only; a process-wide choice, so the CLI's).
-
-    glibc raises its mmap threshold each time a large block is freed, after which units of a few MB
-    come from the heap arenas (one per thread) and stay resident after use: peak RSS then grows with
-    the number of threads that ever held a unit rather than with the units in flight.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
-    except (OSError, AttributeError):  # not glibc (musl...): nothing to tune
-        logger.debug("mallopt unavailable")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `capture-engine` and `python -m engine`; returns the exit code."""
-    _tune_malloc()
+    tune_memory()
     parser = _parser()
     args = parser.parse_args(argv)
     register_secrets()  # the AWS environment's credentials, before anything can log them
