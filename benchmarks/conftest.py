@@ -15,7 +15,8 @@ import pytest
 from engine.io.fetch import Piece, _split_lines, group_units
 from engine.io.listing import list_capture_objects
 from engine.io.storage import open_location
-from engine.kernels.envelope import Decoded, decode_unit
+from engine.kernels.envelope import decode_unit
+from engine.kernels.result import UnitResult
 from engine.options import RealtimeOptions
 from engine.synth import SynthOptions, synth
 
@@ -30,7 +31,7 @@ class KernelData:
     capture_bytes: int
     options: RealtimeOptions
     units: list[list[Piece]]
-    decoded: list[Decoded]
+    decoded: list[UnitResult]
 
     @property
     def batches(self) -> list[pa.RecordBatch]:

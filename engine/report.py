@@ -1,4 +1,9 @@
-"""The run report: what a run read, wrote and rejected, written as `_SUCCESS` and printed as a summary."""
+"""Accounting: what each unit of work read, kept and rejected (`Counts`), added up into the run report (`RunReport`),
+which is written as `_SUCCESS` and printed as a summary.
+
+Every kernel's result gives its `Counts`; every job, reader and executor adds them with `RunReport.add`, the one
+accounting path, so ``records = events_written + rejected + out_of_window`` holds the same way for every job.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,34 @@ import orjson
 
 from engine._version import __version__
 
-__all__ = ["RunReport", "plural"]
+__all__ = ["Counts", "RunReport", "plural"]
+
+
+@dataclass
+class Counts:
+    """One unit's figures. ``records == kept + rejected + out_of_window`` (lines that are records; blank lines aside).
+
+    Plain integers and a reason -> count mapping, so a unit's counts can travel (as a dict or JSON) from a worker
+    process or a Spark executor back to the run that adds them up.
+    """
+
+    records: int = 0
+    kept: int = 0  # records that became rows (events; with payload decoding an event may give several rows)
+    rejected: int = 0
+    out_of_window: int = 0
+    blank_lines: int = 0
+    bytes: int = 0
+    fallback_units: int = 0  # units that took the per-line path
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["reasons"] = dict(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Counts:
+        return cls(**{**d, "reasons": Counter(d.get("reasons", {}))})
 
 
 @dataclass
@@ -59,6 +91,17 @@ class RunReport:
     @property
     def reject_ratio(self) -> float:
         return self.rejected / self.records if self.records else 0.0
+
+    def add(self, c: Counts) -> None:
+        """Add one unit's counts: the one way figures enter a report (jobs, readers and executors alike)."""
+        self.records += c.records
+        self.events_written += c.kept
+        self.rejected += c.rejected
+        self.out_of_window += c.out_of_window
+        self.blank_lines += c.blank_lines
+        self.bytes_read += c.bytes
+        self.fallback_units += c.fallback_units
+        self.rejects_by_reason.update(c.reasons)
 
     def add_time(self, stage: str, seconds: float) -> None:
         """Add busy time to a stage; called from decode threads, hence the lock."""

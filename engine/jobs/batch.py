@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -22,7 +23,7 @@ from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun
 from engine.kernels.batch_records import _NOTES_KEPT, Decoded, _Decoder, _Format, sniff
 from engine.options import BatchOptions
-from engine.report import RunReport
+from engine.report import Counts, RunReport
 from engine.sources.manifests import (
     Manifest,
     ManifestProblem,
@@ -115,13 +116,14 @@ def _decoded(
     return decoded, _problem_rejects(problems), files
 
 
+def _problem_counts(problems: pa.RecordBatch) -> Counts:
+    """Manifest and file problems are records too (one reject each): counted like a unit's rejects."""
+    n = problems.num_rows
+    return Counts(records=n, rejected=n, reasons=Counter(problems.column("reason").to_pylist()))
+
+
 def _account(report: RunReport, d: Decoded) -> None:
-    report.records += d.records
-    report.bytes_read += d.bytes
-    report.rejected += d.rejects.num_rows
-    report.events_written += d.written
-    report.out_of_window += d.out_of_window
-    report.rejects_by_reason.update(d.reasons)
+    report.add(d.counts())
     if d.note is not None:
         kind, uri = d.note
         report.counts[kind + "s"] = report.counts.get(kind + "s", 0) + 1
@@ -162,9 +164,7 @@ def iter_batch(
             logger.warning("%d records rejected in %s", batch.num_rows, source)
 
     def rows() -> Iterator[pa.RecordBatch]:
-        report.records += problems.num_rows
-        report.rejected += problems.num_rows
-        report.rejects_by_reason.update(problems.column("reason").to_pylist())
+        report.add(_problem_counts(problems))
         rejected(problems)
         for d in decoded:
             _account(report, d)
@@ -178,6 +178,7 @@ def read_batch(
     source: str,
     *,
     options: BatchOptions | None = None,
+    report: RunReport | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
     """Stream the batch transform records under `source` (table "batch" of schemas/tables.json; raw, not decoded).
@@ -187,13 +188,15 @@ def read_batch(
             one manifest file, as a local path or fsspec URL.
         options: window, prefix map, concurrency and limits; see `BatchOptions`. `decode` is ignored
             (decoded records vary in schema: use `iter_batch`).
+        report: receives the counts (records, rows, rejects by reason, outside the window) as the reader is
+            consumed, so ``records = events_written + rejected + out_of_window`` can be checked.
         on_rejects: called with each batch of rejected records (``_rejects`` columns).
     """
     options = options or BatchOptions()
     if options.decode:
         options = BatchOptions(**{**options.__dict__, "decode": False, "columns": None})
     quiet = on_rejects if on_rejects is not None else (lambda _: None)
-    rows = iter_batch(source, options=options, on_rejects=quiet)
+    rows = iter_batch(source, options=options, report=report, on_rejects=quiet)
     return pa.RecordBatchReader.from_batches(table_spec("batch").schema, rows)
 
 
@@ -225,9 +228,7 @@ def run_batch(
         if options.require_data:
             raise NoDataError(empty_message)
         logger.warning("%s", empty_message)
-    report.records += problems.num_rows
-    report.rejected += problems.num_rows
-    report.rejects_by_reason.update(problems.column("reason").to_pylist())
+    report.add(_problem_counts(problems))
     with run:
         data = run.writer("batch", time_column="inference_time", dynamic=options.decode)
         # The rejects of every manifest hour read are replaced, so a fixed input clears old rejects.

@@ -25,7 +25,8 @@ from engine.io.concurrency import ordered_map
 from engine.io.fetch import Piece, fetch_threads, group_units, iter_pieces
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location, open_location
-from engine.kernels.labels import DecodedLabels, decode_labels, labels_schema
+from engine.kernels.labels import decode_labels, labels_schema
+from engine.kernels.result import UnitResult
 
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
 from engine.options import JobOptions, MergeOptions
@@ -35,16 +36,6 @@ from engine.sources.labels import label_window, list_label_objects
 __all__ = ["iter_labels", "read_ground_truth"]
 
 logger = logging.getLogger(__name__)
-
-
-def _account(report: RunReport, d: DecodedLabels) -> None:
-    report.records += d.records
-    report.blank_lines += d.blank_lines
-    report.bytes_read += d.bytes
-    report.rejected += d.rejects.num_rows
-    report.events_written += d.rows.num_rows
-    report.rejects_by_reason.update(d.reasons)
-    report.fallback_units += int(d.fallback)
 
 
 def iter_labels(
@@ -63,7 +54,7 @@ def iter_labels(
         loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
     )
 
-    def decode(unit: list[Piece]) -> DecodedLabels:
+    def decode(unit: list[Piece]) -> UnitResult:
         t0 = time.perf_counter()
         d = decode_labels(unit, max_line_bytes=options.max_line_bytes)
         report.add_time("labels", time.perf_counter() - t0)
@@ -71,7 +62,7 @@ def iter_labels(
 
     units = group_units(pieces, options.unit_bytes)
     for d in ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1):
-        _account(report, d)
+        report.add(d.counts())
         if d.rejects.num_rows:
             on_rejects(d.rejects)
         if d.rows.num_rows:
@@ -82,6 +73,7 @@ def read_ground_truth(
     source: str,
     *,
     options: JobOptions | None = None,
+    report: RunReport | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
     """Stream the ground-truth labels under `source` as a `pyarrow.RecordBatchReader` ("labels" table columns).
@@ -91,6 +83,8 @@ def read_ground_truth(
             local path or fsspec URL.
         options: which hour folders to read (see `label_window`: with `MergeOptions` the prediction window
             widened by `label_delay`), concurrency and limits.
+        report: receives the counts (objects, records, rows, rejects by reason) as the reader is consumed, so
+            ``records = events_written + rejected`` can be checked.
         on_rejects: called with each batch of rejected records (``_rejects`` columns); by default rejects
             are counted in the log only.
 
@@ -100,7 +94,9 @@ def read_ground_truth(
     options = options or MergeOptions()
     loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     objects = list_label_objects(loc, hours=label_window(options), concurrency=options.fetch_concurrency)
-    report = RunReport(command="read", source=source, dest=None, options={})
+    report = report or RunReport(command="read", source=source, dest=None, options={})
+    report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
 
     def rejected(batch: pa.RecordBatch) -> None:
         if on_rejects is not None:

@@ -19,8 +19,9 @@ from engine.io.fetch import fetch_threads, group_units, iter_pieces
 from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun
-from engine.kernels.envelope import Decoded, decode_unit
+from engine.kernels.envelope import decode_unit
 from engine.kernels.payload import ColumnSpec, decode_payloads, payload_rejects
+from engine.kernels.result import UnitResult
 from engine.options import RealtimeOptions, check_location
 from engine.report import RunReport
 from engine.tables import capture_schema
@@ -35,14 +36,14 @@ ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in
 
 def _decoded_units(
     loc: Location, objects: list[CaptureObject], options: RealtimeOptions, report: RunReport
-) -> Iterator[Decoded]:
+) -> Iterator[UnitResult]:
     """Fetch and decode, `workers` units at a time, in input order."""
     concurrency = fetch_threads(loc, options.fetch_concurrency)
     pieces = iter_pieces(
         loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
     )
 
-    def decode(unit: list[Any]) -> Decoded:
+    def decode(unit: list[Any]) -> UnitResult:
         t0 = time.perf_counter()
         d = decode_unit(unit, max_line_bytes=options.max_line_bytes, start=options.start, end=options.end)
         t1 = time.perf_counter()
@@ -56,7 +57,7 @@ def _decoded_units(
     yield from ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1)
 
 
-def _decode_payloads(d: Decoded, spec: ColumnSpec) -> None:
+def _decode_payloads(d: UnitResult, spec: ColumnSpec) -> None:
     """Replace the unit's envelope rows by payload records; events that do not decode become rejects."""
     records, rejected = decode_payloads(d.rows, spec)
     failed = sum(len(f) for _, f in rejected)
@@ -68,15 +69,29 @@ def _decode_payloads(d: Decoded, spec: ColumnSpec) -> None:
     d.records_out = records
 
 
-def _account(report: RunReport, d: Decoded) -> None:
-    report.records += d.records
-    report.blank_lines += d.blank_lines
-    report.out_of_window += d.out_of_window
-    report.bytes_read += d.bytes
-    report.rejected += d.rejects.num_rows
-    report.events_written += d.rows.num_rows if d.events is None else d.events
-    report.rejects_by_reason.update(d.reasons)
-    report.fallback_units += int(d.fallback)
+def _stream(
+    loc: Location,
+    objects: list[CaptureObject],
+    options: RealtimeOptions,
+    report: RunReport,
+    on_rejects: Callable[[pa.RecordBatch], None] | None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows (or payload records) of `objects`, every unit's counts added to `report`, rejects handed on."""
+    report.objects += len(objects)
+    report.bytes_total += sum(o.size for o in objects)
+    for d in _decoded_units(loc, objects, options, report):
+        report.add(d.counts())
+        if d.rejects.num_rows:
+            if on_rejects is not None:
+                on_rejects(d.rejects)
+            else:
+                logger.warning("%d records rejected in %s", d.rejects.num_rows, loc.uri(loc.root))
+        yield from (b for b in (d.records_out if d.records_out is not None else [d.rows]) if b.num_rows)
+
+
+def _listed(source: str, options: RealtimeOptions) -> tuple[Location, list[CaptureObject]]:
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+    return loc, list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
 
 
 def iter_capture(
@@ -96,25 +111,16 @@ def iter_capture(
         SourceError: the source does not exist or cannot be read (when iteration starts).
     """
     options = options or RealtimeOptions()
-    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
+    loc, objects = _listed(source, options)
     report = report or RunReport(command="read", source=source, dest=None, options={})
-    report.objects += len(objects)
-    report.bytes_total += sum(o.size for o in objects)
-    for d in _decoded_units(loc, objects, options, report):
-        _account(report, d)
-        if d.rejects.num_rows:
-            if on_rejects is not None:
-                on_rejects(d.rejects)
-            else:
-                logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
-        yield from (b for b in (d.records_out if d.records_out is not None else [d.rows]) if b.num_rows)
+    yield from _stream(loc, objects, options, report, on_rejects)
 
 
 def read_capture(
     source: str,
     *,
     options: RealtimeOptions | None = None,
+    report: RunReport | None = None,
     on_rejects: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.RecordBatchReader:
     """Stream the capture records under `source` as a `pyarrow.RecordBatchReader` (one row per event).
@@ -123,6 +129,8 @@ def read_capture(
         source: capture root (any level of ``{root}/{endpoint}/{variant}/yyyy/mm/dd/hh``) or one object,
             as a local path or fsspec URL.
         options: window, concurrency and limits; see `RealtimeOptions`.
+        report: receives the counts (objects, records, rows, rejects by reason, outside the window) as the
+            reader is consumed, so ``records = events_written + rejected + out_of_window`` can be checked.
         on_rejects: called with each batch of rejected records (``_rejects`` columns); by default rejects
             are counted in the log only.
 
@@ -134,22 +142,9 @@ def read_capture(
     options = options or RealtimeOptions()
     if options.decode:
         raise OptionsError("read_capture streams one schema; decoded payload columns vary: use iter_capture")
-    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    objects = list_capture_objects(loc, hours=options.window_hours(), concurrency=options.fetch_concurrency)
-    report = RunReport(command="read", source=source, dest=None, options={})
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for d in _decoded_units(loc, objects, options, report):
-            _account(report, d)
-            if d.rejects.num_rows:
-                if on_rejects is not None:
-                    on_rejects(d.rejects)
-                else:
-                    logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
-            if d.rows.num_rows:
-                yield d.rows
-
-    return pa.RecordBatchReader.from_batches(capture_schema(), batches())
+    loc, objects = _listed(source, options)
+    report = report or RunReport(command="read", source=source, dest=None, options={})
+    return pa.RecordBatchReader.from_batches(capture_schema(), _stream(loc, objects, options, report, on_rejects))
 
 
 def run_realtime(
@@ -198,7 +193,7 @@ def run_realtime(
             hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
             run.rejects.touch((o.endpoint, o.variant, hour))
         for d in _decoded_units(src, objects, options, report):
-            _account(report, d)
+            report.add(d.counts())
             t1 = time.perf_counter()
             for batch in d.records_out if d.records_out is not None else [d.rows]:
                 data.write(batch)

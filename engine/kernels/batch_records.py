@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from engine.kernels.joined import _joined_input, _member_spans, _rebuild, _split_joined_csv
 from engine.kernels.payload import ColumnSpec, PayloadFailure, decode_payloads
 from engine.options import BatchOptions
+from engine.report import Counts
 from engine.sources.transform import Unit
 from engine.tables import rejects_schema, table_spec
 from engine.times import TIME_TYPE, in_window, parse_inference_times
@@ -57,6 +58,16 @@ class Decoded:
     bytes: int
     reasons: Counter[str] = field(default_factory=Counter)
     note: tuple[str, str] | None = None  # (kind, uri) for the report
+
+    def counts(self) -> Counts:
+        return Counts(
+            records=self.records,
+            kept=self.written,
+            rejected=self.rejects.num_rows,
+            out_of_window=self.out_of_window,
+            bytes=self.bytes,
+            reasons=self.reasons,
+        )
 
 
 def _lines(data: bytes | None) -> pa.Array:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import itertools
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +24,11 @@ import pyarrow.json as pj
 from engine.io.fetch import Piece
 from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
 from engine.kernels.rejects import line_rejects, lost_rejects
+from engine.kernels.result import UnitResult
 from engine.tables import capture_schema, rejects_schema
 from engine.times import in_window, parse_inference_times
 
-__all__ = ["Decoded", "decode_unit", "parse_inference_times"]
+__all__ = ["decode_unit"]
 
 _PAYLOAD = pa.struct(
     [("observedContentType", pa.string()), ("mode", pa.string()), ("data", pa.string()), ("encoding", pa.string())]
@@ -66,23 +66,6 @@ _FLAT = [
     "output_data",
     "custom_attributes",
 ]
-
-
-@dataclass
-class Decoded:
-    """The result of one unit: capture rows, rejects, and the counts the run report adds up."""
-
-    rows: pa.RecordBatch
-    rejects: pa.RecordBatch
-    records: int = 0
-    blank_lines: int = 0
-    out_of_window: int = 0
-    bytes: int = 0
-    fallback: bool = False
-    reasons: Counter[str] = field(default_factory=Counter)
-    # Set by payload decoding: events kept, and their records (one batch per endpoint and variant).
-    events: int | None = None
-    records_out: list[pa.RecordBatch] | None = None
 
 
 def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
@@ -214,7 +197,7 @@ def decode_unit(
     max_line_bytes: int,
     start: datetime | None = None,
     end: datetime | None = None,
-) -> Decoded:
+) -> UnitResult:
     """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
     lines = Lines([p for p in pieces if p.error is None])
@@ -245,7 +228,7 @@ def decode_unit(
     rejects = _rejects(lines, bad, failed)
     if suspect:
         rejects = pa.concat_batches([rejects, _rejects(unverified, suspect, [])])
-    return Decoded(
+    return UnitResult(
         rows=_rows(lines, flat, times, idx, keep),
         rejects=rejects,
         records=lines.total - blank_lines + len(failed) + len(suspect),
@@ -284,8 +267,8 @@ def _line_groups(pieces: list[Piece], limit: int) -> list[list[Piece]]:
     return [g for g in groups if g]
 
 
-def _combined(parts: list[Decoded]) -> Decoded:
-    return Decoded(
+def _combined(parts: list[UnitResult]) -> UnitResult:
+    return UnitResult(
         rows=pa.concat_batches([d.rows for d in parts]),
         rejects=pa.concat_batches([d.rejects for d in parts]),
         records=sum(d.records for d in parts),

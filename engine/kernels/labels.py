@@ -12,7 +12,6 @@ import io
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,11 @@ from engine.io.fetch import Piece
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
 from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
 from engine.kernels.rejects import lost_rejects
+from engine.kernels.result import UnitResult
 from engine.tables import rejects_schema, table_spec
 from engine.times import TIME_TYPE, parse_inference_times
 
-__all__ = ["DecodedLabels", "decode_labels", "labels_schema"]
+__all__ = ["decode_labels", "labels_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +53,6 @@ _Reject = tuple[int, str, str, bytes | None]
 def labels_schema() -> pa.Schema:
     """Arrow schema of the labels `read_ground_truth` streams (schemas/tables.json "labels")."""
     return table_spec("labels").schema
-
-
-@dataclass
-class DecodedLabels:
-    """One unit's labels and rejects, and the counts the run report adds up."""
-
-    rows: pa.RecordBatch
-    rejects: pa.RecordBatch
-    records: int = 0
-    blank_lines: int = 0
-    bytes: int = 0
-    fallback: bool = False
-    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
@@ -189,7 +176,7 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject
     return ~(no_id | no_data), bad
 
 
-def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
+def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> UnitResult:
     """Decode one unit of ground-truth pieces into label rows and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
     lines = Lines([p for p in pieces if p.error is None])
@@ -213,7 +200,7 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> DecodedLabels:
             [rejects, _rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
         )
         reasons["corrupt_gzip"] += len(suspect)
-    return DecodedLabels(
+    return UnitResult(
         rows=_rows(lines, flat, idx, valid),
         rejects=rejects,
         records=len(idx) + len(unreadable) + len(failed) + len(suspect),
