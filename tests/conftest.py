@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# An unregistered reject reason is an engine bug: make every run of the suite (the CLI subprocesses too) fail on it.
+os.environ["CAPTURE_ENGINE_STRICT_REASONS"] = "1"
+
 # The records quoted in the formats reference (sagemaker-formats.md section 1), verbatim.
 QUOTED_CSV = (
     '{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"132,10,182.9,54,292.4,'

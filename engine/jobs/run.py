@@ -23,6 +23,7 @@ from engine import interrupts
 from engine.errors import NoDataError, OptionsError, RejectLimitError
 from engine.io.storage import Location, open_location, redact, register_secrets
 from engine.options import JobOptions
+from engine.reasons import check_reasons
 from engine.report import RunReport
 from engine.sinks.commit import abort_run, begin_run, commit_run, write_report
 from engine.sinks.dataset import SUCCESS, DatasetWriter
@@ -168,6 +169,7 @@ class JobRun:
         `data` is the writer whose partitions are the run's output (reported per partition).
         """
         report, options = self.report, self.options
+        check_reasons(report.rejects_by_reason, self.out.uri(self.out.root))
         interrupts.check()
         t0 = time.perf_counter()
         if self.replace_read_hours:
