@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -12,10 +15,19 @@ from engine.errors import EngineError
 
 
 def test_all_is_sorted_and_complete() -> None:
-    public = sorted((n for n in vars(engine) if not n.startswith("_")), key=str.casefold)
+    public = sorted((n for n in dir(engine) if not n.startswith("_")), key=str.casefold)
     modules = {n for n in public if type(getattr(engine, n)).__name__ == "module"}
     assert engine.__all__ == sorted(engine.__all__)
     assert set(engine.__all__) - {"__version__"} == set(public) - modules
+
+
+def test_importing_the_package_imports_no_job() -> None:
+    # A worker that only decodes must not pay for the merge (or for any job it does not run).
+    code = "import sys, engine; print(sorted(m for m in sys.modules if m.startswith('engine.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert ast.literal_eval(out) == ["engine._version", "engine.errors", "engine.interrupts"]
+    code = "import sys, engine.kernels.envelope; print(sorted(m for m in sys.modules if m.startswith('engine.jobs')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_every_error_derives_from_one_base() -> None:
