@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -52,3 +53,27 @@ def test_options_are_frozen_keyword_only_and_validated() -> None:
 def test_report_never_contains_storage_secrets() -> None:
     o = RealtimeOptions(storage_options={"key": "AKIA-secret", "secret": "shh"})
     assert "shh" not in str(o.to_dict()) and "AKIA-secret" not in str(o.to_dict())
+
+
+def test_the_readme_map_names_every_module() -> None:
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## How it is built") :].split("```")[1]
+    named: set[str] = set()
+    summarized: set[str] = set()  # packages given one line with a description, their modules not listed
+    for line in block.splitlines():
+        m = re.match(r"\s*([a-z_]+(?:\.py|/))\s*(.*)$", line)
+        if m:
+            named.add(m.group(1))
+            if m.group(1).endswith("/") and m.group(2):
+                summarized.add(m.group(1).rstrip("/"))
+        named.update(re.findall(r"\b([a-z_]+\.py)\b", line))
+    missing = []
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        rel = path.relative_to(ROOT / "engine")
+        if rel.name in ("__init__.py", "__main__.py", "_version.py"):
+            continue
+        if rel.name not in named and not summarized.intersection(rel.parts[:-1]):
+            missing.append(str(rel))
+    assert missing == []
