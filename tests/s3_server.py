@@ -39,11 +39,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import s3fs
+
+if TYPE_CHECKING:
+    import s3fs
 
 __all__ = [
     "SLOW_DOWN_BODY",
@@ -121,6 +123,8 @@ class S3Endpoint:
 
     def filesystem(self, **overrides: Any) -> s3fs.S3FileSystem:
         """A fresh s3fs client for checks: no shared instance and no listing cache, so it always sees the server."""
+        import s3fs
+
         return s3fs.S3FileSystem(
             skip_instance_cache=True, use_listings_cache=False, **self.storage_options(**overrides)
         )
@@ -649,6 +653,8 @@ class FaultProxy:
 
 
 def _new_server() -> WeedServer:
+    # The S3 tier needs the `s3` extra; without it, every test that asks for a server is skipped with one line.
+    pytest.importorskip("s3fs", reason="the S3 tests need s3fs (pip install 'capture-engine[s3]')")
     # A short path of our own (not pytest's tmp_path, which is kept after the run): the data is removed at stop.
     return WeedServer(Path(tempfile.mkdtemp(prefix="weed-")))
 

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-import s3fs
 
 from engine import RealtimeOptions, SinkError, run_realtime
 from engine.io.storage import open_location
@@ -34,6 +33,8 @@ from tests.conftest import ROOT
 
 if TYPE_CHECKING:
     # Types only: importing the module before pytest loads it as a plugin would skip its assertion rewriting.
+    import s3fs
+
     from tests.s3_server import FaultProxy, S3Endpoint, WeedServer
 
 pytest_plugins = ["tests.s3_server"]
