@@ -36,19 +36,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks.batch_peers import COLUMNS, PARTITION_KEYS, TOOLS, TransformFile, transform_files
-from benchmarks.data import DEFAULT_ROOT, MARKER, _alive
-from benchmarks.run import (
+from benchmarks._harness import (
     MB,
     RESULTS,
     Hash,
     ToolResult,
-    _engine_report,
-    _machine,
-    _run_process,
-    _size_label,
-    _warm_page_cache,
+    engine_report,
+    machine,
+    run_process,
+    size_label,
+    warm_page_cache,
 )
+from benchmarks.batch_peers import COLUMNS, PARTITION_KEYS, TOOLS, TransformFile, transform_files
+from benchmarks.data import DEFAULT_ROOT, MARKER, _alive
 from engine.options import parse_size
 from engine.synth import BatchSynthOptions, synth_batch
 from engine.tables import table_spec
@@ -429,7 +429,7 @@ def _wall(r: ToolResult, total_bytes: int) -> float | None:
     return r.wall if r.subset_files is None else r.wall * total_bytes / r.input_bytes
 
 
-def _cpu(r: ToolResult, total_bytes: int) -> float | None:
+def cpu_seconds(r: ToolResult, total_bytes: int) -> float | None:
     if r.failed:
         return None
     cpu = statistics.median(run.cpu_seconds for run in r.runs)
@@ -440,12 +440,12 @@ def markdown_table(results: list[ToolResult], total_bytes: int) -> str:
     """tool, median wall s (min-max), MB/s, peak RSS MB, wall and CPU ratios to the engine, rows, check."""
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = _wall(engine, total_bytes) if engine else None
-    engine_cpu = _cpu(engine, total_bytes) if engine else None
+    engine_cpu = cpu_seconds(engine, total_bytes) if engine else None
     header = ["tool", "median wall s (min-max)", "MB/s", "peak RSS MB", "wall vs engine", "CPU s", "CPU vs engine"]
     header += ["rows", "check"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in results:
-        wall, cpu = _wall(r, total_bytes), _cpu(r, total_bytes)
+        wall, cpu = _wall(r, total_bytes), cpu_seconds(r, total_bytes)
         if wall is None or cpu is None:
             lines.append("| " + " | ".join([r.tool, "failed", *["-"] * 6, r.check]) + " |")
             continue
@@ -493,7 +493,7 @@ def _result_json(r: ToolResult, total_bytes: int, engine_wall: float | None) -> 
         out |= {
             "wall_seconds": round(wall, 3),
             "measured_wall_seconds": round(r.wall or 0.0, 3),
-            "cpu_seconds": round(_cpu(r, total_bytes) or 0.0, 3),
+            "cpu_seconds": round(cpu_seconds(r, total_bytes) or 0.0, 3),
             "mb_per_s": round(total_bytes / MB / wall, 2),
             "peak_rss_bytes": r.peak_rss,
             "wall_vs_engine": round(wall / engine_wall, 3) if engine_wall and r.tool != "engine" else None,
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not tools or args.repeat < 1:
         parser.error(f"unknown tools {unknown}" if unknown else "need at least one tool and --repeat >= 1")
     size = parse_size(args.size)
-    label = _size_label(args.size)
+    label = size_label(args.size)
     pandas_max = parse_size(args.pandas_max_size)
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
@@ -542,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_bytes = sum(os.path.getsize(f.output_path) for f in files)
     in_bytes = sum(os.path.getsize(f.input_path) for f in files if f.input_path)
     total = out_bytes + in_bytes
-    warm = _warm_page_cache([Path(p) for f in files for p in (f.output_path, f.input_path) if p])
+    warm = warm_page_cache([Path(p) for f in files for p in (f.output_path, f.input_path) if p])
     say(
         f"{records:,} records in {len(files)} .out files ({out_bytes / MB:,.1f} MB) + their inputs "
         f"({in_bytes / MB:,.1f} MB on disk, {marker['input_uncompressed_bytes'] / MB:,.1f} MB uncompressed); "
@@ -573,9 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in results:
             shutil.rmtree(dests[r.tool], ignore_errors=True)  # a fresh destination every run
             os.sync()  # flush the previous run's dirty pages now, so their writeback is not charged to this run
-            run = _run_process(r.command, work / f"{r.tool}-{rep}")
+            run = run_process(r.command, work / f"{r.tool}-{rep}")
             if r.tool == "engine" and run.exit_code == 0:
-                run.engine_report = _engine_report(dests[r.tool])
+                run.engine_report = engine_report(dests[r.tool])
             r.runs.append(run)
             what = f"{r.input_bytes / MB:,.1f} MB subset" if r.subset_files is not None else "all files"
             status = "ok" if run.exit_code == 0 else f"FAILED (exit {run.exit_code})"
@@ -625,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bytes_read": total,
             **{k: v for k, v in marker.items() if k != "summary"},
         },
-        "machine": _machine(),
+        "machine": machine(),
         "reference": ref,
         "ok": ok,
         "table_markdown": table,

@@ -277,7 +277,7 @@ def bench(args: argparse.Namespace) -> int:
     """`python -m benchmarks.run --job merge ...`: generate (or reuse) the data, run each tool, check, report."""
     import duckdb
 
-    from benchmarks.run import RESULTS, _machine, _run_process
+    from benchmarks._harness import RESULTS, machine, run_process
 
     rows = args.rows or max(1000, int(_parse_size(args.size) / BYTES_PER_EVENT))
     tools = [t.strip() for t in (args.tools or "engine,duckdb,polars").split(",") if t.strip()]
@@ -323,7 +323,7 @@ def bench(args: argparse.Namespace) -> int:
         for t in tools:
             shutil.rmtree(work / t, ignore_errors=True)
             os.sync()  # the previous run's writeback is not charged to this one
-            run = _run_process(commands[t], work / f"{t}-{rep}")
+            run = run_process(commands[t], work / f"{t}-{rep}")
             runs[t].append(run)
             status = "ok" if run.exit_code == 0 else f"FAILED (exit {run.exit_code}): {run.stderr_tail}"
             say(
@@ -383,7 +383,7 @@ def bench(args: argparse.Namespace) -> int:
                 "rows": rows,
                 "repeat": args.repeat,
                 "data": {**marker, "tree": str(tree)},
-                "machine": _machine(),
+                "machine": machine(),
                 "ok": ok,
                 "table_markdown": table,
                 "tools": {

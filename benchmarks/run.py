@@ -22,46 +22,41 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import decode_peers
+from benchmarks._harness import (
+    MB,
+    RESULTS,
+    Hash,
+    ToolResult,
+    cpu_seconds,
+    engine_report,
+    machine,
+    run_process,
+    size_label,
+    warm_page_cache,
+)
 from benchmarks.data import DEFAULT_ROOT, Kind, capture_files, ensure_data, is_complete, load_marker
 from benchmarks.realtime_peers import NATURAL, PARTITION_KEYS, TOOLS
 from engine.options import parse_size
 from engine.tables import table_spec
 
-REPO: Final = Path(__file__).resolve().parent.parent
-RESULTS: Final = Path(__file__).resolve().parent / "results"
 # Each peer twice: doing everything the engine does (line numbers included), and as a user would write it.
 DEFAULT_TOOLS: Final = ("engine", "duckdb", "duckdb-natural", "polars", "polars-natural", "pandas")
-_LIBRARIES: Final = ("capture-engine", "pyarrow", "polars", "duckdb", "pandas", "numpy", "orjson", "fsspec")
 _LAYOUT: Final = re.compile(r"endpoint=[^/]+/variant=[^/]+/year=\d{4}/month=\d{2}/day=\d{2}/hour=\d{2}/[^/]+\.parquet")
 _DATA_COLUMNS: Final = (
     "event_id, inference_id, epoch_ms(inference_time), event_version, input_content_type, input_encoding, "
     "input_data, output_content_type, output_encoding, output_data, custom_attributes, source_file, source_line"
 )
-MB: Final = 1e6  # sizes, throughput and RSS are all in decimal megabytes, like --size
-
-
-@dataclass(frozen=True)
-class Hash:
-    """One order-independent hash of the output check: the stats key, the hashed SQL, what a difference means."""
-
-    key: str
-    sql: str
-    differs: str  # the problem reported when only this hash (and the ones after it) differs; {ref} is the reference
 
 
 @dataclass(frozen=True)
@@ -139,54 +134,6 @@ JOBS: Final[dict[str, Job]] = {
 }
 
 
-@dataclass
-class Run:
-    """One process run of one tool."""
-
-    wall_seconds: float
-    peak_rss_bytes: int
-    exit_code: int
-    cpu_seconds: float = 0.0  # user + system: less sensitive than wall time to a busy neighbour on the machine
-    stderr_tail: str = ""
-    engine_report: dict[str, Any] | None = None  # the engine's own timing from _SUCCESS (engine runs only)
-
-
-@dataclass
-class ToolResult:
-    """Every run of one tool plus what the output check found."""
-
-    tool: str
-    command: list[str]
-    input_bytes: int  # bytes the tool read (the subset for an extrapolated pandas run)
-    subset_files: list[str] | None = None  # capture files of a subset run, else None (all of them)
-    runs: list[Run] = field(default_factory=list)
-    stats: dict[str, Any] | None = None
-    check: str = "not checked"
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.exit_code == 0]
-
-    @property
-    def failed(self) -> bool:
-        return not self.runs or len(self.ok_runs) != len(self.runs)
-
-    @property
-    def wall(self) -> float | None:
-        """Median wall time of the runs, or None if any run failed."""
-        return None if self.failed else statistics.median(r.wall_seconds for r in self.runs)
-
-    @property
-    def peak_rss(self) -> int:
-        return max((r.peak_rss_bytes for r in self.runs), default=0)
-
-
-def _size_label(text: str) -> str:
-    return re.sub(r"\s+", "", text).upper().replace("IB", "iB")
-
-
 def _tool_command(tool: str, src: Path, dest: Path, files_from: Path | None, job: Job = JOBS["realtime"]) -> list[str]:
     if tool == "engine":
         # The documented command itself, not a wrapper, so the measured process is the engine's.
@@ -195,50 +142,6 @@ def _tool_command(tool: str, src: Path, dest: Path, files_from: Path | None, job
     if files_from is not None:
         cmd += ["--files-from", str(files_from)]
     return cmd
-
-
-def _run_process(cmd: list[str], log_base: Path) -> Run:
-    """Run ``cmd`` to completion; its output goes to files so a chatty child can never block on a full pipe."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    stdout_path, stderr_path = log_base.with_suffix(".stdout"), log_base.with_suffix(".stderr")
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the max over every child so far.
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: stop Popen from waiting again
-    tail = ""
-    if proc.returncode:
-        tail = "\n".join(stderr_path.read_text(errors="replace").strip().splitlines()[-15:])
-    # Linux reports ru_maxrss in KiB.
-    return Run(
-        wall_seconds=wall,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
-        exit_code=proc.returncode,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        stderr_tail=tail,
-    )
-
-
-def _engine_report(dest: Path) -> dict[str, Any] | None:
-    """The engine's in-process wall time and busy time per stage, to tell start-up from work."""
-    try:
-        report = json.loads((dest / "_SUCCESS").read_text())
-    except (OSError, ValueError):
-        return None
-    return {k: report.get(k) for k in ("wall_seconds", "stage_seconds", "records", "rows_written", "rejected")}
-
-
-def _warm_page_cache(files: list[Path]) -> float:
-    """Read every input once so no tool pays (or is spared) the cold-cache read that the first one would."""
-    t0 = time.perf_counter()
-    for p in files:
-        with p.open("rb", buffering=0) as f:
-            while f.read(16 * 2**20):
-                pass
-    return time.perf_counter() - t0
 
 
 def _pandas_subset(files: list[Path], limit: int) -> list[Path]:
@@ -521,61 +424,6 @@ def check_outputs(
 # --- report -------------------------------------------------------------------------------------------------
 
 
-def _machine() -> dict[str, Any]:
-    cpu = ""
-    mem = 0
-    try:
-        cpu = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if "model name" in ln
-            ),
-            "",
-        )
-        meminfo = Path("/proc/meminfo").read_text()
-        m = re.search(r"MemTotal:\s+(\d+) kB", meminfo)
-        mem = int(m.group(1)) * 1024 if m else 0
-    except OSError:
-        pass  # not Linux: leave them empty rather than fail the benchmark
-    versions = {lib: _version(lib) for lib in _LIBRARIES}
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "nproc": os.cpu_count(),
-        "usable_cpus": affinity,
-        "cpu_model": cpu,
-        "memory_bytes": mem,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "libraries": versions,
-        "git": _git(),
-    }
-
-
-def _version(lib: str) -> str | None:
-    try:
-        return metadata.version(lib)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git() -> dict[str, Any]:
-    """The commit benchmarked and whether engine/ had uncommitted edits (numbers then describe those edits)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "engine", "schemas"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"commit": head.stdout.strip(), "engine_dirty": bool(dirty.stdout.strip())}
-
-
 def _fmt_row(r: ToolResult, capture_bytes: int, engine_wall: float | None) -> list[str]:
     if r.failed:
         return [r.tool, "failed", "-", "-", "-", "-", r.check]
@@ -605,16 +453,11 @@ def _fmt_row(r: ToolResult, capture_bytes: int, engine_wall: float | None) -> li
     ]
 
 
-def _cpu(r: ToolResult) -> float | None:
-    """Median CPU seconds (user + system) of the runs, or None if any run failed."""
-    return None if r.failed else statistics.median(run.cpu_seconds for run in r.runs)
-
-
 def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
     """The results table, CPU seconds (total, per GB of input, per wall second) and their ratio to the engine's."""
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = engine.wall if engine else None
-    engine_cpu = _cpu(engine) if engine else None
+    engine_cpu = cpu_seconds(engine) if engine else None
     header = [
         "tool",
         "wall s" + (" (min-max)" if any(len(r.runs) > 1 for r in results) else ""),
@@ -630,7 +473,7 @@ def markdown_table(results: list[ToolResult], capture_bytes: int) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in results:
         row = _fmt_row(r, capture_bytes, engine_wall)
-        c = _cpu(r) if r.subset_files is None else None
+        c = cpu_seconds(r) if r.subset_files is None else None
         ratio = f"{c / engine_cpu:.1f}x" if c and engine_cpu and r.tool != "engine" else "-"
         per_gb = f"{c / (capture_bytes / 1e9):.1f}" if c is not None and capture_bytes else "-"
         busy = f"{c / r.wall:.2f}" if c is not None and r.wall else "-"
@@ -721,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not tools or args.repeat < 1:
         parser.error(f"unknown tools {unknown}" if unknown else "need at least one tool and --repeat >= 1")
     size = parse_size(args.size)
-    label = _size_label(args.size)
+    label = size_label(args.size)
     pandas_max = parse_size(args.pandas_max_size)
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
@@ -740,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     capture_bytes = sum(p.stat().st_size for p in files)
     say(
         f"{summary['events']:,} events in {len(files):,} files, {capture_bytes / MB:,.1f} MB "
-        f"(generated in {marker['generate_seconds']:.1f} s); page cache warmed in {_warm_page_cache(files):.1f} s"
+        f"(generated in {marker['generate_seconds']:.1f} s); page cache warmed in {warm_page_cache(files):.1f} s"
     )
 
     work = args.data_root / "runs" / tree.name
@@ -769,9 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(dests[r.tool], ignore_errors=True)  # a fresh destination every run
             # Flush the previous run's dirty pages now, so their writeback is not charged to this run.
             os.sync()
-            run = _run_process(r.command, work / f"{r.tool}-{rep}")
+            run = run_process(r.command, work / f"{r.tool}-{rep}")
             if r.tool == "engine" and run.exit_code == 0:
-                run.engine_report = _engine_report(dests[r.tool])
+                run.engine_report = engine_report(dests[r.tool])
             r.runs.append(run)
             what = f"{r.input_bytes / MB:,.1f} MB subset" if r.subset_files is not None else "all files"
             status = "ok" if run.exit_code == 0 else f"FAILED (exit {run.exit_code})"
@@ -821,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "generate_seconds": marker["generate_seconds"],
             "synth_options": marker["options"],
         },
-        "machine": _machine(),
+        "machine": machine(),
         "reference": ref,
         "ok": ok,
         "table_markdown": table,

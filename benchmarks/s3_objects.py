@@ -623,7 +623,7 @@ def _upload(fs: Any, objects: dict[str, bytes]) -> float:
 
 def _measure(r: ToolResult, bench: Bench, work: Path, rep: int, timeout: float) -> Run | None:
     """One run of one tool on a fresh destination, its rows counted; None if the tool cannot run here."""
-    from benchmarks.run import _engine_report
+    from benchmarks._harness import engine_report
 
     dest = work / r.tool
     shutil.rmtree(dest, ignore_errors=True)
@@ -641,7 +641,7 @@ def _measure(r: ToolResult, bench: Bench, work: Path, rep: int, timeout: float) 
         except (OSError, ValueError) as exc:  # no output, or not Parquet (pyarrow's errors are ValueErrors)
             r.problems.append(f"run {rep + 1}: output unreadable: {exc}")
         if r.tool.startswith("engine"):
-            run.engine_report = _engine_report(dest)
+            run.engine_report = engine_report(dest)
         if run.rows is not None and run.rows != bench.records:
             r.problems.append(f"run {rep + 1}: {run.rows:,} rows, {bench.records:,} records were uploaded")
     else:
@@ -655,7 +655,7 @@ def _report(
     args: argparse.Namespace, argv: list[str], bench: Bench, results: list[ToolResult], started: datetime
 ) -> bool:
     """Write the JSON results, print the table; True if every available tool wrote every record."""
-    from benchmarks.run import _machine
+    from benchmarks._harness import machine
 
     table = markdown_table(results, bench.objects, bench.capture_bytes)
     baseline = next((r.wall for r in results if r.tool == BASELINE), None)
@@ -679,7 +679,7 @@ def _report(
         "upload_seconds": round(bench.upload_seconds, 2),
         "server": "SeaweedFS (weed mini) on 127.0.0.1, sharing the machine with the tools",
         "latency_ms": args.latency_ms,
-        "machine": _machine(),
+        "machine": machine(),
         "ok": ok,
         "table_markdown": table,
         "legend": legend,
