@@ -19,7 +19,6 @@ the next file. Memory stays at the block size; a gzip object costs a second read
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -82,39 +81,48 @@ class _Stream:
         self.size = 0
         self.newlines = 0
         self.eof = False
-        self.inflate: zlib._Decompress | None = None
+        # The one gzip reader of every source (members, truncation, bytes after the stream): fetch's Inflater.
+        self.inflate: Inflater | None = None
+        self.pending: Iterator[bytes] | None = None  # inflated pieces of the last read, at most a block each
         self.started = False
+        self.leading = True  # no byte of the object's content handed on yet (a BOM there is dropped)
         self.raw_bytes = 0
 
     def _fill(self) -> None:
+        """Add at most about one block of the object's bytes (inflated, for gzip) to the buffer."""
+        if self.pending is not None:
+            for data in self.pending:
+                self._content(data)
+                return
+            self.pending = None
+            assert self.inflate is not None
+            if self.inflate.dead:  # what was inflated so far stays buffered (as lines, for their rejects)
+                self._end()
+                raise _Corrupt(self.inflate.error or "corrupt_gzip")
         with translate_errors(self.uri):
             raw = self.handle.read(min(self.block, _READ))
         self.raw_bytes += len(raw)
-        first = not self.started
-        if first:
+        if not self.started:
             self.started = True
             if raw[:2] == _GZIP_MAGIC:
-                self.inflate = zlib.decompressobj(wbits=31)
+                self.inflate = Inflater()
         if not raw:
             self._end()
-            if self.inflate is not None and not self.inflate.eof:
-                raise _Corrupt("corrupt gzip: the stream ends before its trailer (truncated)")
+            if self.inflate is not None:
+                self.inflate.finish()
+                if self.inflate.error is not None and self.inflate.lost:
+                    raise _Corrupt(self.inflate.error)
             return
-        if self.inflate is not None:
-            try:
-                data = self.inflate.decompress(raw)
-                while self.inflate.eof and self.inflate.unused_data[:2] == _GZIP_MAGIC:  # concatenated members
-                    rest = self.inflate.unused_data
-                    self.inflate = zlib.decompressobj(wbits=31)
-                    data += self.inflate.decompress(rest)
-            except zlib.error as exc:
-                # What was inflated so far stays buffered (as lines, for their rejects); nothing more is read.
-                self._end()
-                raise _Corrupt(f"corrupt gzip: {exc}") from None
+        if self.inflate is None:
+            self._content(raw)
         else:
-            data = raw
-        if first and data.startswith(_BOM):
-            data = data[len(_BOM) :]
+            self.pending = self.inflate.feed(raw, self.block)
+
+    def _content(self, data: bytes) -> None:
+        if self.leading and data:
+            self.leading = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
         if data:
             self._add(data)
 
