@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.kernels.joined import _joined_input, _member_spans, _rebuild, _split_joined_csv
-from engine.kernels.payload import ColumnSpec, PayloadFailure, decode_payloads
+from engine.kernels.payload import Body, ColumnSpec, PayloadFailure, decode_sides
 from engine.options import BatchOptions
 from engine.report import Counts
 from engine.sources.transform import Unit
@@ -375,8 +375,7 @@ _RE2_REPEAT = 1000  # RE2's largest repetition count
 
 
 def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[pa.RecordBatch], list[PayloadFailure]]:
-    """Typed columns through the real-time payload decoder: input record -> features, output -> predictions."""
-    n = rows.num_rows
+    """Typed columns through the payload decoder: input record -> features, output -> predictions."""
 
     def ctype(enc: pa.Array) -> pa.Array:
         return pc.if_else(pc.equal(enc, "JSON"), "application/json", pc.if_else(pc.equal(enc, "CSV"), "text/csv", None))
@@ -397,15 +396,8 @@ def _decode(rows: pa.RecordBatch, fmt: _Format, spec: ColumnSpec) -> tuple[list[
         inp = pc.if_else(use, i_part, inp)
         in_enc = pc.if_else(use, pa.scalar("CSV"), in_enc)
         prediction = pc.if_else(use, o_part, prediction)
-    frame = rows.drop_columns(["input_data", "output_data", "input_encoding", "output_encoding", "record_index"])
-    frame = frame.append_column("input_content_type", ctype(in_enc))
-    frame = frame.append_column("input_encoding", in_enc)
-    frame = frame.append_column("input_data", inp)
-    frame = frame.append_column("output_content_type", ctype(rows.column("output_encoding")))
-    frame = frame.append_column("output_encoding", rows.column("output_encoding"))
-    frame = frame.append_column("output_data", prediction)
-    frame = frame.append_column("row", pa.array(np.arange(n), pa.int64()))
-    decoded, rejected = decode_payloads(frame, spec)
-    failed = [f for _, fs in rejected for f in fs]
-    # decode_payloads reports rows of the group it got; with one group that is our row number.
-    return [d.drop_columns(["row", "input_content_type", "output_content_type"]) for d in decoded], failed
+    carried = rows.drop_columns(["input_data", "output_data", "input_encoding", "output_encoding", "record_index"])
+    out_enc = rows.column("output_encoding")
+    inp_body, out_body = Body(inp, in_enc, ctype(in_enc)), Body(prediction, out_enc, ctype(out_enc))
+    decoded, failed = decode_sides(carried, inp_body, out_body, spec)
+    return ([decoded] if decoded is not None and decoded.num_rows else []), failed

@@ -26,20 +26,36 @@ from engine.tables import capture_schema
 
 __all__ = [
     "ENVELOPE",
+    "Body",
     "ColumnSpec",
     "PayloadFailure",
     "SideSpec",
     "decode_payloads",
     "decode_side",
+    "decode_sides",
     "load_column_spec",
     "parse_column_spec",
     "payload_rejects",
 ]
 
 Side = Literal["input", "output"]
+SIDES: tuple[Side, Side] = ("input", "output")
 # Envelope columns carried onto every record row (from schemas/tables.json); the raw bodies are replaced
 # by their decoded columns.
 ENVELOPE = [n for n in capture_schema().names if n not in ("input_data", "output_data")]
+
+
+@dataclass(frozen=True)
+class Body:
+    """One side of a batch of events as plain arrays: the bodies, their capture encoding and content type.
+
+    Any producer of bodies (the capture envelope, a batch transform file, a monitoring source) hands its
+    sides over like this; the decoder knows no table's column names.
+    """
+
+    data: pa.Array
+    encoding: pa.Array
+    content_type: pa.Array
 
 
 @dataclass(frozen=True)
@@ -172,34 +188,33 @@ def _positions(counts: np.ndarray, has: np.ndarray, rec_event: np.ndarray, rec_i
     return pa.array(pos, pa.int64(), mask=~has[rec_event])
 
 
-def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBatch | None, list[PayloadFailure]]:
-    n = batch.num_rows
-    ins, outs = (
-        decode_side(
-            batch.column(f"{side}_data"),
-            batch.column(f"{side}_encoding"),
-            batch.column(f"{side}_content_type"),
-            side=side,
-            spec=spec,
-        )
-        for side in ("input", "output")
-    )
-    has_in = _mask(pc.is_valid(batch.column("input_data")))
-    has_out = _mask(pc.is_valid(batch.column("output_data")))
+def decode_sides(
+    carried: pa.RecordBatch, inp: Body, out: Body, spec: ColumnSpec
+) -> tuple[pa.RecordBatch | None, list[PayloadFailure]]:
+    """Decode the input and output bodies of one group of events (one schema: one endpoint and variant).
+
+    Returns one row per payload record: `carried`'s columns repeated per record, ``record_index``, the decoded
+    columns of both sides and ``prediction``; plus the failures, by row of `carried`.
+    """
+    n = carried.num_rows
+    ins = decode_side(inp.data, inp.encoding, inp.content_type, side="input", spec=spec)
+    outs = decode_side(out.data, out.encoding, out.content_type, side="output", spec=spec)
+    has_in = _mask(pc.is_valid(inp.data))
+    has_out = _mask(pc.is_valid(out.data))
     in_counts = np.bincount(ins.event, minlength=n)
     out_counts = np.bincount(outs.event, minlength=n)
 
     failures: list[PayloadFailure] = []
     bad = np.zeros(n, dtype=bool)
-    for records, column in ((ins, "input_data"), (outs, "output_data")):
+    for records, body in ((ins, inp), (outs, out)):
         for row, (reason, detail) in sorted(records.failed.items()):
             if not bad[row]:
                 bad[row] = True
-                failures.append(PayloadFailure(row, reason, detail, _raw(batch, column, row)))
+                failures.append(PayloadFailure(row, reason, detail, _raw(body.data, row)))
     mismatch = has_in & has_out & ~bad & (in_counts != out_counts)
     for row in np.flatnonzero(mismatch).tolist():
         detail = f"input has {in_counts[row]} records, output has {out_counts[row]}"
-        failures.append(PayloadFailure(row, "record_count_mismatch", detail, _raw(batch, "output_data", row)))
+        failures.append(PayloadFailure(row, "record_count_mismatch", detail, _raw(out.data, row)))
     good = np.flatnonzero(~bad & ~mismatch)
     # An event with neither side captured still is one record (of envelope columns only).
     counts = np.where(has_in, in_counts, np.where(has_out, out_counts, 1))
@@ -211,9 +226,8 @@ def _decode_group(batch: pa.RecordBatch, spec: ColumnSpec) -> tuple[pa.RecordBat
     firsts = np.repeat(np.cumsum(per) - per, per)
     rec_index = np.arange(len(rec_event), dtype=np.int64) - firsts
     take = pa.array(rec_event)
-    # Every column but the bodies is carried onto the record rows (the capture envelope, or batch provenance).
-    carried = [c for c in batch.schema.names if c not in ("input_data", "output_data")]
-    columns: dict[str, pa.Array] = {c: batch.column(c).take(take) for c in carried}
+    # The carried columns (the capture envelope, or batch provenance) go onto every record row.
+    columns: dict[str, pa.Array] = {c: carried.column(c).take(take) for c in carried.schema.names}
     columns["record_index"] = pa.array(rec_index, pa.int64())
     output_keys: dict[str, str] = {}  # output column name -> its key among the row's columns
     for records, has, counts_side, prefix in ((ins, has_in, in_counts, ""), (outs, has_out, out_counts, "output.")):
@@ -265,8 +279,8 @@ def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked
     columns["prediction"] = pc.coalesce(*(a.cast(target) for a in arrays))
 
 
-def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
-    value = batch.column(column)[row].as_py()
+def _raw(data: pa.Array, row: int) -> bytes | None:
+    value = data[row].as_py()
     return value.encode() if isinstance(value, str) else value
 
 
@@ -285,7 +299,10 @@ def decode_payloads(
         return records, rejected
     for rows in _groups(batch):
         group = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
-        decoded, failures = _decode_group(group, spec)
+        inp, out = (
+            Body(*(group.column(f"{side}_{c}") for c in ("data", "encoding", "content_type"))) for side in SIDES
+        )
+        decoded, failures = decode_sides(group.drop_columns(["input_data", "output_data"]), inp, out, spec)
         if decoded is not None and decoded.num_rows:
             records.append(decoded)
         if failures:
