@@ -19,7 +19,7 @@ from typing import Any
 from engine.errors import SourceError
 from engine.io.storage import Location, translate_errors
 
-__all__ = ["CaptureObject", "HourRange", "list_capture_objects", "looks_like", "looks_like_object"]
+__all__ = ["CaptureObject", "HourRange", "find", "list_capture_objects", "looks_like", "looks_like_object"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +137,20 @@ def _open_hour_dirs(loc: Location, start: str, fixed: list[int], hours: HourRang
     return [path for path, _ in level]
 
 
-def _files(loc: Location, path: str, *, missing_ok: bool) -> list[dict[str, Any]]:
+def find(loc: Location, path: str, *, missing_ok: bool) -> dict[str, dict[str, Any]]:
+    """Everything under `path` with its details (fsspec `find`); nothing where `path` is absent and `missing_ok`."""
     try:
         with translate_errors(loc.uri(path)):
-            found = loc.fs.find(path, detail=True)
+            found: dict[str, dict[str, Any]] = loc.fs.find(path, detail=True)
     except SourceError:
         if missing_ok:
-            return []
+            return {}
         raise
+    return found
+
+
+def _files(loc: Location, path: str, *, missing_ok: bool) -> list[dict[str, Any]]:
+    found = find(loc, path, missing_ok=missing_ok)
     return [info for info in found.values() if info.get("type") == "file" and _is_capture_name(info["name"])]
 
 

@@ -1,16 +1,7 @@
-"""Ground truth: the label objects of a label window to Arrow record batches of the "labels" table, plus rejects.
+"""Ground truth streamed: the label objects of a label window decoded unit by unit (`read_ground_truth`).
 
-SageMaker reads ground truth from ``{root}/yyyy/mm/dd/hh/{name}.jsonl``, where the hour is when the label
-was *collected*, not when the inference ran (formats reference 2.2). Each line is one record::
-
-    {"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {"eventId": "..."}, "eventVersion": "0"}
-
-or, as one official example uploads it, a JSON array of such records on one line.
-
-Decoding follows the envelope decoder: a whole unit goes to `pyarrow.json` in one call with an explicit schema
-and rows map back to (object, line) with numpy. A unit with anything pyarrow cannot take record by record (an
-array line, invalid JSON, a field of another type, invalid UTF-8, an over-long line) is decoded line by line
-with orjson instead; both paths meet in the same vectorized validation. Records = label rows + rejects.
+The listing is `engine.sources.labels`, the decoder `engine.kernels.labels`; this module runs one over the other
+on a bounded pool, in order, and adds every unit's counts to the report.
 """
 
 from __future__ import annotations
@@ -27,8 +18,6 @@ from engine.io.listing import CaptureObject
 from engine.io.storage import Location, open_location
 from engine.kernels.labels import decode_labels, labels_schema
 from engine.kernels.result import UnitResult
-
-# The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
 from engine.options import JobOptions, MergeOptions
 from engine.report import RunReport
 from engine.sources.labels import label_window, list_label_objects

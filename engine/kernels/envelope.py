@@ -9,7 +9,6 @@ lines with reasons and keeps the good ones. Both paths meet in the same vectoriz
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections import Counter
 from datetime import datetime
@@ -22,7 +21,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from engine.io.fetch import Piece
-from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
+from engine.kernels.lines import (
+    FieldError,
+    Lines,
+    field_text,
+    get_key,
+    read_unit,
+    second_opinion,
+    unverified_lines,
+)
 from engine.kernels.rejects import line_rejects, lost_rejects
 from engine.kernels.result import UnitResult
 from engine.tables import capture_schema, rejects_schema
@@ -72,23 +79,10 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
     if not lines.total:
         return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
-    if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
+    read = read_unit(lines, _PARSE, max_line_bytes)
+    if read is None:
         return None
-    if not valid_utf8(lines.buf):
-        return None  # pyarrow would let invalid UTF-8 into string columns; orjson rejects it per line
-    # One block for the whole unit: no line can straddle blocks, and large blocks parse fastest.
-    block = max(1 << 20, len(lines.buf) + 1)
-    try:
-        table = pj.read_json(
-            io.BytesIO(lines.buf),
-            read_options=pj.ReadOptions(block_size=block, use_threads=False),
-            parse_options=_PARSE,
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return None
-    idx = lines.row_lines(table.num_rows)
-    if idx is None:
-        return None
+    table, idx = read
     cap = table.column("captureData")
     meta = table.column("eventMetadata")
     inp = pc.struct_field(cap, "endpointInput")

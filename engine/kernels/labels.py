@@ -8,7 +8,6 @@ with orjson instead; both paths meet in the same vectorized validation. Records 
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections import Counter
@@ -23,7 +22,15 @@ import pyarrow.json as pj
 from engine.io.fetch import Piece
 
 # The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
-from engine.kernels.lines import FieldError, Lines, field_text, get_key, second_opinion, unverified_lines, valid_utf8
+from engine.kernels.lines import (
+    FieldError,
+    Lines,
+    field_text,
+    get_key,
+    read_unit,
+    second_opinion,
+    unverified_lines,
+)
 from engine.kernels.rejects import lost_rejects
 from engine.kernels.result import UnitResult
 from engine.tables import rejects_schema, table_spec
@@ -59,22 +66,10 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
     if not lines.total:
         return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
-    if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
+    read = read_unit(lines, _PARSE, max_line_bytes)
+    if read is None:
         return None
-    if not valid_utf8(lines.buf):
-        return None
-    block = max(1 << 20, len(lines.buf) + 1)  # one block: no line straddles blocks
-    try:
-        table = pj.read_json(
-            io.BytesIO(lines.buf),
-            read_options=pj.ReadOptions(block_size=block, use_threads=False),
-            parse_options=_PARSE,
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        return None
-    idx = lines.row_lines(table.num_rows)
-    if idx is None:
-        return None  # an array line, two records on a line, or anything else that is not one object per line
+    table, idx = read
     gt = table.column("groundTruthData")
     meta = table.column("eventMetadata")
     cols = [

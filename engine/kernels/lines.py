@@ -17,7 +17,16 @@ from engine.io.fetch import Piece
 _OPEN_BRACE = ord("{")
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
-__all__ = ["FieldError", "Lines", "field_text", "get_key", "second_opinion", "unverified_lines", "valid_utf8"]
+__all__ = [
+    "FieldError",
+    "Lines",
+    "field_text",
+    "get_key",
+    "read_unit",
+    "second_opinion",
+    "unverified_lines",
+    "valid_utf8",
+]
 
 
 class Lines:
@@ -161,3 +170,28 @@ def unverified_lines(pieces: list[Piece]) -> tuple[Lines, list[int], int]:
         return lines, [], 0
     nonblank = np.flatnonzero(~lines.blank).tolist()
     return lines, nonblank, lines.total - len(nonblank)
+
+
+def read_unit(lines: Lines, parse: pj.ParseOptions, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
+    """The whole unit through `pyarrow.json` in one call, and the line of every row; None where it cannot be.
+
+    None when a line is longer than `max_line_bytes`, the bytes are not UTF-8 (pyarrow would let invalid
+    UTF-8 into string columns, where orjson rejects it line by line), pyarrow refuses the unit, or its rows
+    are not one per non-blank line (an array line, two records on a line).
+    """
+    if any(len(p.data) > max_line_bytes for p in lines.pieces) and int(lines.lengths.max()) > max_line_bytes:
+        return None
+    if not valid_utf8(lines.buf):
+        return None
+    # One block for the whole unit: no line can straddle blocks, and large blocks parse fastest.
+    block = max(1 << 20, len(lines.buf) + 1)
+    try:
+        table = pj.read_json(
+            io.BytesIO(lines.buf),
+            read_options=pj.ReadOptions(block_size=block, use_threads=False),
+            parse_options=parse,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    idx = lines.row_lines(table.num_rows)
+    return None if idx is None else (table, idx)

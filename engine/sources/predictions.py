@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import SourceError
 from engine.io.concurrency import prefetch
+from engine.io.listing import find
 from engine.io.storage import Location, open_location, translate_errors
 from engine.kernels.partition import HIVE_NULL
 from engine.options import JobOptions, RealtimeOptions
@@ -116,13 +117,7 @@ def _dirs(loc: Location, path: str, prefix: str) -> list[str]:
 
 
 def _parquet_files(loc: Location, path: str, *, missing_ok: bool) -> list[tuple[str, int]]:
-    try:
-        with translate_errors(loc.uri(path)):
-            found = loc.fs.find(path, detail=True)
-    except SourceError:
-        if missing_ok:
-            return []
-        raise
+    found = find(loc, path, missing_ok=missing_ok)
     out = []
     for name, info in found.items():
         rel = name[len(path) :]
