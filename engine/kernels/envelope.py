@@ -30,9 +30,9 @@ from engine.kernels.lines import (
     second_opinion,
     unverified_lines,
 )
-from engine.kernels.rejects import line_rejects, lost_rejects
+from engine.kernels.rejects import unit_rejects
 from engine.kernels.result import UnitResult
-from engine.tables import capture_schema, rejects_schema
+from engine.tables import capture_schema
 from engine.times import in_window, parse_inference_times
 
 __all__ = ["decode_unit"]
@@ -219,9 +219,9 @@ def decode_unit(
     reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
     unverified, suspect, suspect_blank = _unverified(pieces)
     reasons.update(r for _, r, _ in suspect)
-    rejects = _rejects(lines, bad, failed)
+    rejects = unit_rejects(lines, bad, failed)
     if suspect:
-        rejects = pa.concat_batches([rejects, _rejects(unverified, suspect, [])])
+        rejects = pa.concat_batches([rejects, unit_rejects(unverified, suspect, [])])
     return UnitResult(
         rows=_rows(lines, flat, times, idx, keep),
         rejects=rejects,
@@ -306,20 +306,3 @@ def _rows(lines: Lines, flat: pa.Table, times: pa.Array, idx: np.ndarray, keep: 
     cols["source_file"] = uris
     cols["source_line"] = pa.array(line_no, pa.int64())
     return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
-
-
-def _rejects(lines: Lines, bad: list[tuple[int, str, str]], failed: list[Piece]) -> pa.RecordBatch:
-    """The rejects of a unit as one Arrow batch, built column by column (no Python object per reject row).
-
-    A unit of a million tiny bad lines is a million rejects: provenance comes from numpy over the line
-    geometry and the raw bytes are slices of the unit's buffer taken by Arrow, so memory stays near the
-    size of the unit's bytes.
-    """
-    schema = rejects_schema()
-    if not bad and not failed:
-        return pa.RecordBatch.from_pylist([], schema=schema)
-    bad.sort()
-    batches = [line_rejects(lines, bad, schema)] if bad else []
-    if failed:
-        batches.append(pa.RecordBatch.from_pylist(lost_rejects(failed), schema=schema))
-    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)

@@ -31,9 +31,9 @@ from engine.kernels.lines import (
     second_opinion,
     unverified_lines,
 )
-from engine.kernels.rejects import lost_rejects
+from engine.kernels.rejects import LineReject, unit_rejects
 from engine.kernels.result import UnitResult
-from engine.tables import rejects_schema, table_spec
+from engine.tables import table_spec
 from engine.times import TIME_TYPE, parse_inference_times
 
 __all__ = ["decode_labels", "labels_schema"]
@@ -52,9 +52,6 @@ _RECORD = pa.schema(
 )
 _PARSE = pj.ParseOptions(explicit_schema=_RECORD, unexpected_field_behavior="ignore")
 _FLAT = ["event_id", "label_data", "label_encoding", "label_inference_time", "event_version"]
-
-# (line index in the unit, reason, detail, raw bytes when not the whole line: one element of an array line)
-_Reject = tuple[int, str, str, bytes | None]
 
 
 def labels_schema() -> pa.Schema:
@@ -82,7 +79,7 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
-def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[_Reject], int]:
+def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[LineReject], int]:
     """orjson per line: records (an array line gives one per element), their line indices, rejects, blanks.
 
     The table has a ``_raw`` column: an array element's own JSON, so that its reject (if validation
@@ -91,7 +88,7 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
     values: dict[str, list[str | None]] = {c: [] for c in _FLAT}
     raws: list[bytes | None] = []
     good: list[int] = []
-    bad: list[_Reject] = []
+    bad: list[LineReject] = []
     blank = int(lines.blank.sum())
     for i in np.flatnonzero(~lines.blank).tolist():
         if lines.lengths[i] > max_line_bytes:
@@ -143,7 +140,7 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
     return table, np.asarray(good, dtype=np.int64), bad, blank
 
 
-def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject]]:
+def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[LineReject]]:
     """Mask of valid records and rejects by line, vectorized."""
     event_id = flat.column("event_id")
     data = flat.column("label_data")
@@ -160,7 +157,7 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[np.ndarray, list[_Reject
         return value if isinstance(value, bytes) else None
 
     # Loops over rejected records only: they are rare, and each needs its own message.
-    bad: list[_Reject] = [
+    bad: list[LineReject] = [
         (int(idx[j]), "missing_event_id", "eventMetadata.eventId is missing or empty", element(j))
         for j in np.flatnonzero(no_id).tolist()
     ]
@@ -178,21 +175,21 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> UnitResult:
     fast = _fast(lines, max_line_bytes)
     if fast is not None:
         flat, idx = fast
-        unreadable: list[_Reject] = []
+        unreadable: list[LineReject] = []
         blank_lines = lines.total - len(idx)
     else:
         flat, idx, unreadable, blank_lines = _slow(lines, max_line_bytes)
     valid, invalid = _validate(flat, idx)
     bad = unreadable + invalid
-    reasons = Counter(r for _, r, _, _ in bad)
+    reasons = Counter(b[1] for b in bad)
     reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
-    rejects = _rejects(lines, bad, failed)
+    rejects = unit_rejects(lines, bad, failed)
     # Lines inflated from a gzip stream that failed verification: a reject each, never a label.
     unverified, suspect, suspect_blank = unverified_lines(pieces)
     if suspect:
         why = "line inflated from a gzip stream that failed verification"
         rejects = pa.concat_batches(
-            [rejects, _rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
+            [rejects, unit_rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
         )
         reasons["corrupt_gzip"] += len(suspect)
     return UnitResult(
@@ -228,30 +225,6 @@ def _rows(lines: Lines, flat: pa.Table, idx: np.ndarray, keep: np.ndarray) -> pa
     cols["label_file"] = pa.DictionaryArray.from_arrays(take, pa.array([p.obj.uri for p in lines.pieces], pa.string()))
     cols["label_line"] = pa.array(line_no, pa.int64())
     return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
-
-
-def _rejects(lines: Lines, bad: list[_Reject], failed: list[Piece]) -> pa.RecordBatch:
-    schema = rejects_schema()
-    if not bad and not failed:
-        return pa.RecordBatch.from_pylist([], schema=schema)
-    bad.sort(key=lambda b: b[0])
-    idx = np.asarray([b[0] for b in bad], dtype=np.int64)
-    piece, line_no = lines.provenance(idx) if len(idx) else (np.empty(0, np.int64), np.empty(0, np.int64))
-    rows: list[dict[str, Any]] = []
-    for (i, reason, detail, raw), pi, ln in zip(bad, piece.tolist(), line_no.tolist(), strict=True):
-        obj = lines.pieces[pi].obj
-        rows.append(
-            {
-                "source_hour": obj.hour,
-                "source_file": obj.uri,
-                "source_line": ln,
-                "reason": reason,
-                "detail": detail[:500],
-                "raw": (lines.line(i) if raw is None else raw)[:_RAW_LIMIT],
-            }
-        )
-    rows += lost_rejects(failed)
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
 def _dumps_or_none(rec: Any) -> bytes | None:
