@@ -17,7 +17,7 @@ from engine.io.concurrency import ordered_map
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location, translate_errors
 
-__all__ = ["Inflater", "Piece", "fetch_threads", "group_units", "iter_pieces"]
+__all__ = ["Inflater", "Piece", "ReadFailure", "fetch_threads", "group_units", "iter_pieces"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,20 @@ _BOM = b"\xef\xbb\xbf"
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """Why bytes of an object cannot be trusted or read: a registered reject reason and its detail."""
+
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+_AFTER_STREAM = ReadFailure("corrupt_gzip", "bytes after the end of the gzip stream")
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,7 @@ class Piece:
     data: bytes
     first_line: int
     lines: int  # newlines in `data`, i.e. its number of lines
-    error: str | None = None
+    error: ReadFailure | None = None
 
 
 def _split_lines(obj: CaptureObject, data: bytes, block: int, first_line: int = 1) -> list[Piece]:
@@ -82,7 +96,7 @@ class Inflater:
         self.dead = False  # inflating failed: nothing more can be read
         self.total = 0  # bytes produced
         self.verified = 0
-        self.error: str | None = None
+        self.error: ReadFailure | None = None
 
     def feed(self, raw: bytes, limit: int) -> Iterator[bytes]:
         """Inflate `raw`, yielding pieces of at most `limit` bytes."""
@@ -101,7 +115,7 @@ class Inflater:
                     self._head = data  # the next member's magic may continue in the next block
                     return
                 if not stripped.startswith(_GZIP_MAGIC) or len(stripped) != len(data):
-                    self.error = "corrupt_gzip: bytes after the end of the gzip stream"
+                    self.error = _AFTER_STREAM
                     self._trailing = True
                     continue
                 self._d = zlib.decompressobj(wbits=31)
@@ -109,7 +123,7 @@ class Inflater:
             try:
                 out = self._d.decompress(data, limit)
             except zlib.error as exc:
-                self.error = f"corrupt_gzip: {exc}"
+                self.error = ReadFailure("corrupt_gzip", str(exc))
                 self.dead = True
                 return
             if out:
@@ -128,9 +142,9 @@ class Inflater:
             return
         if self._between:
             if self._head.lstrip(b"\0"):
-                self.error = "corrupt_gzip: bytes after the end of the gzip stream"
+                self.error = _AFTER_STREAM
             return
-        self.error = "corrupt_gzip: stream ends before the gzip trailer"
+        self.error = ReadFailure("corrupt_gzip", "stream ends before the gzip trailer")
 
     @property
     def lost(self) -> bool:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from engine.io.fetch import Piece
+from engine.io.fetch import Piece, ReadFailure
 from engine.kernels.lines import (
     FieldError,
     Lines,
@@ -216,7 +216,7 @@ def decode_unit(
     keep = valid & in_window(times, start, end)
     bad = unreadable + invalid
     reasons = Counter(r for _, r, _ in bad)
-    reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
+    reasons.update(p.error.reason for p in failed if p.error)
     unverified, suspect, suspect_blank = _unverified(pieces)
     reasons.update(r for _, r, _ in suspect)
     rejects = unit_rejects(lines, bad, failed)
@@ -279,9 +279,9 @@ def _unverified(pieces: list[Piece]) -> tuple[Lines, list[tuple[int, str, str]],
     if not nonblank:
         return lines, [], blank
     owner, _ = lines.provenance(np.asarray(nonblank, dtype=np.int64))
-    errors = [(p.error or "corrupt_gzip").partition(": ") for p in lines.pieces]
+    errors = [p.error or ReadFailure("corrupt_gzip", "") for p in lines.pieces]
     bad = [
-        (i, errors[o][0], f"line inflated from a gzip stream that failed verification ({errors[o][2]})")
+        (i, errors[o].reason, f"line inflated from a gzip stream that failed verification ({errors[o].detail})")
         for i, o in zip(nonblank, owner.tolist(), strict=True)
     ]
     return lines, bad, blank

@@ -182,7 +182,7 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> UnitResult:
     valid, invalid = _validate(flat, idx)
     bad = unreadable + invalid
     reasons = Counter(b[1] for b in bad)
-    reasons.update(p.error.split(":", 1)[0] for p in failed if p.error)
+    reasons.update(p.error.reason for p in failed if p.error)
     rejects = unit_rejects(lines, bad, failed)
     # Lines inflated from a gzip stream that failed verification: a reject each, never a label.
     unverified, suspect, suspect_blank = unverified_lines(pieces)

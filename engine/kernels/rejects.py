@@ -26,7 +26,7 @@ def lost_rejects(failed: list[Piece]) -> list[dict[str, Any]]:
     """One reject row per marker of bytes that could not be read at all (no line, no raw bytes)."""
     rows = []
     for p in failed:
-        reason, _, detail = (p.error or "").partition(": ")
+        reason, detail = (p.error.reason, p.error.detail) if p.error else ("corrupt_gzip", "")
         rows.append(
             {
                 "endpoint": p.obj.endpoint,

@@ -98,7 +98,7 @@ class _Stream:
             assert self.inflate is not None
             if self.inflate.dead:  # what was inflated so far stays buffered (as lines, for their rejects)
                 self._end()
-                raise _Corrupt(self.inflate.error or "corrupt_gzip")
+                raise _Corrupt(str(self.inflate.error or "corrupt_gzip"))
         with translate_errors(self.uri):
             raw = self.handle.read(min(self.block, _READ))
         self.raw_bytes += len(raw)
@@ -111,7 +111,7 @@ class _Stream:
             if self.inflate is not None:
                 self.inflate.finish()
                 if self.inflate.error is not None and self.inflate.lost:
-                    raise _Corrupt(self.inflate.error)
+                    raise _Corrupt(str(self.inflate.error))
             return
         if self.inflate is None:
             self._content(raw)
@@ -156,7 +156,7 @@ class _Stream:
                 for _ in inflater.feed(raw, _READ):
                     pass
         inflater.finish()
-        return None if inflater.error is None else ("corrupt_gzip", f"{self.uri}: {inflater.error}")
+        return None if inflater.error is None else (inflater.error.reason, f"{self.uri}: {inflater.error.detail}")
 
     def _add(self, data: bytes) -> None:
         self.chunks.append(data)
