@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine import read_capture
+from engine import RealtimeOptions, iter_capture, read_capture
 from engine.errors import OptionsError
 from engine.formats.capture import (
     CaptureEvent,
@@ -251,3 +251,25 @@ def test_inference_time_is_utc_whole_seconds() -> None:
         object_key("e", "v", datetime(2021, 5, 18, 1, 0, 0, 5_000, tzinfo=east), "u")
         == "e/v/2021/05/17/23/00-00-005-u.jsonl"
     )
+
+
+def test_binary_outputs_next_to_text_outputs_decode(tmp_path: Path) -> None:
+    """A batch mixing a CSV output with a binary one that is not UTF-8 decodes: the binary body stays in
+    ``output_data`` and gives no prediction (casting it to text for the prediction column used to fail)."""
+    events = [
+        CaptureEvent(
+            event_id="csv", inference_time=T0, input=_payload(b"1,2", "text/csv"), output=_payload(b"0.5", "text/csv")
+        ),
+        CaptureEvent(
+            event_id="bin",
+            inference_time=T0,
+            input=_payload(b"\x00", "application/x-npy"),
+            output=_payload(b"\xff\x02", None),
+        ),
+    ]
+    path = tmp_path / object_key("ep", "AllTraffic", T0, "u")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(encode_events(events, ContentTypeHeader()))
+    rows = [r for b in iter_capture(str(tmp_path), options=RealtimeOptions(decode=True)) for r in b.to_pylist()]
+    got = {r["event_id"]: (r["prediction"], r["output_data"]) for r in rows}
+    assert got == {"csv": (0.5, None), "bin": (None, b"\xff\x02")}
