@@ -7,7 +7,7 @@ path, ``s3://``, ``memory://``...). `engine.emulate.middleware` wraps an ASGI or
 
 The request path never waits for storage: `record` checks the budget, appends to a queue under a lock and
 returns. The writer thread encodes (`engine.formats.capture`) and keeps one object per UTC hour in memory
-until it rolls (``max_object_bytes`` reached, ``max_object_seconds`` after it was opened, `flush`, `close`),
+until it rolls (``max_object_bytes`` reached, ``max_object_seconds`` after its first record, `flush`, `close`),
 then writes it in one request; a local object is written under a dot-name and renamed, an object store's
 appears whole at its PUT, so a reader never sees half an object. SageMaker was seen rolling about once a
 minute, hence the 60 s default; a size roll is our addition.
@@ -201,12 +201,11 @@ def _queued_size(event: CaptureEvent) -> int:
 class _Object:
     """One capture object being filled: its hour, its name and its lines."""
 
-    __slots__ = ("events", "first", "hour", "lines", "opened", "size", "unique")
+    __slots__ = ("events", "first", "hour", "lines", "size", "unique")
 
-    def __init__(self, hour: datetime, first: datetime, opened: datetime) -> None:
+    def __init__(self, hour: datetime, first: datetime) -> None:
         self.hour = hour
         self.first = first
-        self.opened = opened
         self.unique = str(uuid.uuid4())
         self.lines: list[bytes] = []
         self.size = 0
@@ -444,20 +443,27 @@ class CaptureWriter:
         if not self._open:
             return None
         now = self._clock()
-        age = min((now - o.opened).total_seconds() for o in self._open.values())
+        age = max((now - o.first).total_seconds() for o in self._open.values())
         return min(_MAX_IDLE_WAIT, max(0.01, self.config.max_object_seconds - age))
 
     def _append(self, event: CaptureEvent) -> None:
-        """Adds `event` to its hour's object, rolling that by size."""
+        """Adds `event` to its hour's object, rolling that by size, or first by age.
+
+        An object spans at most ``max_object_seconds`` of inference times from its first record on, whatever
+        order the writer thread meets the events in; a late event of that span still joins it.
+        """
         line = encode_event(event, self._header) + b"\n"
         t = event.inference_time
         t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
         hour = t.replace(minute=0, second=0, microsecond=0)
         obj = self._open.get(hour)
+        if obj is not None and (t - obj.first).total_seconds() >= self.config.max_object_seconds:
+            self._commit(obj)
+            obj = None
         if obj is None:
             if len(self._open) >= self.config.max_open_objects:
-                self._commit(min(self._open.values(), key=lambda o: o.opened))
-            obj = self._open[hour] = _Object(hour, t, self._clock())
+                self._commit(min(self._open.values(), key=lambda o: o.first))
+            obj = self._open[hour] = _Object(hour, t)
         obj.lines.append(line)
         obj.size += len(line)
         obj.events += 1
@@ -470,7 +476,7 @@ class CaptureWriter:
         if not self._open:
             return
         limit = self._clock() - timedelta(seconds=self.config.max_object_seconds)
-        for obj in [o for o in self._open.values() if o.opened <= limit]:
+        for obj in [o for o in self._open.values() if o.first <= limit]:
             self._commit(obj)
 
     def _commit_all(self) -> None:

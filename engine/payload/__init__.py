@@ -269,7 +269,7 @@ def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked
 
 
 def _is_binary(a: pa.Array) -> bool:
-    return pa.types.is_binary(a.type) or pa.types.is_large_binary(a.type)
+    return bool(pa.types.is_binary(a.type) or pa.types.is_large_binary(a.type))
 
 
 def _raw(batch: pa.RecordBatch, column: str, row: int) -> bytes | None:
