@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import socketserver
 import subprocess
@@ -434,3 +435,58 @@ def test_capture_to_s3_reads_back_through_the_cli(s3_server: S3Endpoint, s3_buck
     got = {r["inference_id"]: (_captured_body(r, "input"), _captured_body(r, "output")) for r in rows}
     assert got == {f"s3-{i}": (body, predict(ct, body)[2]) for i, (ct, body) in enumerate(sent)}
     assert all(r["source_file"].startswith(f"{dest}/s3-endpoint/AllTraffic/") for r in rows)
+
+
+SIGTERM_SERVER = """
+import sys
+import uvicorn
+from engine.capture import CaptureMiddleware, CaptureWriter
+
+async def model(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/csv")]})
+    await send({"type": "http.response.body", "body": b"0.5"})
+
+writer = CaptureWriter(sys.argv[1], endpoint="sigterm", sampling_percentage=100, max_object_seconds=3600)
+app = CaptureMiddleware(model, writer, close_on_shutdown=sys.argv[3] == "close")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="critical")
+"""
+
+
+def test_uvicorn_stopped_by_sigterm_flushes_the_capture(tmp_path: Path) -> None:
+    """A real server process stopped as a container runtime stops it: the lifespan shutdown closes the writer.
+    (Without ``close_on_shutdown`` nothing would be written: uvicorn re-raises SIGTERM once it has shut down,
+    and Python runs no atexit hook then.)"""
+    with _listener() as probe:
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SERVER, str(tmp_path), str(port), "close"], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        exchanges = _run_clients(port, [("sigterm", "/invocations", i) for i in range(6)], clients=2)
+        assert not list(tmp_path.rglob("*.jsonl"))  # held in memory: objects roll after an hour here
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    (path,) = tmp_path.rglob("*.jsonl")
+    lines = [json.loads(line) for line in path.read_bytes().splitlines()]
+    sent = sorted(x.body for x in exchanges)
+    got = []
+    for line in lines:
+        side = line["captureData"]["endpointInput"]
+        got.append(base64.b64decode(side["data"]) if side["encoding"] == "BASE64" else side["data"].encode())
+    assert sorted(got) == sent

@@ -73,7 +73,7 @@ DiscardReason = Literal["status", "incomplete", "too_large"]
 
 _EVENT_OVERHEAD = 256  # bytes an event costs in the queue besides its bodies (ids, times, the object itself)
 _DROP_LOG_SECONDS = 60.0
-_MAX_IDLE_WAIT = 1.0  # how often, at most, an idle writer thread looks at the age of its open objects
+_POLL_SECONDS = 0.05  # how often a writer with open objects looks for events and at the age of its objects
 
 
 _WHOLE_NUMBERS = (
@@ -188,6 +188,16 @@ class CaptureStats:
     def dropped(self) -> int:
         """Sampled events not captured for lack of room, size or an open writer."""
         return self.dropped_buffer_full + self.dropped_too_large + self.dropped_closed
+
+
+# Event IDs come from a generator of the writer's own, seeded by the OS (and again in a forked child): uuid4()
+# reads the OS's random source on every call, a system call that can cost tens of microseconds per request.
+_IDS = random.Random()
+
+
+def _event_id() -> str:
+    """A random (version 4) UUID."""
+    return str(uuid.UUID(int=_IDS.getrandbits(128), version=4))
 
 
 def _queued_size(event: CaptureEvent) -> int:
@@ -308,7 +318,7 @@ class CaptureWriter:
         if custom_attributes is not None and not valid_custom_attributes(custom_attributes):
             custom_attributes, invalid = None, invalid + 1
         event = CaptureEvent(
-            event_id=event_id or str(uuid.uuid4()),
+            event_id=event_id or _event_id(),
             inference_time=inference_time or self._clock(),
             input=inp,
             output=out,
@@ -335,7 +345,12 @@ class CaptureWriter:
             counts["captured"] += 1
             counts["queued_bytes"] += size
             counts["peak_queued_bytes"] = max(counts["peak_queued_bytes"], counts["queued_bytes"])
-            self._cond.notify()
+            # A busy writer polls the queue: waking it for every event would cost a thread switch per request.
+            # It is woken only from its idle sleep, or early when the queue fills half of its budget.
+            if self._idle or 2 * counts["queued_bytes"] > self.config.max_buffer_bytes or (
+                2 * len(self._queue) > self.config.max_buffer_events
+            ):
+                self._cond.notify()
         return True
 
     def discard(self, reason: DiscardReason) -> None:
@@ -401,6 +416,7 @@ class CaptureWriter:
         self._queue: deque[CaptureEvent | _Flush] = deque()
         self._open: dict[datetime, _Object] = {}
         self._in_hand = 0
+        self._idle = False
         self._counts["queued_bytes"] = self._counts["open_events"] = 0
         self._last_drop_log = (0, float("-inf"))
         self._thread = threading.Thread(target=self._run, name=f"capture-writer-{self.config.endpoint}", daemon=True)
@@ -410,7 +426,10 @@ class CaptureWriter:
         while True:
             with self._cond:
                 if not self._queue and not self._closed:
-                    self._cond.wait(self._idle_wait())
+                    wait = self._idle_wait()
+                    self._idle = wait is None
+                    self._cond.wait(wait)
+                    self._idle = False
                 items = list(self._queue)
                 self._queue.clear()
                 self._in_hand = sum(isinstance(e, CaptureEvent) for e in items)
@@ -440,11 +459,13 @@ class CaptureWriter:
                 return
 
     def _idle_wait(self) -> float | None:
+        """How long to wait for events: until woken (None) when nothing is open, else one poll, or less if an
+        object ages out sooner."""
         if not self._open:
             return None
         now = self._clock()
         age = max((now - o.first).total_seconds() for o in self._open.values())
-        return min(_MAX_IDLE_WAIT, max(0.01, self.config.max_object_seconds - age))
+        return min(_POLL_SECONDS, max(0.001, self.config.max_object_seconds - age))
 
     def _append(self, event: CaptureEvent) -> None:
         """Adds `event` to its hour's object, rolling that by size, or first by age.
@@ -551,6 +572,7 @@ def _close_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    _IDS.seed()  # from the OS: a child must not draw its parent's IDs
     for writer in list(_LIVE):
         if not writer.closed:
             writer._init_thread_state()
