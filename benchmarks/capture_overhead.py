@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import signal
@@ -154,10 +155,9 @@ def serve(mode: str, port: int, dest: str) -> None:
     import uvicorn
 
     app, writer = _app(mode, dest)
-    try:
+    # uvicorn re-raises the SIGINT it shut down on (the middleware has closed the writer in the lifespan by then).
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the SIGINT it shut down on (the middleware closed the writer in the lifespan)
     if writer is not None:
         s = writer.stats
         print(json.dumps({"sampled": s.sampled, "written": s.written, "dropped": s.dropped}), flush=True)

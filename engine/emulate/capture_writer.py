@@ -26,8 +26,12 @@ one record are open at once. Loss policy, under back-pressure or failure, never 
   queue may fill, and the drops above are counted.
 
 `stats` returns every counter; drops are also logged as a warning, at most once a minute. The writer is
-flushed and closed by `close`, by leaving its ``with`` block, and at interpreter exit (atexit) for writers
-still open; after ``os.fork`` the child starts empty with its own thread.
+flushed and closed by `close`, by leaving its ``with`` block, by the ASGI middleware at lifespan shutdown, and
+at a normal interpreter exit (atexit) for writers still open. A process killed by a signal runs no atexit
+hook: uvicorn re-raises the SIGTERM it shut down on (the lifespan has closed the writer by then), gunicorn's
+workers exit normally, but a bare ``wsgiref`` or Flask development server dies with what it held unless the
+application closes the writer in a SIGTERM handler of its own. After ``os.fork`` the child starts empty, with
+its own thread and its own event ID generator.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ What is recorded, and when:
   ``BytesIO``; a list or tuple response is recorded at once, any other iterable as it is consumed (so a
   ``wsgi.file_wrapper`` response loses the server's sendfile path while it is captured).
 * ASGI lifespan: when the app finishes its shutdown the writer is closed, flushing what it holds
-  (``close_on_shutdown``); otherwise the writer's atexit hook flushes it when the process exits.
+  (``close_on_shutdown``). That is what saves the capture when uvicorn is stopped by SIGTERM: it re-raises
+  the signal after shutting down, so no atexit hook runs. An app without lifespan support relies on the
+  writer's atexit hook, which runs on a normal exit only. WSGI has no shutdown event: see `CaptureWriter`.
 """
 
 from __future__ import annotations

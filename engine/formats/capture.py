@@ -218,7 +218,7 @@ class CaptureEvent:
 
 def format_inference_time(t: datetime) -> str:
     """``inferenceTime`` as SageMaker writes it: UTC, whole seconds, ``Z`` (``2021-05-18T00:29:04Z``)."""
-    return f"{_utc(t):%Y-%m-%dT%H:%M:%SZ}"
+    return _utc(t).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"  # isoformat: C, and pads the year
 
 
 def _utc(t: datetime) -> datetime:
