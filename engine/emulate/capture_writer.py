@@ -351,8 +351,10 @@ class CaptureWriter:
             counts["peak_queued_bytes"] = max(counts["peak_queued_bytes"], counts["queued_bytes"])
             # A busy writer polls the queue: waking it for every event would cost a thread switch per request.
             # It is woken only from its idle sleep, or early when the queue fills half of its budget.
-            if self._idle or 2 * counts["queued_bytes"] > self.config.max_buffer_bytes or (
-                2 * len(self._queue) > self.config.max_buffer_events
+            if (
+                self._idle
+                or 2 * counts["queued_bytes"] > self.config.max_buffer_bytes
+                or (2 * len(self._queue) > self.config.max_buffer_events)
             ):
                 self._cond.notify()
         return True
