@@ -207,8 +207,8 @@ def test_back_pressure_drops_and_counts_never_blocks_and_bounds_memory(tmp_path:
     assert s.dropped_buffer_full > 0 and s.captured > 0
     assert s.peak_queued_bytes <= budget
     assert s.written == s.captured and s.lost_write_errors == 0
-    # 60 MB offered; held at once: the queue budget, one open 1 MiB object and its joined copy, and slack.
-    assert peak < 12 * 2**20, peak
+    # 60 MB offered; held at once: the queue budget, one open 1 MiB object and its joined copy (~2.3 MB seen).
+    assert peak < 6 * 2**20, peak
     assert max(latencies) < 0.5  # a GIL switch or two, never a wait for storage
     assert sum(len(lines) for lines in _objects(tmp_path).values()) == s.captured
 
