@@ -21,7 +21,7 @@ Sources are silent on where ``customAttributes`` sits; it is written last in ``e
 ``X-Amzn-SageMaker-Custom-Attributes`` header's text (a string, which is how the reader keeps it).
 
 These are pure functions: `engine.emulate.capture_writer` does the buffering and the I/O, and the reader
-(`engine.envelope`) reads exactly these field names, which is why they are module constants.
+(`engine.kernels.envelope`) reads exactly these field names, which is why they are module constants.
 """
 
 from __future__ import annotations
