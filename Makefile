@@ -61,7 +61,10 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
 
+bench-capture: $(VENV)/.dev ## Overhead per request of the capture middleware (a trivial model, in process and under uvicorn)
+	$(PY) -m benchmarks.capture_overhead --json benchmarks/results/capture_overhead.json
+
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean
+.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture

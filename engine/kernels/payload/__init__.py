@@ -269,6 +269,9 @@ def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked
         columns["prediction"] = pa.nulls(n, pa.float64())
         return
     arrays = [columns[scalar[name]] for name in order]
+    if len(arrays) > 1 and any(not _is_binary(a) for a in arrays):
+        # A binary body (BASE64 of no text type) is no prediction next to text ones, and may not be UTF-8.
+        arrays = [a for a in arrays if not _is_binary(a)]
     if len(arrays) == 1:
         columns["prediction"] = arrays[0]
         return
@@ -277,6 +280,10 @@ def _add_prediction(columns: dict[str, pa.Array], output: dict[str, str], marked
     )
     target = pa.float64() if numeric else pa.string()
     columns["prediction"] = pc.coalesce(*(a.cast(target) for a in arrays))
+
+
+def _is_binary(a: pa.Array) -> bool:
+    return bool(pa.types.is_binary(a.type) or pa.types.is_large_binary(a.type))
 
 
 def _raw(data: pa.Array, row: int) -> bytes | None:
