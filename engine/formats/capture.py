@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Final, Literal
 
 import orjson
+import pyarrow as pa
 
 from engine.errors import OptionsError
 
@@ -55,6 +56,7 @@ __all__ = [
     "EVENT_METADATA",
     "EVENT_VERSION",
     "EVENT_VERSION_VALUE",
+    "FIELD_PATHS",
     "INFERENCE_ID",
     "INFERENCE_ID_HEADER",
     "INFERENCE_TIME",
@@ -63,6 +65,7 @@ __all__ = [
     "MODE_INPUT",
     "MODE_OUTPUT",
     "OBSERVED_CONTENT_TYPE",
+    "PARSE_SCHEMA",
     "CaptureEvent",
     "CapturePayload",
     "ContentTypeHeader",
@@ -107,6 +110,35 @@ EVENT_VERSION_VALUE: Final = "0"  # in every record ever seen
 # InvokeEndpoint's HTTP headers for the two caller-supplied fields.
 INFERENCE_ID_HEADER: Final = "X-Amzn-SageMaker-Inference-Id"
 CUSTOM_ATTRIBUTES_HEADER: Final = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+# The reading direction: what `pyarrow.json` parses (unknown fields are ignored, so extra and reordered keys
+# cost nothing), and where each flat column of the capture table comes from. The decoder reads these.
+_PAYLOAD_TYPE = pa.struct([(n, pa.string()) for n in (OBSERVED_CONTENT_TYPE, MODE, DATA, ENCODING)])
+PARSE_SCHEMA: Final = pa.schema(
+    [
+        (CAPTURE_DATA, pa.struct([(ENDPOINT_INPUT, _PAYLOAD_TYPE), (ENDPOINT_OUTPUT, _PAYLOAD_TYPE)])),
+        (
+            EVENT_METADATA,
+            pa.struct([(n, pa.string()) for n in (EVENT_ID, INFERENCE_ID, INFERENCE_TIME, CUSTOM_ATTRIBUTES)]),
+        ),
+        (EVENT_VERSION, pa.string()),
+    ]
+)
+# Flat column -> its path in the record, in the order both decode paths produce the columns.
+FIELD_PATHS: Final[dict[str, tuple[str, ...]]] = {
+    "event_id": (EVENT_METADATA, EVENT_ID),
+    "inference_id": (EVENT_METADATA, INFERENCE_ID),
+    "inference_time": (EVENT_METADATA, INFERENCE_TIME),
+    "event_version": (EVENT_VERSION,),
+    "input_content_type": (CAPTURE_DATA, ENDPOINT_INPUT, OBSERVED_CONTENT_TYPE),
+    "input_encoding": (CAPTURE_DATA, ENDPOINT_INPUT, ENCODING),
+    "input_data": (CAPTURE_DATA, ENDPOINT_INPUT, DATA),
+    "output_content_type": (CAPTURE_DATA, ENDPOINT_OUTPUT, OBSERVED_CONTENT_TYPE),
+    "output_encoding": (CAPTURE_DATA, ENDPOINT_OUTPUT, ENCODING),
+    "output_data": (CAPTURE_DATA, ENDPOINT_OUTPUT, DATA),
+    "custom_attributes": (EVENT_METADATA, CUSTOM_ATTRIBUTES),
+}
 
 # The SageMaker Python SDK's DataCaptureConfig defaults (it always sends CaptureContentTypeHeader).
 DEFAULT_CSV_CONTENT_TYPES: Final = ("text/csv",)

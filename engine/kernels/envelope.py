@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from engine.formats.capture import FIELD_PATHS, PARSE_SCHEMA
 from engine.io.fetch import Piece, ReadFailure
 from engine.kernels.lines import (
     FieldError,
@@ -37,42 +38,24 @@ from engine.times import in_window, parse_inference_times
 
 __all__ = ["decode_unit"]
 
-_PAYLOAD = pa.struct(
-    [("observedContentType", pa.string()), ("mode", pa.string()), ("data", pa.string()), ("encoding", pa.string())]
-)
-# What pyarrow parses; unknown fields are ignored, so extra keys and reordered keys cost nothing.
-_ENVELOPE = pa.schema(
-    [
-        ("captureData", pa.struct([("endpointInput", _PAYLOAD), ("endpointOutput", _PAYLOAD)])),
-        (
-            "eventMetadata",
-            pa.struct(
-                [
-                    ("eventId", pa.string()),
-                    ("inferenceId", pa.string()),
-                    ("inferenceTime", pa.string()),
-                    ("customAttributes", pa.string()),
-                ]
-            ),
-        ),
-        ("eventVersion", pa.string()),
-    ]
-)
-_PARSE = pj.ParseOptions(explicit_schema=_ENVELOPE, unexpected_field_behavior="ignore")
-# Flat columns both decode paths produce, in this order.
-_FLAT = [
-    "event_id",
-    "inference_id",
-    "inference_time",
-    "event_version",
-    "input_content_type",
-    "input_encoding",
-    "input_data",
-    "output_content_type",
-    "output_encoding",
-    "output_data",
-    "custom_attributes",
-]
+_PARSE = pj.ParseOptions(explicit_schema=PARSE_SCHEMA, unexpected_field_behavior="ignore")
+# Flat columns both decode paths produce, in this order; where each comes from is the wire format's.
+_FLAT = list(FIELD_PATHS)
+_PATHS = list(FIELD_PATHS.values())
+
+
+def _nested(table: pa.Table, path: tuple[str, ...]) -> pa.ChunkedArray:
+    col = table.column(path[0])
+    for key in path[1:]:
+        col = pc.struct_field(col, key)
+    return col
+
+
+def _at(rec: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = rec.get(path[0])
+    for key in path[1:]:
+        value = get_key(value, key)
+    return value
 
 
 def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
@@ -83,23 +66,7 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     if read is None:
         return None
     table, idx = read
-    cap = table.column("captureData")
-    meta = table.column("eventMetadata")
-    inp = pc.struct_field(cap, "endpointInput")
-    out = pc.struct_field(cap, "endpointOutput")
-    cols = [
-        pc.struct_field(meta, "eventId"),
-        pc.struct_field(meta, "inferenceId"),
-        pc.struct_field(meta, "inferenceTime"),
-        table.column("eventVersion"),
-        pc.struct_field(inp, "observedContentType"),
-        pc.struct_field(inp, "encoding"),
-        pc.struct_field(inp, "data"),
-        pc.struct_field(out, "observedContentType"),
-        pc.struct_field(out, "encoding"),
-        pc.struct_field(out, "data"),
-        pc.struct_field(meta, "customAttributes"),
-    ]
+    cols = [_nested(table, p) for p in _PATHS]
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
@@ -122,27 +89,12 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
         if not isinstance(rec, dict):
             bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
             continue
-        meta = rec.get("eventMetadata")
-        event_id = get_key(meta, "eventId")
+        event_id = _at(rec, _PATHS[0])
         if event_id is not None and not isinstance(event_id, str):
             bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string"))
             continue
-        cap = rec.get("captureData")
-        inp, out = get_key(cap, "endpointInput"), get_key(cap, "endpointOutput")
         try:
-            row = (
-                event_id,
-                field_text(get_key(meta, "inferenceId")),
-                field_text(get_key(meta, "inferenceTime")),
-                field_text(rec.get("eventVersion")),
-                field_text(get_key(inp, "observedContentType")),
-                field_text(get_key(inp, "encoding")),
-                field_text(get_key(inp, "data")),
-                field_text(get_key(out, "observedContentType")),
-                field_text(get_key(out, "encoding")),
-                field_text(get_key(out, "data")),
-                field_text(get_key(meta, "customAttributes")),
-            )
+            row = [event_id, *(field_text(_at(rec, p)) for p in _PATHS[1:])]
         except FieldError as exc:
             bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}"))
             continue
