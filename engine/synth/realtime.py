@@ -15,6 +15,23 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from engine.formats.capture import (
+    CAPTURE_DATA,
+    DATA,
+    ENCODING,
+    ENDPOINT_INPUT,
+    ENDPOINT_OUTPUT,
+    EVENT_ID,
+    EVENT_METADATA,
+    EVENT_VERSION,
+    EVENT_VERSION_VALUE,
+    INFERENCE_ID,
+    INFERENCE_TIME,
+    MODE,
+    MODE_INPUT,
+    MODE_OUTPUT,
+    OBSERVED_CONTENT_TYPE,
+)
 from engine.synth.options import (
     _DEFAULT_OPTIONS,
     _MS_PER_HOUR,
@@ -310,32 +327,32 @@ class _EventFactory:
                 body_in = base64.b64encode(body_in.encode()).decode("ascii")
                 body_out = base64.b64encode(body_out.encode()).decode("ascii")
                 encoding = "BASE64"
-            metadata = {"eventId": eid}
+            metadata = {EVENT_ID: eid}
             if iid:
                 self.inference_ids += 1
-                metadata["inferenceId"] = str(self.inference_ids)
-            metadata["inferenceTime"] = time_prefix + _MMSS[t // 1000] + (f".{t % 1000:03d}Z" if frac else "Z")
+                metadata[INFERENCE_ID] = str(self.inference_ids)
+            metadata[INFERENCE_TIME] = time_prefix + _MMSS[t // 1000] + (f".{t % 1000:03d}Z" if frac else "Z")
             event = {
-                "captureData": {
-                    "endpointInput": {
-                        "observedContentType": in_type,
-                        "mode": "INPUT",
-                        "data": body_in,
-                        "encoding": encoding,
+                CAPTURE_DATA: {
+                    ENDPOINT_INPUT: {
+                        OBSERVED_CONTENT_TYPE: in_type,
+                        MODE: MODE_INPUT,
+                        DATA: body_in,
+                        ENCODING: encoding,
                     },
-                    "endpointOutput": {
-                        "observedContentType": out_type,
-                        "mode": "OUTPUT",
-                        "data": body_out,
-                        "encoding": encoding,
+                    ENDPOINT_OUTPUT: {
+                        OBSERVED_CONTENT_TYPE: out_type,
+                        MODE: MODE_OUTPUT,
+                        DATA: body_out,
+                        ENCODING: encoding,
                     },
                 },
-                "eventMetadata": metadata,
-                "eventVersion": "0",
+                EVENT_METADATA: metadata,
+                EVENT_VERSION: EVENT_VERSION_VALUE,
             }
             lines.append(orjson.dumps(event))
             if label:
-                key = metadata.get("inferenceId", eid)
+                key = metadata.get(INFERENCE_ID, eid)
                 line = orjson.dumps(
                     {
                         "groundTruthData": {"data": label_data, "encoding": label_encoding},
