@@ -26,10 +26,11 @@ from engine.kernels.lines import (
     FieldError,
     Lines,
     field_text,
-    get_key,
+    nested_column,
     read_unit,
     second_opinion,
     unverified_lines,
+    value_at,
 )
 from engine.kernels.rejects import unit_rejects
 from engine.kernels.result import UnitResult
@@ -44,20 +45,6 @@ _FLAT = list(FIELD_PATHS)
 _PATHS = list(FIELD_PATHS.values())
 
 
-def _nested(table: pa.Table, path: tuple[str, ...]) -> pa.ChunkedArray:
-    col = table.column(path[0])
-    for key in path[1:]:
-        col = pc.struct_field(col, key)
-    return col
-
-
-def _at(rec: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = rec.get(path[0])
-    for key in path[1:]:
-        value = get_key(value, key)
-    return value
-
-
 def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
     """pyarrow over the whole unit, or None when the unit needs the per-line path."""
     if not lines.total:
@@ -66,7 +53,7 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     if read is None:
         return None
     table, idx = read
-    cols = [_nested(table, p) for p in _PATHS]
+    cols = [nested_column(table, p) for p in _PATHS]
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
@@ -89,12 +76,12 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
         if not isinstance(rec, dict):
             bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
             continue
-        event_id = _at(rec, _PATHS[0])
+        event_id = value_at(rec, _PATHS[0])
         if event_id is not None and not isinstance(event_id, str):
             bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string"))
             continue
         try:
-            row = [event_id, *(field_text(_at(rec, p)) for p in _PATHS[1:])]
+            row = [event_id, *(field_text(value_at(rec, p)) for p in _PATHS[1:])]
         except FieldError as exc:
             bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}"))
             continue

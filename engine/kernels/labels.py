@@ -19,17 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from engine.formats.ground_truth import FIELD_PATHS, PARSE_SCHEMA
 from engine.io.fetch import Piece
-
-# The unit's line geometry and UTF-8 check are the envelope decoder's: labels are JSONL of the same kind.
 from engine.kernels.lines import (
     FieldError,
     Lines,
     field_text,
-    get_key,
+    nested_column,
     read_unit,
     second_opinion,
     unverified_lines,
+    value_at,
 )
 from engine.kernels.rejects import LineReject, unit_rejects
 from engine.kernels.result import UnitResult
@@ -42,16 +42,9 @@ logger = logging.getLogger(__name__)
 
 _RAW_LIMIT = 1 << 20
 _HOUR_KEY = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$")
-# What pyarrow parses; unknown fields (inferenceId, customAttributes...) are ignored.
-_RECORD = pa.schema(
-    [
-        ("groundTruthData", pa.struct([("data", pa.string()), ("encoding", pa.string())])),
-        ("eventMetadata", pa.struct([("eventId", pa.string()), ("inferenceTime", pa.string())])),
-        ("eventVersion", pa.string()),
-    ]
-)
-_PARSE = pj.ParseOptions(explicit_schema=_RECORD, unexpected_field_behavior="ignore")
-_FLAT = ["event_id", "label_data", "label_encoding", "label_inference_time", "event_version"]
+_PARSE = pj.ParseOptions(explicit_schema=PARSE_SCHEMA, unexpected_field_behavior="ignore")
+_FLAT = list(FIELD_PATHS)
+_PATHS = list(FIELD_PATHS.values())
 
 
 def labels_schema() -> pa.Schema:
@@ -67,15 +60,7 @@ def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | No
     if read is None:
         return None
     table, idx = read
-    gt = table.column("groundTruthData")
-    meta = table.column("eventMetadata")
-    cols = [
-        pc.struct_field(meta, "eventId"),
-        pc.struct_field(gt, "data"),
-        pc.struct_field(gt, "encoding"),
-        pc.struct_field(meta, "inferenceTime"),
-        table.column("eventVersion"),
-    ]
+    cols = [nested_column(table, p) for p in _PATHS]
     return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
@@ -113,22 +98,14 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
             if not isinstance(rec, dict):
                 bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a ground-truth record", raw))
                 continue
-            meta = rec.get("eventMetadata")
-            event_id = get_key(meta, "eventId")
+            event_id = value_at(rec, _PATHS[0])
             if isinstance(event_id, int) and not isinstance(event_id, bool):
                 event_id = str(event_id)  # an id written as a number means its digits
             if event_id is not None and not isinstance(event_id, str):
                 bad.append((i, "missing_event_id", "eventMetadata.eventId is not a string", raw))
                 continue
-            gt = rec.get("groundTruthData")
             try:
-                row = (
-                    event_id,
-                    field_text(get_key(gt, "data")),
-                    field_text(get_key(gt, "encoding")),
-                    field_text(get_key(meta, "inferenceTime")),
-                    field_text(rec.get("eventVersion")),
-                )
+                row = [event_id, *(field_text(value_at(rec, p)) for p in _PATHS[1:])]
             except FieldError as exc:
                 bad.append((i, "invalid_field", f"a field cannot be kept as JSON text: {exc}", raw))
                 continue

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from engine.io.fetch import Piece
@@ -22,10 +23,12 @@ __all__ = [
     "Lines",
     "field_text",
     "get_key",
+    "nested_column",
     "read_unit",
     "second_opinion",
     "unverified_lines",
     "valid_utf8",
+    "value_at",
 ]
 
 
@@ -195,3 +198,19 @@ def read_unit(lines: Lines, parse: pj.ParseOptions, max_line_bytes: int) -> tupl
         return None
     idx = lines.row_lines(table.num_rows)
     return None if idx is None else (table, idx)
+
+
+def nested_column(table: pa.Table, path: tuple[str, ...]) -> pa.ChunkedArray:
+    """The column at `path` of a table pyarrow parsed (a field of structs of structs)."""
+    col = table.column(path[0])
+    for key in path[1:]:
+        col = pc.struct_field(col, key)
+    return col
+
+
+def value_at(rec: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `path` of a parsed record; None where a level is missing or not an object."""
+    value: Any = rec.get(path[0])
+    for key in path[1:]:
+        value = get_key(value, key)
+    return value

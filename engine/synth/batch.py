@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from engine.formats.ground_truth import encode_label
 from engine.synth.options import BatchSynthOptions, BatchSynthSummary, _validate_batch
 from engine.synth.output import _LabelSink, _Writer
 from engine.synth.text import _churn_pool, _csv_layout, _jsonl_pool, _uuid4s
@@ -291,12 +292,6 @@ def _render_batch_file(
 @lru_cache(maxsize=4)
 def _label_parts(data: str, encoding: str) -> tuple[str, str]:
     """A compact ground-truth line for ``data``, split where its ``eventMetadata.eventId`` value goes."""
-    line = orjson.dumps(
-        {
-            "groundTruthData": {"data": data, "encoding": encoding},
-            "eventMetadata": {"eventId": "|"},  # a marker no label text or UUID contains
-            "eventVersion": "0",
-        }
-    ).decode()
+    line = encode_label("|", data, encoding).decode()  # "|": a marker no label text or UUID contains
     head, tail = line.split("|")
     return head, tail

@@ -32,6 +32,7 @@ from engine.formats.capture import (
     MODE_OUTPUT,
     OBSERVED_CONTENT_TYPE,
 )
+from engine.formats.ground_truth import encode_label
 from engine.synth.options import (
     _DEFAULT_OPTIONS,
     _MS_PER_HOUR,
@@ -353,13 +354,7 @@ class _EventFactory:
             lines.append(orjson.dumps(event))
             if label:
                 key = metadata.get(INFERENCE_ID, eid)
-                line = orjson.dumps(
-                    {
-                        "groundTruthData": {"data": label_data, "encoding": label_encoding},
-                        "eventMetadata": {"eventId": key},
-                        "eventVersion": "0",
-                    }
-                )
+                line = encode_label(key, label_data, label_encoding)
                 # Labels wait in memory for hours; orjson's bytes keep a ~4 KiB buffer each, a str copy does not.
                 labels.append((delay, line.decode()))
         lines.append(b"")
