@@ -163,6 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
             if mode == "fewer":
                 out = b"".join(out.splitlines(keepends=True)[:-1])
             self._send(200, out, out_type)
+        except OSError:  # the client gave up (a timeout): nobody to answer
+            self.close_connection = True
         except Exception as exc:  # a bad input is the model's 400, as real containers answer
             self._send(400, f"bad input: {exc}".encode())
         finally:

@@ -384,10 +384,13 @@ def run_transform(
             if isinstance(model, str)
             else model
         )
-        client.ping(options.ping_timeout)
-    except (ValueError, ModelUnavailable) as exc:
+    except ValueError as exc:
         raise TransformUnavailable(str(exc)) from None
     try:
+        try:
+            client.ping(options.ping_timeout)
+        except ModelUnavailable as exc:
+            raise TransformUnavailable(str(exc)) from None
         suggested = (
             client.execution_parameters()
             if None in (options.batch_strategy, options.max_payload_mb, options.max_concurrent)
