@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -211,9 +212,20 @@ class _Output:
             logger.debug("could not remove %s: %s", self.tmp, exc)
 
 
+def _text(data: bytes) -> pa.Array:
+    """`data` as a one-element string array, without copying it (a Python list would make pyarrow import
+    pandas to look at it); ArrowInvalid when it is not UTF-8."""
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(data)]).cast(pa.string())
+
+
 def _lines(data: bytes) -> pa.Array:
-    """Whole-line bytes as their lines (no line ending; CR of CRLF removed), checking UTF-8, in Arrow."""
-    text = pa.array([data], pa.binary()).cast(pa.string())  # ArrowInvalid on bad UTF-8
+    """Whole-line bytes as their lines (no line ending; CR of CRLF removed), checking UTF-8, in Arrow.
+
+    Nothing is no line (an empty answer holds no record), not one empty line."""
+    if not data:
+        return pa.array(np.array([], dtype=object), pa.string())
+    text = _text(data)
     parts = pc.list_flatten(pc.split_pattern(text, "\n"))
     if data.endswith(b"\n"):
         parts = parts.slice(0, len(parts) - 1)
@@ -221,7 +233,8 @@ def _lines(data: bytes) -> pa.Array:
 
 
 def _concat(records: pa.Array, newline_after_last: bool) -> bytes:
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(records)], pa.int32()), records), "\n")
+    offsets = pa.array(np.array([0, len(records)], dtype=np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, records), "\n")
     text: str = joined[0].as_py()
     return (text + ("\n" if newline_after_last else "")).encode()
 
@@ -250,7 +263,7 @@ class _Transformer:
 
     def _records(self, data: bytes) -> pa.Array:
         if self.o.split_type == "None":
-            return pa.array([data.decode("utf-8").strip()], pa.string())
+            return pc.utf8_trim_whitespace(_text(data))
         return _lines(data)
 
     def _transform(self, job: _Job, b: Batch) -> _Result:
@@ -303,7 +316,7 @@ class _Transformer:
         if self.o.generate_inference_id:
             one_object = self.o.split_type == "None"  # one ID per record sent: here the object
             ids = wire.new_inference_ids(1 if one_object else len(records))
-            ids = ids.take(pa.array([0] * len(records), pa.int64())) if one_object else ids
+            ids = ids.take(pa.array(np.zeros(len(records), dtype=np.int64))) if one_object else ids
             records = wire.append_ids(records, ids, self.time, json_records=record_json)
         newline = self.o.assemble_with == "Line" or out.endswith(b"\n")
         return _concat(records, newline)
