@@ -260,15 +260,52 @@ def test_payload_limit_and_concurrency(model_url: str, features: dict[str, list[
     assert (out / "big.csv.out").read_text().splitlines() == _scores(_csv_rows([row])) * len(lines)
 
 
-def test_execution_parameters_and_precedence(model_url: str, tmp_path: Path) -> None:
-    """Unset options come from /execution-parameters (2 concurrent, 1 MB), the request's own win."""
-    src, out, _ = _layout(tmp_path, {"x.csv": b"1,2\n3,4\n"})
-    urllib.request.urlopen(urllib.request.Request(f"{model_url}/reset", b"", method="POST")).close()
-    run_transform(
-        str(src), str(out), model_url, options=TransformOptions(content_type=CSV, split_type="Line", max_payload_mb=8)
+def test_execution_parameters_and_precedence(model_url: str) -> None:
+    """Unset options come from /execution-parameters, the job's own win, then 1, MultiRecord, 6."""
+    from engine.emulate import HttpModel
+    from engine.errors import OptionsError
+
+    with_params, without = (
+        HttpModel(model_url, timeout=5, retries=0),
+        HttpModel(f"{model_url}/noexec", timeout=5, retries=0),
     )
-    with pytest.raises(Exception, match="at most 100"):
-        run_transform(str(src), str(out), model_url, options=TransformOptions(split_type="Line", max_payload_mb=60))
+    try:
+        suggested = with_params.execution_parameters()
+        assert suggested == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+        assert without.execution_parameters() == {}
+    finally:
+        with_params.close()
+        without.close()
+    mine = TransformOptions(split_type="Line", max_payload_mb=8).resolved(suggested)
+    assert (mine.max_concurrent, mine.batch_strategy, mine.max_payload_mb) == (2, "MultiRecord", 8)
+    default = TransformOptions(split_type="Line").resolved({})
+    assert (default.max_concurrent, default.batch_strategy, default.max_payload_mb) == (1, "MultiRecord", 6)
+    single = TransformOptions(split_type="Line", batch_strategy="SingleRecord").resolved(suggested)
+    assert single.batch_strategy == "SingleRecord"
+    with pytest.raises(OptionsError, match="at most 100"):
+        TransformOptions(split_type="Line", max_payload_mb=60).resolved(suggested)
+
+
+def test_callable_model_and_interrupt(features: dict[str, list[str]], tmp_path: Path) -> None:
+    """A Python callable as the model; an interrupt (SIGTERM's flag) stops the job at a safe point: the files done
+    keep their .out, the one in progress gets none and no temporary object is left."""
+    from engine import interrupts
+
+    rows = features["csv"][:3]
+    src, out, _ = _layout(
+        tmp_path, {"a.csv": ("\n".join(rows) + "\n").encode(), "b.csv": ("\n".join(rows) + "\n").encode()}
+    )
+    opts = TransformOptions(content_type=CSV, split_type="Line", batch_strategy="SingleRecord", assemble_with="Line")
+    run_transform(str(src), str(out / "plain"), "tests.transform_model:invoke", options=opts)
+    assert (out / "plain" / "b.csv.out").read_text().splitlines() == _scores(_csv_rows(rows))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_transform(str(src), str(out / "stopped"), "tests.transform_model:invoke_then_interrupt", options=opts)
+    finally:
+        interrupts.reset()
+    assert [p.name for p in (out / "stopped").rglob("*") if p.is_file()] == [] or not (out / "stopped").exists()
+    with pytest.raises(TransformUnavailable, match="cannot load the model"):
+        run_transform(str(src), str(out / "x"), "tests.transform_model:nope", options=opts)
 
 
 def test_recordio_gzip_and_manifest_input(model_url: str, features: dict[str, list[str]], tmp_path: Path) -> None:
@@ -347,13 +384,21 @@ def test_failed_files(mode: str, opts: dict[str, Any], why: str, model_url: str,
 
 
 def test_one_bad_file_fails_alone(model_url: str, tmp_path: Path) -> None:
-    """A file the model refuses (HTTP 400) or one with a record over the payload limit gets no .out; the others do."""
+    """A file the model refuses (HTTP 400, also after a first record was written) or one with a record over the
+    payload limit gets no .out; the others do."""
     big = b"1," * (2**20 // 2) + b"1\n"
-    src, out, cap = _layout(tmp_path, {"a.csv": b"1,2\n", "b.csv": b"1,x\n", "c.csv": big, "d.csv": b"3,4\n"})
-    options = TransformOptions(
-        content_type=CSV, split_type="Line", assemble_with="Line", max_payload_mb=1, capture=str(cap)
+    src, out, cap = _layout(
+        tmp_path, {"a.csv": b"1,2\n", "b.csv": b"1,x\n", "c.csv": big, "d.csv": b"3,4\n", "e.csv": b"5,6\n1,y\n"}
     )
-    with pytest.raises(TransformFailed, match=r"2 of 4 input files got no \.out: .*b\.csv: record 1: .*HTTP 400"):
+    options = TransformOptions(
+        content_type=CSV,
+        split_type="Line",
+        batch_strategy="SingleRecord",
+        assemble_with="Line",
+        max_payload_mb=1,
+        capture=str(cap),
+    )
+    with pytest.raises(TransformFailed, match=r"3 of 5 input files got no \.out: .*b\.csv: record 1: .*HTTP 400"):
         run_transform(str(src), str(out), model_url, options=options)
     assert sorted(p.name for p in out.rglob("*.out")) == ["a.csv.out", "d.csv.out"]
     _no_leftovers(out)

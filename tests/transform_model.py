@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import struct
 import sys
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["score_csv", "score_json", "score_jsonlines", "score_rows"]
+__all__ = ["invoke", "invoke_then_interrupt", "score_csv", "score_json", "score_jsonlines", "score_rows"]
 
 
 def score_rows(rows: list[list[float]]) -> np.ndarray:
@@ -96,6 +97,25 @@ def score(body: bytes, content_type: str) -> tuple[bytes, str]:
     if kind == "application/x-recordio-single":  # SingleRecord RecordIO: the data without its framing
         return score_csv(body), "text/csv"
     return score_csv(body), "text/csv"
+
+
+def invoke(data: bytes, content_type: str | None, accept: str | None) -> bytes:
+    """The same model as a Python callable, for ``--model tests.transform_model:invoke``."""
+    return score(data, content_type or "text/csv")[0]
+
+
+_calls = 0
+
+
+def invoke_then_interrupt(data: bytes, content_type: str | None, accept: str | None) -> bytes:
+    """As `invoke`, but asks the job to stop (as SIGTERM does) during its second invocation."""
+    global _calls
+    _calls += 1
+    if _calls == 2:
+        from engine import interrupts
+
+        interrupts.request(signal.SIGTERM)
+    return invoke(data, content_type, accept)
 
 
 _stats: dict[str, Any] = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "max_body": 0, "bodies": []}

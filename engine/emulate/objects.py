@@ -107,8 +107,10 @@ class OutputObject:
     def abort(self) -> None:
         try:
             if self.handle is not None:
-                discard = getattr(self.handle, "discard", None)  # s3fs: abort the multipart upload
-                (discard or self.handle.close)()
+                try:
+                    self.handle.discard()  # s3fs: abort the multipart upload, so no part is ever committed
+                except (AttributeError, RuntimeError):  # a local file: closed, then removed below
+                    self.handle.close()
             if self.loc.fs.exists(self.tmp):
                 self.loc.fs.rm(self.tmp)
         except OSError as exc:  # the temporary folder is removed at the end anyway
