@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pytest
 
-from engine.batch import BatchOptions, read_batch
+from engine.jobs.batch import BatchOptions, read_batch
 from engine.emulate import TransformFailed, TransformOptions, TransformUnavailable, run_transform
 from engine.emulate.records import recordio_frame
 from engine.synth import BatchSynthOptions, synth_batch

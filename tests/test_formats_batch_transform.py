@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from engine.batch import read_batch
+from engine.jobs.batch import read_batch
 from engine.emulate.jsonpath import PathError, parse_path
 from engine.formats import (
     append_ids,

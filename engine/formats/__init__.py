@@ -1,4 +1,4 @@
-"""SageMaker's wire formats in the writing direction, as data and pure functions (readers: engine.batch & co)."""
+"""SageMaker's wire formats in the writing direction, as data and pure functions (readers: engine.jobs.batch & co)."""
 
 from engine.formats.batch_transform import (
     ID_KEY,

@@ -1,6 +1,6 @@
 """Batch transform's wire format in the writing direction: what a transform job appends, joins and lists.
 
-The reading side is ``engine.batch`` (records), ``engine.transform`` (objects in step) and ``engine.manifest``
+The reading side is ``engine.jobs.batch`` (records), ``engine.sources.transform`` (objects in step) and ``engine.sources.manifests``
 (capture manifests); every function here writes exactly what those read back (formats reference 3 and 4):
 
 - ``GenerateInferenceId``: CSV records get two more columns, ``,<uuid>,<time>``; JSON records get the keys
