@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from engine import interrupts
 from engine._runtime import tune_memory
 from engine._version import __version__
+from engine.emulate.command import add_commands as add_emulate_commands
 from engine.errors import EngineError, OptionsError
 from engine.io.storage import redact, register_secrets, translate_errors
 from engine.jobs.realtime import run_realtime
@@ -265,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("dir", nargs="?", default="demo-output", help="working directory (default demo-output)")
     _add_common(de)
     _MONITOR.update(add_monitor_commands(sub, _add_common))
+    _MONITOR.update(add_emulate_commands(sub, _add_common))
     return parser
 
 

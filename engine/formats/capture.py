@@ -27,14 +27,17 @@ These are pure functions: `engine.emulate.capture_writer` does the buffering and
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from engine.errors import OptionsError
 
@@ -65,7 +68,6 @@ __all__ = [
     "MODE_INPUT",
     "MODE_OUTPUT",
     "OBSERVED_CONTENT_TYPE",
-    "PARSE_SCHEMA",
     "CaptureEvent",
     "CapturePayload",
     "ContentTypeHeader",
@@ -81,6 +83,7 @@ __all__ = [
     "object_key",
     "object_name",
     "parse_capture_modes",
+    "parse_schema",
     "valid_custom_attributes",
     "valid_inference_id",
 ]
@@ -114,17 +117,22 @@ CUSTOM_ATTRIBUTES_HEADER: Final = "X-Amzn-SageMaker-Custom-Attributes"
 
 # The reading direction: what `pyarrow.json` parses (unknown fields are ignored, so extra and reordered keys
 # cost nothing), and where each flat column of the capture table comes from. The decoder reads these.
-_PAYLOAD_TYPE = pa.struct([(n, pa.string()) for n in (OBSERVED_CONTENT_TYPE, MODE, DATA, ENCODING)])
-PARSE_SCHEMA: Final = pa.schema(
-    [
-        (CAPTURE_DATA, pa.struct([(ENDPOINT_INPUT, _PAYLOAD_TYPE), (ENDPOINT_OUTPUT, _PAYLOAD_TYPE)])),
-        (
-            EVENT_METADATA,
-            pa.struct([(n, pa.string()) for n in (EVENT_ID, INFERENCE_ID, INFERENCE_TIME, CUSTOM_ATTRIBUTES)]),
-        ),
-        (EVENT_VERSION, pa.string()),
-    ]
-)
+@functools.cache
+def parse_schema() -> pa.Schema:
+    """The explicit schema pyarrow parses capture lines with (pyarrow is imported here, not by the writers)."""
+    import pyarrow as pa
+
+    payload = pa.struct([(n, pa.string()) for n in (OBSERVED_CONTENT_TYPE, MODE, DATA, ENCODING)])
+    metadata = pa.struct([(n, pa.string()) for n in (EVENT_ID, INFERENCE_ID, INFERENCE_TIME, CUSTOM_ATTRIBUTES)])
+    return pa.schema(
+        [
+            (CAPTURE_DATA, pa.struct([(ENDPOINT_INPUT, payload), (ENDPOINT_OUTPUT, payload)])),
+            (EVENT_METADATA, metadata),
+            (EVENT_VERSION, pa.string()),
+        ]
+    )
+
+
 # Flat column -> its path in the record, in the order both decode paths produce the columns.
 FIELD_PATHS: Final[dict[str, tuple[str, ...]]] = {
     "event_id": (EVENT_METADATA, EVENT_ID),

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from engine.formats.capture import FIELD_PATHS, PARSE_SCHEMA
+from engine.formats.capture import FIELD_PATHS, parse_schema
 from engine.io.fetch import Piece, ReadFailure
 from engine.kernels.lines import (
     FieldError,
@@ -39,7 +39,7 @@ from engine.times import in_window, parse_inference_times
 
 __all__ = ["decode_unit"]
 
-_PARSE = pj.ParseOptions(explicit_schema=PARSE_SCHEMA, unexpected_field_behavior="ignore")
+_PARSE = pj.ParseOptions(explicit_schema=parse_schema(), unexpected_field_behavior="ignore")
 # Flat columns both decode paths produce, in this order; where each comes from is the wire format's.
 _FLAT = list(FIELD_PATHS)
 _PATHS = list(FIELD_PATHS.values())
