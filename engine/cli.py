@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from engine import interrupts
 from engine._version import __version__
 from engine.errors import EngineError, OptionsError
+from engine.html.command import add_commands as add_report_commands
 from engine.monitor.command import add_commands as add_monitor_commands
 from engine.options import MergeOptions, RealtimeOptions, check_location, parse_duration, parse_size, parse_time
 from engine.payload import load_column_spec
@@ -268,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("dir", nargs="?", default="demo-output", help="working directory (default demo-output)")
     _add_common(de)
     _MONITOR.update(add_monitor_commands(sub, _add_common))
+    _MONITOR.update(add_report_commands(sub, _add_common))
     return parser
 
 
