@@ -152,7 +152,8 @@ def _payload(aggs: list[DatasetAggregates]) -> Section:
                 (pl.col("rows") / pl.col("events")).alias("records_per_event")
             )
         sec.tables.append((f"Tables{_name(agg, many)}", tables))
-        if any(t.kind in ("decoded",) or "record_index" in t.columns["column"].to_list() for t in agg.tables):
+        # Records per event where events can hold several (decoded real-time capture; batch rows are records).
+        if any({"event_id", "record_index"} <= set(t.columns["column"].to_list()) for t in agg.tables):
             sec.figures.append(charts.records_per_event_chart(agg.records_per_event, key=f"records-per-event-{i}"))
         sec.tables.append((f"Columns and their types{_name(agg, many)}", _columns_table(agg)))
     return sec

@@ -135,7 +135,10 @@ def _read(src: DatasetSource, rels: list[str], columns: list[str]) -> tuple[ds.F
     paths = [src.loc.join(r) for r in rels]
     with translate_errors(src.uri):
         dataset = ds.dataset(paths, filesystem=src.loc.fs, format="parquet")
-        wanted = [c for c in columns if c in dataset.schema.names]
+        names = set(dataset.schema.names)
+        # Event ids only where an event may hold several records: a column of strings per row is the costliest read.
+        skip = set() if "record_index" in names and "manifest_file" not in names else {"event_id", "record_index"}
+        wanted = [c for c in columns if c in names and c not in skip]
         table = dataset.to_table(columns=wanted)
     return dataset, pl.from_arrow(table)  # type: ignore[return-value]
 
