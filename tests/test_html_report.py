@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ import pytest
 
 from engine.errors import SourceError
 from engine.html import ReportOptions, build_report, write_report
-from engine.html.browser import check_page, find_chromium
+from engine.html.browser import Browser, find_chromium
 from engine.html.demo import BAD_LINES, run_report_demo
 
-SPEC = re.compile(r"<script type=\"application/json\" data-chart='(chart-\d+)' data-key='([^']+)'>(.*?)</script>", re.S)
+SPEC = re.compile(r'<script type="application/json" data-chart="(chart-\d+)" data-key="([^"]+)">(.*?)</script>', re.S)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _charts(page: str) -> dict[str, list[dict[str, Any]]]:
     """Each chart's data as the page carries it (what the browser draws), by figure key."""
-    return {key: json.loads(text)["datasets"]["table"] for _, key, text in SPEC.findall(page)}
+    return {html.unescape(key): json.loads(text)["datasets"]["table"] for _, key, text in SPEC.findall(page)}
 
 
 def _scan(root: Path) -> pl.LazyFrame:
@@ -166,17 +167,23 @@ def test_cli_report_and_monitor_report(demo: Path, tmp_path: Path, run_cli: Call
     assert "missing_column_check" in page  # the baseline's other features are missing from this window
 
 
-def test_page_renders_offline_in_chromium(demo: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("Chromium not installed (make test installs Debian's chromium when run as root)")
+    with Browser(chromium) as b:
+        yield b
+
+
+def test_page_renders_offline_in_chromium(demo: Path, tmp_path: Path, browser: Browser) -> None:
     page = tmp_path / "report.html"
     sources = [demo / "decoded", demo / "merged", demo / "baseline", demo / "data-quality"]
     sources += sorted((demo / "model-quality").iterdir())
     write_report([str(s) for s in sources], str(page))
     expected = len(SPEC.findall(page.read_text()))
     shot = tmp_path / "report.png"
-    check = check_page(page, screenshot=shot, chromium=chromium, max_height=4000)
+    check = browser.check(page, screenshot=shot, max_height=4000)
     assert check.errors == [] and check.requests == []
     assert check.state == "rendered"
     assert len(check.charts) == expected > 10
@@ -186,15 +193,12 @@ def test_page_renders_offline_in_chromium(demo: Path, tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1100, 4000)
 
 
-def test_a_broken_chart_is_seen_by_the_browser_check(tmp_path: Path, demo: Path) -> None:
-    # The check must be able to fail: a spec Vega cannot draw gives a console error and a chart without marks.
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("Chromium not installed (make test installs Debian's chromium when run as root)")
+def test_a_broken_chart_is_seen_by_the_browser_check(tmp_path: Path, demo: Path, browser: Browser) -> None:
+    # The check must be able to fail: a spec Vega cannot draw gives a console error and a failed page.
     page = tmp_path / "broken.html"
     write_report([str(demo / "data-quality")], str(page))
     text = page.read_text()
     text = text.replace('"mark":{"type":"bar"', '"mark":{"type":"no-such-mark"', 1)
     page.write_text(text)
-    check = check_page(page, chromium=chromium)
+    check = browser.check(page)
     assert check.errors and check.state == "failed"

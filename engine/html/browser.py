@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.html._engine import EngineError
 
-__all__ = ["CHROMIUM", "PageCheck", "check_page", "find_chromium"]
+__all__ = ["CHROMIUM", "Browser", "BrowserError", "PageCheck", "check_page", "find_chromium"]
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (
@@ -126,65 +126,96 @@ def _endpoint(profile: Path, proc: subprocess.Popen[bytes], timeout: float) -> s
     raise BrowserError(f"chromium did not listen within {timeout:.0f} s")
 
 
+class Browser:
+    """One headless Chromium (a fresh profile) to open pages in, one after the other: ``with Browser() as b:``."""
+
+    def __init__(self, chromium: str | None = None, *, width: int = 1100, timeout: float = 60.0) -> None:
+        exe = chromium or find_chromium()
+        if exe is None:
+            raise BrowserError("no Chromium found (install Debian's chromium, or set CHROMIUM)")
+        self.width, self.timeout = width, timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="report-browser-")
+        profile = Path(self._tmp.name)
+        self._log = (profile / "stderr.log").open("wb")
+        args = [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"]
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=self._log)
+        try:
+            self._session = _Session(_endpoint(profile, self._proc, timeout), timeout)
+            for domain in ("Runtime", "Log", "Page", "Network"):
+                self._session.call(f"{domain}.enable")
+            self._session.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
+                               uploadThroughput=-1)  # fmt: skip
+            self._session.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
+                               mobile=False)  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.ws.close()
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+        self._tmp.cleanup()
+
+    def check(
+        self, page: Path, *, screenshot: Path | None = None, max_height: int = 20_000, top: int = 0, scale: float = 1.0
+    ) -> PageCheck:
+        """Open `page` from disk offline, wait until its charts are drawn (or the timeout), report what happened.
+
+        With `screenshot`, a PNG of the page from `top` (at most `max_height` CSS pixels, drawn at `scale`) is
+        written there.
+        """
+        session = self._session
+        session.call("Page.navigate", url="about:blank")  # so that the previous page's state is gone
+        session.events.clear()
+        page_uri = page.resolve().as_uri()
+        session.call("Page.navigate", url=page_uri)
+        deadline, state = time.monotonic() + self.timeout, "pending"
+        while time.monotonic() < deadline:
+            state = session.evaluate(f"location.href === {json.dumps(page_uri)} && document.body ? "
+                                     "document.body.dataset.charts || 'pending' : 'pending'")  # fmt: skip
+            if state in ("rendered", "failed"):
+                break
+            time.sleep(0.05)
+        render_ms = float(session.evaluate("document.body.dataset.renderMs || performance.now()") or 0.0)
+        charts = json.loads(session.evaluate(_CHARTS_JS) or "[]")
+        if screenshot is not None:
+            size = session.call("Page.getLayoutMetrics")["cssContentSize"]
+            height = max(1, min(max_height, int(size["height"]) - top))
+            clip = {"x": 0, "y": top, "width": self.width, "height": height, "scale": scale}
+            shot = session.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        time.sleep(0.1)
+        session.evaluate("1")  # collect the events that arrived meanwhile
+        errors, requests = _errors(session.events)
+        others = [r for r in requests if r != page_uri]
+        return PageCheck(state=state, charts=charts, errors=errors, requests=others, render_ms=render_ms,
+                         screenshot=screenshot)  # fmt: skip
+
+
 def check_page(
     page: Path,
     *,
     screenshot: Path | None = None,
     chromium: str | None = None,
-    width: int = 1100,
     max_height: int = 20_000,
     top: int = 0,
     scale: float = 1.0,
     timeout: float = 60.0,
 ) -> PageCheck:
-    """Open `page` from disk offline, wait until its charts are drawn (or `timeout`), report what happened.
-
-    With `screenshot`, a PNG of the page from `top` (at most `max_height` CSS pixels, drawn at `scale`) is
-    written there.
-    """
-    exe = chromium or find_chromium()
-    if exe is None:
-        raise BrowserError("no Chromium found (install Debian's chromium, or set CHROMIUM)")
-    with tempfile.TemporaryDirectory(prefix="report-browser-") as tmp:
-        profile = Path(tmp)
-        log = (profile / "stderr.log").open("wb")
-        proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=log, stderr=log)
-        try:
-            session = _Session(_endpoint(profile, proc, timeout), timeout)
-            for domain in ("Runtime", "Log", "Page", "Network"):
-                session.call(f"{domain}.enable")
-            session.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                         uploadThroughput=-1)  # fmt: skip
-            session.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
-                         mobile=False)  # fmt: skip
-            session.call("Page.navigate", url=page.resolve().as_uri())
-            deadline, state = time.monotonic() + timeout, "pending"
-            while time.monotonic() < deadline:
-                state = session.evaluate("document.body ? document.body.dataset.charts || 'pending' : 'pending'")
-                if state in ("rendered", "failed"):
-                    break
-                time.sleep(0.05)
-            render_ms = float(session.evaluate("document.body.dataset.renderMs || performance.now()") or 0.0)
-            charts = json.loads(session.evaluate(_CHARTS_JS) or "[]")
-            if screenshot is not None:
-                size = session.call("Page.getLayoutMetrics")["cssContentSize"]
-                height = max(1, min(max_height, int(size["height"]) - top))
-                clip = {"x": 0, "y": top, "width": width, "height": height, "scale": scale}
-                shot = session.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
-                screenshot.write_bytes(base64.b64decode(shot["data"]))
-            time.sleep(0.1)
-            session.evaluate("1")  # collect events that arrived meanwhile
-            errors, requests = _errors(session.events)
-            page_uri = page.resolve().as_uri()
-            session.ws.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-    others = [r for r in requests if r != page_uri]
-    return PageCheck(state=state, charts=charts, errors=errors, requests=others, render_ms=render_ms,
-                     screenshot=screenshot)  # fmt: skip
+    """`Browser.check` of one page in a browser of its own."""
+    with Browser(chromium, timeout=timeout) as browser:
+        return browser.check(page, screenshot=screenshot, max_height=max_height, top=top, scale=scale)

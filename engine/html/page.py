@@ -122,11 +122,12 @@ def _json_script(data: object, attrs: str) -> str:
 
 def _figure(fig: Figure, n: int) -> str:
     chart_id = f"chart-{n}"
+    attrs = f'data-chart="{chart_id}" data-key="{html.escape(fig.key)}"'
     return (
         f'<figure id="{html.escape(fig.key)}" class="figure">'
         f"<h3>{html.escape(fig.title)}</h3>"
         f'<div class="chart" id="{chart_id}" role="img" aria-label="{html.escape(fig.title)}"></div>'
-        f"{_json_script(fig.spec, f'data-chart={chart_id!r} data-key={fig.key!r}')}"
+        f"{_json_script(fig.spec, attrs)}"
         f"<figcaption>{html.escape(fig.caption)}</figcaption>"
         f"<details><summary>Table: {html.escape(fig.title)}</summary>{table_html(fig.table)}</details>"
         "</figure>"
