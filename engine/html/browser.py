@@ -53,6 +53,7 @@ class PageCheck:
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # every URL the page asked for but itself
     render_ms: float = 0.0  # from navigation start until every chart was drawn (the page's own clock)
+    busy_ms: float = 0.0  # the page's main-thread task time (CPU, whatever else the machine runs)
     screenshot: Path | None = None
 
 
@@ -141,7 +142,7 @@ class Browser:
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=self._log)
         try:
             self._session = _Session(_endpoint(profile, self._proc, timeout), timeout)
-            for domain in ("Runtime", "Log", "Page", "Network"):
+            for domain in ("Runtime", "Log", "Page", "Network", "Performance"):
                 self._session.call(f"{domain}.enable")
             self._session.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
                                uploadThroughput=-1)  # fmt: skip
@@ -192,6 +193,7 @@ class Browser:
             time.sleep(0.05)
         render_ms = float(session.evaluate("document.body.dataset.renderMs || performance.now()") or 0.0)
         charts = json.loads(session.evaluate(_CHARTS_JS) or "[]")
+        metrics = {m["name"]: m["value"] for m in session.call("Performance.getMetrics").get("metrics", [])}
         if screenshot is not None:
             size = session.call("Page.getLayoutMetrics")["cssContentSize"]
             height = max(1, min(max_height, int(size["height"]) - top))
@@ -202,8 +204,9 @@ class Browser:
         session.evaluate("1")  # collect the events that arrived meanwhile
         errors, requests = _errors(session.events)
         others = [r for r in requests if r != page_uri]
+        busy = float(metrics.get("TaskDuration", 0.0)) * 1000
         return PageCheck(state=state, charts=charts, errors=errors, requests=others, render_ms=render_ms,
-                         screenshot=screenshot)  # fmt: skip
+                         busy_ms=busy, screenshot=screenshot)  # fmt: skip
 
 
 def check_page(
