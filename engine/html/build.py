@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -87,6 +87,10 @@ def _name(agg: DatasetAggregates, many: bool) -> str:
     return f" ({agg.source.uri})" if many else ""
 
 
+def _titled(fig: charts.Figure, suffix: str) -> charts.Figure:
+    return replace(fig, title=fig.title + suffix) if suffix else fig
+
+
 def _capture(aggs: list[DatasetAggregates]) -> Section:
     sec = Section(key="capture", title="Capture volume")
     many = len(aggs) > 1
@@ -94,8 +98,7 @@ def _capture(aggs: list[DatasetAggregates]) -> Section:
         if agg.volume.is_empty():
             sec.notes.append(f"No rows in {agg.source.uri}.")
             continue
-        fig = charts.volume_chart(agg.volume, key=f"volume-{i}")
-        sec.figures.append(charts.Figure(**{**fig.__dict__, "title": fig.title + _name(agg, many)}))
+        sec.figures.append(_titled(charts.volume_chart(agg.volume, key=f"volume-{i}"), _name(agg, many)))
         gaps = capture_gaps(agg.volume)
         if gaps.is_empty():
             sec.notes.append(f"Every hour from the first to the last holds records{_name(agg, many)}.")
@@ -117,8 +120,9 @@ def _rejects(aggs: list[DatasetAggregates]) -> Section:
         if agg.rejects_by_reason.is_empty():
             sec.notes.append(f"No rejects in the dataset{_name(agg, many)}.")
             continue
-        sec.figures.append(charts.rejects_by_reason_chart(agg.rejects_by_reason, key=f"rejects-by-reason-{i}"))
-        sec.figures.append(charts.rejects_by_hour_chart(agg.rejects_by_hour, key=f"rejects-by-hour-{i}"))
+        by_reason = charts.rejects_by_reason_chart(agg.rejects_by_reason, key=f"rejects-by-reason-{i}")
+        by_hour = charts.rejects_by_hour_chart(agg.rejects_by_hour, key=f"rejects-by-hour-{i}")
+        sec.figures += [_titled(by_reason, _name(agg, many)), _titled(by_hour, _name(agg, many))]
         sec.tables.append((f"Example rejected lines (first of each reason){_name(agg, many)}", agg.reject_examples))
     return sec
 
@@ -154,7 +158,8 @@ def _payload(aggs: list[DatasetAggregates]) -> Section:
         sec.tables.append((f"Tables{_name(agg, many)}", tables))
         # Records per event where events can hold several (decoded real-time capture; batch rows are records).
         if any({"event_id", "record_index"} <= set(t.columns["column"].to_list()) for t in agg.tables):
-            sec.figures.append(charts.records_per_event_chart(agg.records_per_event, key=f"records-per-event-{i}"))
+            fig = charts.records_per_event_chart(agg.records_per_event, key=f"records-per-event-{i}")
+            sec.figures.append(_titled(fig, _name(agg, many)))
         sec.tables.append((f"Columns and their types{_name(agg, many)}", _columns_table(agg)))
     return sec
 
@@ -164,6 +169,7 @@ def _labels(aggs: list[DatasetAggregates]) -> Section | None:
     if not merged:
         return None
     sec = Section(key="labels", title="Labels")
+    many = len(merged) > 1
     for i, agg in merged:
         counts = (agg.source.success or {}).get("counts", {})
         if counts:
@@ -174,9 +180,12 @@ def _labels(aggs: list[DatasetAggregates]) -> Section | None:
                 f"{counts.get('unmatched_labels', 0):,} labels without a prediction)"
                 + ("; with --how inner the dataset holds the matched ones only." if how == "inner" else ".")
             )
-        sec.figures.append(charts.label_coverage_chart(agg.labels, key=f"label-coverage-{i}"))
+        sec.figures.append(
+            _titled(charts.label_coverage_chart(agg.labels, key=f"label-coverage-{i}"), _name(agg, many))
+        )
         if not agg.label_delay.is_empty():
-            sec.figures.append(charts.label_delay_chart(agg.label_delay, key=f"label-delay-{i}"))
+            delay = charts.label_delay_chart(agg.label_delay, key=f"label-delay-{i}")
+            sec.figures.append(_titled(delay, _name(agg, many)))
     return sec
 
 

@@ -136,23 +136,32 @@ def _read(src: DatasetSource, rels: list[str], columns: list[str]) -> tuple[ds.F
     with translate_errors(src.uri):
         dataset = ds.dataset(paths, filesystem=src.loc.fs, format="parquet")
         names = set(dataset.schema.names)
-        # Event ids only where an event may hold several records: a column of strings per row is the costliest read.
-        skip = set() if "record_index" in names and "manifest_file" not in names else {"event_id", "record_index"}
+        # record_index counts records within an event only in tables of events (real-time capture, not batch).
+        skip = {"record_index"} if "event_id" not in names else set()
         wanted = [c for c in columns if c in names and c not in skip]
         table = dataset.to_table(columns=wanted)
     return dataset, pl.from_arrow(table)  # type: ignore[return-value]
 
 
+def _records_per_event(frame: pl.DataFrame) -> pl.DataFrame:
+    """Events by their number of records, from record_index alone (0-based within each event): the events with
+    exactly k + 1 records are those with a record k but none k + 1. No event id is read or hashed."""
+    counts = frame.group_by("record_index").len("n").sort("record_index")
+    return (
+        counts.with_columns((pl.col("n") - pl.col("n").shift(-1).fill_null(0)).alias("events"))
+        .select((pl.col("record_index") + 1).cast(pl.Int64).alias("records_per_event"), "events")
+        .filter(pl.col("events") > 0)
+    )
+
+
 def _table_aggregates(frame: pl.DataFrame, kind: str) -> tuple[pl.DataFrame, ...]:
     hour = pl.col("inference_time").dt.truncate(HOUR).alias("hour")
-    decoded = "record_index" in frame.columns and "event_id" in frame.columns
-    events = pl.col("event_id").n_unique() if decoded else pl.len()
+    decoded = "record_index" in frame.columns
+    # Every event has exactly one record 0, in the event's hour (its records share its inference time).
+    events = (pl.col("record_index") == 0).sum() if decoded else pl.len()
     volume = frame.group_by(hour).agg(pl.len().alias("records"), events.cast(pl.Int64).alias("events"))
-    rpe = (
-        frame.group_by("event_id").len("records_per_event").group_by("records_per_event").len("events")
-        if decoded
-        else pl.DataFrame({"records_per_event": [1], "events": [frame.height]})
-    )
+    one = pl.DataFrame({"records_per_event": [1], "events": [frame.height]})
+    rpe = _records_per_event(frame) if decoded else one
     labels = delay = pl.DataFrame()
     if kind == "merged":
         labelled = pl.col("label").is_not_null()
@@ -266,7 +275,7 @@ def aggregate_dataset(src: DatasetSource) -> DatasetAggregates:
             groups.setdefault(table_of(rel), []).append(rel)
     tables: list[TableInfo] = []
     parts: list[tuple[pl.DataFrame, ...]] = []
-    needed = ["inference_time", "event_id", "record_index", "label", "label_hour"]
+    needed = ["inference_time", "record_index", "label", "label_hour"]
     for name, files in sorted(groups.items()):
         dataset, frame = _read(src, files, needed)
         kind = _kind(dataset.schema.names)

@@ -3,8 +3,9 @@
 The sample is the engine's synthetic capture, then damaged on purpose: one endpoint variant misses an hour
 of capture (a gap), one capture object ends in lines that are not capture (rejects), and some events get no
 label. On it: ``realtime --decode``, ``merge --decode --how left``, a data-quality baseline of the first
-hour, data quality of the last hours against it, model quality of each hour against the first hour's
-constraints, and the report of it all (with a screenshot when Chromium is there).
+hour's features with two of them shifted (they drift), data quality of the last hours against it, model
+quality of each hour against the first hour's constraints, and the report of it all (with a screenshot when
+Chromium is there).
 
     python -m engine.html.demo DIR [--screenshot FILE]
 """
@@ -16,6 +17,8 @@ import shutil
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import polars as pl
 
 from engine.html._engine import (
     MergeOptions,
@@ -69,8 +72,12 @@ def run_report_demo(directory: str, *, records: int = 16_000) -> Path:
     run_merge(captures=summary.capture_root, ground_truth=summary.ground_truth_root, dest=str(merged),
               options=MergeOptions(decode=True, how="left"))  # fmt: skip
     base, window = root / "baseline", root / "data-quality"
-    first = MonitorOptions(features=FEATURES, start=_hour(0), end=_hour(1))
-    run_baseline(str(decoded), str(base), options=first)
+    # The baseline is "training data": the first hour's features, two of them shifted, so that they drift.
+    training = root / "training.parquet"
+    first = pl.scan_parquet(f"{decoded}/endpoint=*/**/*.parquet", hive_partitioning=True)
+    first = first.filter(pl.col("inference_time") < _hour(1)).select(FEATURES)
+    first.with_columns(pl.col("f1") * 1.5 + 4, pl.col("f3") + 20).collect().write_parquet(training)
+    run_baseline(str(training), str(base), options=MonitorOptions(features=FEATURES))
     run_data_quality(
         str(decoded), str(window), baseline_statistics=str(base / "statistics.json"),
         baseline_constraints=str(base / "constraints.json"),
