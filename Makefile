@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_SIZE ?= 1GB
 DEMO_DIR ?= demo-output
+CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
 
@@ -37,7 +38,7 @@ lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check engine tests benchmarks
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.dev lint ## Lint, type-check, run the test suite, then the benchmarks at CI size
+test: $(VENV)/.dev lint chromium ## Lint, type-check, run the test suite, then the benchmarks at CI size
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory bench-ci
 
@@ -48,6 +49,17 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m benchmarks.batch_bench --size 20MB
 	$(PY) -m benchmarks.run --job merge --size 20MB
 	$(PY) -m benchmarks.s3_objects --objects 300 --json benchmarks/results/s3_objects-ci.json
+
+chromium: ## Find headless Chromium for the report's browser test, or install Debian's chromium (as root)
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the report's browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	else echo "no $(CHROMIUM), and not root to install it: the report's browser test will be skipped"; fi
+
+report-demo: $(VENV)/.dev chromium ## The HTML report of a damaged sample (gap, rejects, drift) and its screenshot
+	$(PY) -m engine.html.demo $(DEMO_DIR)/report --screenshot docs/report-demo.png
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
@@ -67,4 +79,4 @@ bench-capture: $(VENV)/.dev ## Overhead per request of the capture middleware (a
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture
+.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo

@@ -19,6 +19,7 @@ from engine._runtime import tune_memory
 from engine._version import __version__
 from engine.emulate.command import add_commands as add_emulate_commands
 from engine.errors import EngineError, OptionsError
+from engine.html.command import add_commands as add_report_commands
 from engine.io.storage import redact, register_secrets, translate_errors
 from engine.jobs.realtime import run_realtime
 from engine.kernels.payload import load_column_spec
@@ -267,6 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(de)
     _MONITOR.update(add_monitor_commands(sub, _add_common))
     _MONITOR.update(add_emulate_commands(sub, _add_common))
+    _MONITOR.update(add_report_commands(sub, _add_common))
     return parser
 
 

@@ -102,7 +102,12 @@ def _cmd_model_quality(args: argparse.Namespace) -> int:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    return _cmd_data_quality(args) if args.monitor == "data-quality" else _cmd_model_quality(args)
+    code = _cmd_data_quality(args) if args.monitor == "data-quality" else _cmd_model_quality(args)
+    if args.report:  # the HTML page of the source and this output (engine.html)
+        from engine.html.command import monitor_report
+
+        monitor_report(args)
+    return code
 
 
 def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> dict[str, Handler]:
@@ -120,6 +125,7 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     dq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
     dq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
     dq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    dq.add_argument("--report", metavar="FILE", help="also write the HTML report of the source and this output")
     add_common(dq)
     mq = kinds.add_parser("model-quality", help="model-quality metrics of merged predictions and labels")
     _add_source(mq)
@@ -136,5 +142,6 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     mq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
     mq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
     mq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    mq.add_argument("--report", metavar="FILE", help="also write the HTML report of the source and this output")
     add_common(mq)
     return {"baseline": _cmd_baseline, "monitor": _cmd_monitor}
