@@ -26,8 +26,7 @@ from engine.kernels.lines import (
     FieldError,
     Lines,
     field_text,
-    nested_column,
-    read_unit,
+    read_flat,
     second_opinion,
     unverified_lines,
     value_at,
@@ -43,18 +42,6 @@ _PARSE = pj.ParseOptions(explicit_schema=parse_schema(), unexpected_field_behavi
 # Flat columns both decode paths produce, in this order; where each comes from is the wire format's.
 _FLAT = list(FIELD_PATHS)
 _PATHS = list(FIELD_PATHS.values())
-
-
-def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
-    """pyarrow over the whole unit, or None when the unit needs the per-line path."""
-    if not lines.total:
-        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
-    read = read_unit(lines, _PARSE, max_line_bytes)
-    if read is None:
-        return None
-    table, idx = read
-    cols = [nested_column(table, p) for p in _PATHS]
-    return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
 def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
@@ -134,7 +121,7 @@ def decode_unit(
     """Decode one unit of pieces into capture rows (within [start, end)) and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
     lines = Lines([p for p in pieces if p.error is None])
-    fast = _fast(lines, max_line_bytes)
+    fast = read_flat(lines, _PARSE, FIELD_PATHS, max_line_bytes)
     if fast is None and lines.total > SLOW_LINES:
         # The per-line path holds Python objects per line: a unit of a million tiny lines is decoded in
         # groups of lines instead, so memory follows the group, and groups without anomalies go fast.

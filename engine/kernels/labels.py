@@ -25,8 +25,7 @@ from engine.kernels.lines import (
     FieldError,
     Lines,
     field_text,
-    nested_column,
-    read_unit,
+    read_flat,
     second_opinion,
     unverified_lines,
     value_at,
@@ -50,18 +49,6 @@ _PATHS = list(FIELD_PATHS.values())
 def labels_schema() -> pa.Schema:
     """Arrow schema of the labels `read_ground_truth` streams (schemas/tables.json "labels")."""
     return table_spec("labels").schema
-
-
-def _fast(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray] | None:
-    """pyarrow over the whole unit, or None when the unit needs the per-line path."""
-    if not lines.total:
-        return pa.table({c: pa.array([], pa.string()) for c in _FLAT}), np.empty(0, np.int64)
-    read = read_unit(lines, _PARSE, max_line_bytes)
-    if read is None:
-        return None
-    table, idx = read
-    cols = [nested_column(table, p) for p in _PATHS]
-    return pa.table(dict(zip(_FLAT, cols, strict=True))), idx
 
 
 def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[LineReject], int]:
@@ -149,7 +136,7 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> UnitResult:
     """Decode one unit of ground-truth pieces into label rows and rejects."""
     failed = [p for p in pieces if p.error is not None and not p.data]
     lines = Lines([p for p in pieces if p.error is None])
-    fast = _fast(lines, max_line_bytes)
+    fast = read_flat(lines, _PARSE, FIELD_PATHS, max_line_bytes)
     if fast is not None:
         flat, idx = fast
         unreadable: list[LineReject] = []

@@ -24,6 +24,7 @@ __all__ = [
     "field_text",
     "get_key",
     "nested_column",
+    "read_flat",
     "read_unit",
     "second_opinion",
     "unverified_lines",
@@ -214,3 +215,17 @@ def value_at(rec: dict[str, Any], path: tuple[str, ...]) -> Any:
     for key in path[1:]:
         value = get_key(value, key)
     return value
+
+
+def read_flat(
+    lines: Lines, parse: pj.ParseOptions, paths: dict[str, tuple[str, ...]], max_line_bytes: int
+) -> tuple[pa.Table, np.ndarray] | None:
+    """The fast path of a JSON Lines decoder: flat string columns (name -> path in the record) of the whole
+    unit read by `read_unit`, and the line of every row; None when the unit needs the per-line path."""
+    if not lines.total:
+        return pa.table({c: pa.array([], pa.string()) for c in paths}), np.empty(0, np.int64)
+    read = read_unit(lines, parse, max_line_bytes)
+    if read is None:
+        return None
+    table, idx = read
+    return pa.table({c: nested_column(table, p) for c, p in paths.items()}), idx
