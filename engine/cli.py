@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from engine import interrupts
+from engine import arguments, interrupts
 from engine._runtime import tune_memory
 from engine._version import __version__
 from engine.emulate.command import add_commands as add_emulate_commands
@@ -24,7 +24,7 @@ from engine.io.storage import redact, register_secrets, translate_errors
 from engine.jobs.realtime import run_realtime
 from engine.kernels.payload import load_column_spec
 from engine.monitor.command import add_commands as add_monitor_commands
-from engine.options import MergeOptions, RealtimeOptions, check_location, parse_duration, parse_size, parse_time
+from engine.options import MergeOptions, RealtimeOptions, check_location
 from engine.progress import Progress, configure_logging
 from engine.report import RunReport
 
@@ -34,73 +34,6 @@ logger = logging.getLogger("engine.cli")
 
 # Handlers of the monitoring commands, registered with their parsers (engine.monitor.command).
 _MONITOR: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise OptionsError(f"--storage-option takes KEY=VALUE, got {pair!r}")
-        # Nested keys (client_kwargs.region_name=...) become nested dicts, as fsspec expects.
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        low = value.lower()
-        node[leaf] = True if low == "true" else False if low == "false" else value
-    return out
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}")
-    return value
-
-
-def _time(text: str) -> Any:
-    try:
-        return parse_time(text)
-    except OptionsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except OptionsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> Any:
-    try:
-        return parse_duration(text)
-    except OptionsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected at least 0 seconds, got {text!r}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,14 +58,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_job(p: argparse.ArgumentParser) -> None:
     """The options every job shares (`JobOptions`)."""
-    p.add_argument("--start", type=_time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
-    p.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
-    p.add_argument("--max-reject-ratio", type=_ratio, default=0.01, help="fail above this share (default 0.01)")
+    p.add_argument("--start", type=arguments.time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
+    p.add_argument("--end", type=arguments.time, help="window end, ISO-8601 UTC (exclusive)")
+    p.add_argument(
+        "--max-reject-ratio", type=arguments.ratio, default=0.01, help="fail above this share (default 0.01)"
+    )
     p.add_argument("--require-data", action="store_true", help="an empty window is an error")
-    p.add_argument("--workers", type=_positive_int, help="decode threads (default: number of cores)")
-    p.add_argument("--fetch-concurrency", type=_positive_int, default=32, help="objects fetched at once")
-    p.add_argument("--unit-size", type=_size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
-    p.add_argument("--max-line-bytes", type=_size, default=32 * 2**20, help="longer lines are rejected")
+    p.add_argument("--workers", type=arguments.positive_int, help="decode threads (default: number of cores)")
+    p.add_argument("--fetch-concurrency", type=arguments.positive_int, default=32, help="objects fetched at once")
+    p.add_argument("--unit-size", type=arguments.size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
+    p.add_argument("--max-line-bytes", type=arguments.size, default=32 * 2**20, help="longer lines are rejected")
     p.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
     p.add_argument(
         "--decode", action="store_true", help="decode payloads into typed columns, one row per payload record"
@@ -148,7 +83,7 @@ def _add_job(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kms-key-id", help="encrypt written S3 objects with this KMS key (SSE-KMS)")
     p.add_argument(
         "--progress-interval",
-        type=_interval,
+        type=arguments.interval,
         default=30.0,
         metavar="SECONDS",
         help="without a terminal, a progress log line at most this often (default 30)",
@@ -167,7 +102,7 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         "unit_bytes": args.unit_size,
         "max_line_bytes": args.max_line_bytes,
         "compression": args.compression,
-        "storage_options": _storage_options(args.storage_option),
+        "storage_options": arguments.storage_options(args.storage_option),
         "kms_key_id": args.kms_key_id,
     }
     if args.workers:
@@ -212,14 +147,14 @@ def _parser() -> argparse.ArgumentParser:
     me.add_argument("dest", help="output dataset root (path or URL)")
     me.add_argument(
         "--label-delay",
-        type=_duration,
+        type=arguments.duration,
         default="24h",
         metavar="DURATION",
         help="labels are looked for until this long after --end (default 24h; e.g. 90m, 2d)",
     )
     me.add_argument(
         "--label-lead",
-        type=_duration,
+        type=arguments.duration,
         default="1h",
         metavar="DURATION",
         help="labels are looked for from this long before --start (default 1h: uploads land in hour H-1 too)",
@@ -243,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     me.add_argument(
         "--join-memory",
-        type=_size,
+        type=arguments.size,
         default=256 * 2**20,
         metavar="SIZE",
         help="labels beyond this (as JSON Lines) are joined in buckets spilled to local disk (default 256MiB)",
@@ -252,13 +187,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sy = sub.add_parser("synth", help="write a seeded sample capture tree with ground-truth labels")
     sy.add_argument("dest", help="where to write (capture/ and ground-truth/ go below it)")
-    sy.add_argument("--records", type=_positive_int, default=20_000, help="capture events (default 20000)")
-    sy.add_argument("--size", type=_size, help="instead of --records: about this many bytes of capture (1GB)")
-    sy.add_argument("--hours", type=_positive_int, default=3)
-    sy.add_argument("--endpoints", type=_positive_int, default=2)
-    sy.add_argument("--variants", type=_positive_int, default=2)
+    sy.add_argument("--records", type=arguments.positive_int, default=20_000, help="capture events (default 20000)")
+    sy.add_argument("--size", type=arguments.size, help="instead of --records: about this many bytes of capture (1GB)")
+    sy.add_argument("--hours", type=arguments.positive_int, default=3)
+    sy.add_argument("--endpoints", type=arguments.positive_int, default=2)
+    sy.add_argument("--variants", type=arguments.positive_int, default=2)
     sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--start", type=_time, help="first hour (default 2026-11-01T00)")
+    sy.add_argument("--start", type=arguments.time, help="first hour (default 2026-11-01T00)")
     sy.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     sy.add_argument("--overwrite", action="store_true", help="write into DEST even if it is not empty")
     _add_common(sy)
@@ -361,7 +296,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     }
     if args.start is not None:
         kwargs["start"] = args.start.replace(minute=0, second=0, microsecond=0)
-    storage_options = _storage_options(args.storage_option)
+    storage_options = arguments.storage_options(args.storage_option)
     if not args.overwrite:
         refuse_non_empty(args.dest, storage_options)
     with translate_errors(args.dest, sink=True):  # access denied, bad storage options: one line

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import OptionsError
+from engine.arguments import storage_options
 
 __all__ = ["add_commands"]
 
@@ -27,13 +27,6 @@ def _seconds(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-
-
-def _storage(pairs: list[str]) -> dict[str, Any]:
-    bad = [pair for pair in pairs if "=" not in pair]
-    if bad:
-        raise OptionsError(f"--storage-option takes KEY=VALUE, got {bad[0]!r}")
-    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:
@@ -62,7 +55,7 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         slice_end=args.slice_end,
         start_time=parse_time(args.start_time) if args.start_time else None,
-        storage_options=_storage(args.storage_option),
+        storage_options=storage_options(args.storage_option),
     )
     try:
         report = run_transform(args.source, args.dest, args.model, options=options)

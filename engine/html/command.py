@@ -7,20 +7,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import OptionsError
+from engine.arguments import storage_options
 from engine.html.build import ReportOptions, write_report
 from engine.io.storage import open_location, translate_errors
 
 __all__ = ["add_commands", "monitor_report"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _storage(pairs: list[str]) -> dict[str, Any]:
-    bad = [p for p in pairs if "=" not in p]
-    if bad:
-        raise OptionsError(f"--storage-option takes KEY=VALUE, got {bad[0]!r}")
-    return dict(p.split("=", 1) for p in pairs)
 
 
 def _command() -> list[str]:
@@ -40,7 +33,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         model_constraints=args.model_constraints,
         max_features=args.max_features,
         command=_command(),
-        storage_options=_storage(args.storage_option),
+        storage_options=storage_options(args.storage_option),
     )
     report = write_report(args.sources, args.out, options=options)
     _say(args, args.out, len(report.html.encode()), report.seconds)
@@ -52,7 +45,7 @@ def monitor_report(args: argparse.Namespace) -> None:
 
     The source is on the page when it is a dataset folder (training data in CSV or JSON Lines is not).
     """
-    storage = _storage(args.storage_option)
+    storage = storage_options(args.storage_option)
     loc = open_location(args.source, storage)
     with translate_errors(args.source):
         sources = [args.source] if loc.fs.isdir(loc.root) else []
