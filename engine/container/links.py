@@ -1,0 +1,35 @@
+"""The engine names the container uses, imported in one place (so a move inside the engine is one edit here)."""
+
+from engine.batch import BatchOptions, iter_batch
+from engine.errors import EngineError, NoDataError, OptionsError, SourceError
+from engine.join import label_values
+from engine.labels import read_ground_truth
+from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
+from engine.monitor.quality import QualityOptions
+from engine.monitor.sources import envelope_columns
+from engine.options import RealtimeOptions, parse_time
+from engine.payload import decode_payloads
+from engine.realtime import read_capture
+from engine.storage import redact
+
+__all__ = [
+    "BatchOptions",
+    "EngineError",
+    "MonitorOptions",
+    "NoDataError",
+    "OptionsError",
+    "QualityOptions",
+    "RealtimeOptions",
+    "SourceError",
+    "decode_payloads",
+    "envelope_columns",
+    "iter_batch",
+    "label_values",
+    "parse_time",
+    "read_capture",
+    "read_ground_truth",
+    "redact",
+    "run_baseline",
+    "run_data_quality",
+    "run_model_quality",
+]
