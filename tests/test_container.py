@@ -344,8 +344,9 @@ def test_empty_window_fails_with_the_window_in_the_message(capture: Path, tmp_pa
     env = {"dataset_format": CAPTURE_FORMAT, "dataset_source": "/opt/ml/processing/input/endpoint",
            "output_path": "/opt/ml/processing/output", "start_time": "2026-11-02T00:00:00Z",
            "end_time": "2026-11-02T01:00:00Z"}  # fmt: skip
-    proc = run_entry(root, env)
-    assert proc.returncode == 4
+    with pytest.raises(EngineError) as failure:
+        run_container(environ=base_environment(root) | env)
+    assert failure.value.exit_code == 4
     assert message(root).startswith("no records in [2026-11-02T00:00:00Z, 2026-11-02T01:00:00Z) under ")
 
 
@@ -376,3 +377,25 @@ def test_dataset_format_spellings(tmp_path: Path) -> None:
         assert (fmt.kind, fmt.header) == (kind, header), text
     with pytest.raises(OptionsError, match="lines"):
         load_config(paths, {**base, "dataset_format": '{"json": {"lines": false}}'})
+
+
+def test_post_analytics_processor_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "opt/ml/processing/code/post.py"
+    root, full = _bad(tmp_path, post_analytics_processor_script="/opt/ml/processing/code/post.py")
+    script.parent.mkdir(parents=True)
+    # The documented contract: postprocess_handler(), run after the reports are written.
+    script.write_text(
+        "import json, os, pathlib\n"
+        "def postprocess_handler():\n"
+        "    out = pathlib.Path(os.environ['CAPTURE_ENGINE_OPT_ML']) / 'processing/output'\n"
+        "    n = json.loads((out / 'statistics.json').read_text())['dataset']['item_count']\n"
+        "    (out / 'post.txt').write_text(str(n))\n"
+    )
+    env = base_environment(root) | full
+    monkeypatch.setenv("CAPTURE_ENGINE_OPT_ML", str(root))  # what the script reads, as a container's would be
+    assert run_container(environ=env).message == COMPLETED
+    assert (local(root, "/opt/ml/processing/output") / "post.txt").read_text() == "2"
+    script.write_text("def postprocess_handler():\n    raise RuntimeError('boom')\n")
+    with pytest.raises(EngineError, match=r"post_analytics_processor_script .* failed: RuntimeError: boom"):
+        run_container(environ=env)
+    assert message(root).endswith("failed: RuntimeError: boom")
