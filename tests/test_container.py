@@ -187,8 +187,8 @@ def test_data_quality_on_batch_capture(tmp_path: Path) -> None:
     }
     first = {**common, "output_path": "/opt/ml/processing/baseline", "start_time": "2026-11-01T00:00:00Z",
              "end_time": "2026-11-01T01:00:00Z"}  # fmt: skip
-    proc = run_entry(root, first)
-    assert proc.returncode == 0, proc.stderr
+    # The baseline in-process (the subject here is the monitoring run below, through the real entry point).
+    assert run_container(environ=base_environment(root) | first).message == COMPLETED
     base = local(root, "/opt/ml/processing/baseline")
     second = {
         **common,
@@ -399,3 +399,39 @@ def test_post_analytics_processor_script(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(EngineError, match=r"post_analytics_processor_script .* failed: RuntimeError: boom"):
         run_container(environ=env)
     assert message(root).endswith("failed: RuntimeError: boom")
+
+
+def _event(i: int, data: str) -> str:
+    return json.dumps({
+        "captureData": {
+            "endpointInput": {"observedContentType": "text/csv", "mode": "INPUT", "data": data, "encoding": "CSV"},
+            "endpointOutput": {"observedContentType": "text/csv", "mode": "OUTPUT", "data": "0.5", "encoding": "CSV"},
+        },
+        "eventMetadata": {"eventId": f"e-{i}", "inferenceTime": f"2026-11-01T05:{i:02d}:00Z"},
+        "eventVersion": "0",
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(("ratio", "code"), [(None, 3), ("0.5", 0)])
+def test_undecodable_capture_over_the_reject_ratio_fails(tmp_path: Path, ratio: str | None, code: int) -> None:
+    root = opt_ml(tmp_path)
+    hour = local(root, "/opt/ml/processing/input/endpoint/ep/AllTraffic/2026/11/01/05/00-00-000-a.jsonl")
+    hour.parent.mkdir(parents=True)
+    lines = [_event(i, f"{i},{i * 2}") for i in range(6)] + ["{not json", _event(9, "1,2")]
+    hour.write_text("\n".join(lines) + "\n")
+    env = base_environment(root) | {
+        "dataset_format": CAPTURE_FORMAT,
+        "dataset_source": "/opt/ml/processing/input/endpoint",
+        "output_path": "/opt/ml/processing/output",
+    }
+    if ratio is not None:
+        env["CAPTURE_ENGINE_MAX_REJECT_RATIO"] = ratio
+    if code:
+        with pytest.raises(EngineError) as failure:
+            run_container(environ=env)
+        assert failure.value.exit_code == code
+        assert message(root).startswith("1 of 8 records under ") and "12.5%" in message(root)
+    else:
+        assert run_container(environ=env).message == COMPLETED
+        stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
+        assert stats["dataset"]["item_count"] == 7

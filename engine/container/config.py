@@ -82,6 +82,7 @@ class ContainerConfig:
     schedule_name: str | None = None
     post_analytics_processor_script: str | None = None
     prefix_map: dict[str, str] = field(default_factory=dict)
+    max_reject_ratio: float = 0.01
 
     @property
     def job(self) -> JobKind:
@@ -228,6 +229,13 @@ def load_config(paths: MlPaths, environ: Mapping[str, str] | None = None) -> Con
         threshold = float(threshold_text) if threshold_text is not None else 0.5
     except ValueError:
         raise OptionsError(f"probability_threshold_attribute is not a number: {threshold_text!r}") from None
+    ratio_text = get("CAPTURE_ENGINE_MAX_REJECT_RATIO") or "0.01"
+    try:
+        ratio = float(ratio_text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise OptionsError(f"CAPTURE_ENGINE_MAX_REJECT_RATIO must be a number within 0..1, got {ratio_text!r}")
     publish = (get("publish_cloudwatch_metrics") or "Disabled").lower()
     if publish not in ("enabled", "disabled"):
         raise OptionsError(f"publish_cloudwatch_metrics must be Enabled or Disabled, got {publish!r}")
@@ -260,4 +268,5 @@ def load_config(paths: MlPaths, environ: Mapping[str, str] | None = None) -> Con
         schedule_name=get("sagemaker_monitoring_schedule_name"),
         post_analytics_processor_script=local("post_analytics_processor_script"),
         prefix_map=_prefix_map(get("CAPTURE_ENGINE_PREFIX_MAP"), paths),
+        max_reject_ratio=ratio,
     )

@@ -34,7 +34,9 @@ from engine.container.links import (
     BatchOptions,
     NoDataError,
     RealtimeOptions,
+    RejectLimitError,
     SourceError,
+    check_interrupts,
     decode_payloads,
     envelope_columns,
     iter_batch,
@@ -123,6 +125,7 @@ class _Scratch:
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
+            check_interrupts()  # SageMaker stops a job with SIGTERM: between batches is a safe point
             if not batch.num_rows:
                 continue
             pq.write_table(pa.Table.from_batches([batch]), self.folder / f"part-{self.files:05d}.parquet")
@@ -218,6 +221,12 @@ def prepare_dataset(
     out.write(rename(b) if positional else b for b in batches)
     if rejects.count:
         logger.warning("%d records of %s could not be decoded and are not in the analysis", rejects.count, source)
+        share = rejects.count / (rejects.count + out.rows)
+        if share > config.max_reject_ratio:
+            raise RejectLimitError(
+                f"{rejects.count} of {rejects.count + out.rows} records under {source} could not be decoded "
+                f"({share:.1%}, above CAPTURE_ENGINE_MAX_REJECT_RATIO {config.max_reject_ratio:g})"
+            )
     if not out.rows:
         window = f" in [{_stamp(config.start)}, {_stamp(config.end)})" if config.start or config.end else ""
         raise NoDataError(f"no records{window} under {source} (dataset_format {fmt.kind})")

@@ -271,6 +271,9 @@ def run_container(*, environ: Mapping[str, str] | None = None) -> ContainerOutco
     except EngineError as exc:
         write_message(paths, redact(str(exc)))
         raise
+    except KeyboardInterrupt as exc:  # SIGTERM (SageMaker stopping the job) or SIGINT, at a safe point
+        write_message(paths, f"interrupted ({exc or 'signal'}) before the job finished; no report was completed")
+        raise
     except Exception as exc:
         write_message(paths, redact(f"internal error: {type(exc).__name__}: {exc}"))
         raise

@@ -1,7 +1,8 @@
 """The engine names the container uses, imported in one place (so a move inside the engine is one edit here)."""
 
 from engine.batch import BatchOptions, iter_batch
-from engine.errors import EngineError, NoDataError, OptionsError, SourceError
+from engine.errors import EngineError, NoDataError, OptionsError, RejectLimitError, SourceError
+from engine.interrupts import check as check_interrupts
 from engine.join import label_values
 from engine.labels import read_ground_truth
 from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
@@ -20,7 +21,9 @@ __all__ = [
     "OptionsError",
     "QualityOptions",
     "RealtimeOptions",
+    "RejectLimitError",
     "SourceError",
+    "check_interrupts",
     "decode_payloads",
     "envelope_columns",
     "iter_batch",
