@@ -435,3 +435,33 @@ def test_undecodable_capture_over_the_reject_ratio_fails(tmp_path: Path, ratio: 
         assert run_container(environ=env).message == COMPLETED
         stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
         assert stats["dataset"]["item_count"] == 7
+
+
+@pytest.mark.parametrize(
+    ("sides", "features"),
+    [
+        (["endpointInput", "endpointOutput"], ["f0", "f1", "predicted_label", "score"]),
+        (["endpointInput"], ["_c0", "_c1"]),  # CSV input alone: positional, Spark's names
+        (["endpointOutput"], ["predicted_label", "score"]),
+    ],
+)
+def test_capture_index_names_and_json_outputs(tmp_path: Path, sides: list[str], features: list[str]) -> None:
+    root = opt_ml(tmp_path)
+    hour = local(root, "/opt/ml/processing/input/endpoint/ep/AllTraffic/2026/11/01/05/00-00-000-a.jsonl")
+    hour.parent.mkdir(parents=True)
+    events = []
+    for i in range(10):
+        rec = json.loads(_event(i, f"{i},{i * 2}"))
+        body = json.dumps({"predicted_label": i % 2, "score": i / 10})
+        rec["captureData"]["endpointOutput"].update(observedContentType="application/json", encoding="JSON", data=body)
+        events.append(json.dumps(rec))
+    hour.write_text("\n".join(events) + "\n")
+    env = base_environment(root) | {
+        "dataset_format": json.dumps({"sagemakerCaptureJson": {"captureIndexNames": sides}}),
+        "dataset_source": "/opt/ml/processing/input/endpoint",
+        "output_path": "/opt/ml/processing/output",
+    }
+    assert run_container(environ=env).message == COMPLETED
+    stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
+    # JSON fields keep their names; the decoder's `prediction` copy of predicted_label is not a second feature.
+    assert [f["name"] for f in stats["features"]] == features

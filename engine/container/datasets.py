@@ -76,6 +76,14 @@ def _positional_names(names: list[str], position: str) -> list[str] | None:
     return outputs + inputs if position == "START" else inputs + outputs
 
 
+def _same(a: pa.Array, b: pa.Array) -> bool:
+    """`a` holds `b`'s values (in `b`'s type: the decoder's copy of an integer label is float64)."""
+    try:
+        return a.cast(b.type).equals(b)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
 class _Renamer:
     """Drops the derived ``prediction`` copy and names positional columns as the baseline does."""
 
@@ -90,7 +98,7 @@ class _Renamer:
         if "prediction" in features:
             pred = batch.column("prediction")
             # The decoder adds `prediction` beside a JSON output's own fields: profiled once, not twice.
-            duplicate = any(batch.column(n).equals(pred) for n in features if n != "prediction")
+            duplicate = any(_same(batch.column(n), pred) for n in features if n != "prediction")
             if duplicate or "endpointOutput" not in self.sides or pred.null_count == batch.num_rows:
                 batch = batch.drop_columns(["prediction"])
                 features.remove("prediction")
