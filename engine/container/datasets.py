@@ -79,7 +79,7 @@ def _positional_names(names: list[str], position: str) -> list[str] | None:
 def _same(a: pa.Array, b: pa.Array) -> bool:
     """`a` holds `b`'s values (in `b`'s type: the decoder's copy of an integer label is float64)."""
     try:
-        return a.cast(b.type).equals(b)
+        return bool(a.cast(b.type).equals(b))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
 
