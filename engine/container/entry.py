@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.parquet as pq
 
 from engine.container.config import ContainerConfig, load_config
 from engine.container.datasets import Prepared, prepare_dataset
@@ -97,8 +98,6 @@ def _feature_names(*docs: dict[str, Any] | None) -> list[str] | None:
 
 def _columns(prepared: Prepared) -> list[str]:
     files = sorted(Path(prepared.source).glob("*.parquet"))
-    import pyarrow.parquet as pq
-
     return list(pq.read_schema(files[0]).names) if files else []
 
 
