@@ -65,6 +65,9 @@ def write_message(paths: MlPaths, text: str) -> None:
     """The exit message: one line of UTF-8, cut to 1 KB on a character boundary."""
     line = " ".join(text.split())
     data = line.encode("utf-8")[:MESSAGE_LIMIT].decode("utf-8", "ignore").encode("utf-8")
+    if not paths.root.is_dir():  # not in a container (a dry run on a workstation): nothing to leave a status in
+        logger.warning("%s does not exist: the exit message is not written", paths.root)
+        return
     try:
         paths.message.parent.mkdir(parents=True, exist_ok=True)
         paths.message.write_bytes(data)
