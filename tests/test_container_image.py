@@ -59,7 +59,7 @@ def test_dockerfile_keeps_its_promises() -> None:
     assert "pip install" not in shipped and "apt-get install" not in shipped
     assert "pip uninstall --yes pip setuptools wheel" in shipped and "COPY --from=build" in shipped
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored[1:2] == ["*"] and "!engine/" in ignored and "!.venv" not in ignored
+    assert ignored[1:2] == ["*"] and "!engine" in ignored and "!schemas" in ignored and "!.venv" not in ignored
 
 
 def test_run_on_sagemaker_snippets_compile() -> None:
