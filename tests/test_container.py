@@ -465,3 +465,20 @@ def test_capture_index_names_and_json_outputs(tmp_path: Path, sides: list[str], 
     stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
     # JSON fields keep their names; the decoder's `prediction` copy of predicted_label is not a second feature.
     assert [f["name"] for f in stats["features"]] == features
+
+
+def test_parquet_dataset_with_inference_times_is_windowed(capture: Path, tmp_path: Path) -> None:
+    root = opt_ml(tmp_path)
+    dataset = local(root, "/opt/ml/processing/input/dataset")
+    engine.run_realtime(str(capture / "capture"), str(dataset), options=engine.RealtimeOptions(decode=True))
+    env = base_environment(root) | {
+        "dataset_format": '{"parquet": {}}',
+        "dataset_source": "/opt/ml/processing/input/dataset",
+        "output_path": "/opt/ml/processing/output",
+        "start_time": "2026-11-01T02: 00: 00Z",
+        "end_time": "2026-11-01T03: 00: 00Z",
+    }
+    assert run_container(environ=env).message == COMPLETED
+    stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
+    assert stats["dataset"]["item_count"] == len(_capture_events(capture / "capture", "2026-11-01T02"))
+    assert "f0" in {f["name"] for f in stats["features"]}  # a dataset's columns keep their names

@@ -63,6 +63,7 @@ class Prepared:
     header: bool = False
     rows: int = -1
     rejected: int = 0
+    windowed: bool = False  # the monitoring job applies [start_time, end_time) on inference_time itself
 
 
 def _positional_names(names: list[str], position: str) -> list[str] | None:
@@ -190,6 +191,16 @@ def _has_manifests(root: Path) -> bool:
     return any((root / side).is_dir() and any((root / side).rglob("*.json*")) for side in _MANIFEST_SIDES)
 
 
+def _has_times(source: str) -> bool:
+    root = Path(source)
+    if root.is_file():
+        files: Iterable[Path] = [root]
+    else:  # not the rejects, not a temporary folder: the dataset's own files
+        files = (p for p in root.rglob("*.parquet") if not any(x[0] in "_." for x in p.relative_to(root).parts))
+    first = next(iter(files), None)
+    return first is not None and "inference_time" in pq.read_schema(first).names
+
+
 def _decoded_batch(source: str, config: ContainerConfig, rejects: _Rejects) -> Iterator[pa.RecordBatch]:
     options = BatchOptions(start=config.start, end=config.end, decode=True, prefix_map=config.prefix_map)
     for batch in iter_batch(source, options=options, on_rejects=rejects):
@@ -224,7 +235,10 @@ def prepare_dataset(
     elif "://" not in source and Path(source).is_dir() and _has_manifests(Path(source)):
         batches = _decoded_batch(source, config, rejects)
     else:
-        return Prepared(source=source, format="jsonl" if fmt.kind == "jsonl" else fmt.kind, header=fmt.header)
+        # Data files as they are; a Parquet dataset with the engine's inference_time (one `realtime --decode` or
+        # `merge` wrote) is windowed like capture.
+        timed = fmt.kind == "parquet" and (config.start or config.end) is not None and _has_times(source)
+        return Prepared(source=source, format=fmt.kind, header=fmt.header, windowed=timed)
     out = _Scratch(scratch / "dataset")
     out.write(rename(b) if positional else b for b in batches)
     if rejects.count:

@@ -213,6 +213,8 @@ def _run(config: ContainerConfig, paths: MlPaths) -> ContainerOutcome:
             format=prepared.format,  # type: ignore[arg-type]
             header=prepared.header,
             # Decoded records are windowed already; plain files are the window SageMaker mounted.
+            start=config.start if prepared.windowed else None,
+            end=config.end if prepared.windowed else None,
             endpoint=config.endpoint_name or "endpoint",
             schedule=config.schedule_name or "schedule",
         )
