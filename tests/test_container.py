@@ -482,3 +482,25 @@ def test_parquet_dataset_with_inference_times_is_windowed(capture: Path, tmp_pat
     stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
     assert stats["dataset"]["item_count"] == len(_capture_events(capture / "capture", "2026-11-01T02"))
     assert "f0" in {f["name"] for f in stats["features"]}  # a dataset's columns keep their names
+
+
+def test_column_spec_names_the_payload_columns(tmp_path: Path) -> None:
+    root = opt_ml(tmp_path)
+    hour = local(root, "/opt/ml/processing/input/endpoint/ep/AllTraffic/2026/11/01/05/00-00-000-a.jsonl")
+    hour.parent.mkdir(parents=True)
+    hour.write_text("\n".join(_event(i, f"{i},{i * 2}") for i in range(10)) + "\n")
+    spec = local(root, "/opt/ml/processing/input/spec/columns.json")
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"input": {"columns": [{"name": "calls", "type": "int64"}, {"name": "minutes"}]},
+                                "output": {"columns": [{"name": "churn"}]}}))  # fmt: skip
+    env = base_environment(root) | {
+        "dataset_format": CAPTURE_FORMAT,
+        "dataset_source": "/opt/ml/processing/input/endpoint",
+        "output_path": "/opt/ml/processing/output",
+        "CAPTURE_ENGINE_COLUMNS": "/opt/ml/processing/input/spec/columns.json",
+    }
+    assert run_container(environ=env).message == COMPLETED
+    stats = read_json(local(root, "/opt/ml/processing/output/statistics.json"))
+    assert [(f["name"], f["inferred_type"]) for f in stats["features"]] == [
+        ("calls", "Integral"), ("minutes", "Integral"), ("churn", "Fractional")
+    ]  # fmt: skip

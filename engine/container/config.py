@@ -83,6 +83,7 @@ class ContainerConfig:
     post_analytics_processor_script: str | None = None
     prefix_map: dict[str, str] = field(default_factory=dict)
     max_reject_ratio: float = 0.01
+    columns: str | None = None
 
     @property
     def job(self) -> JobKind:
@@ -210,7 +211,7 @@ def load_config(paths: MlPaths, environ: Mapping[str, str] | None = None) -> Con
             # A per-record Python hook defeats the vectorized decoders; payloads are decoded by column instead.
             raise OptionsError(
                 f"{script} is not supported by this container: payloads are decoded into columns without a "
-                "per-record hook; give the columns a spec instead (capture-engine --columns)"
+                "per-record hook; name and type them with a column spec instead (CAPTURE_ENGINE_COLUMNS=spec.json)"
             )
     fmt = parse_dataset_format(get("dataset_format"))
     source, out = get("dataset_source"), get("output_path")
@@ -269,4 +270,5 @@ def load_config(paths: MlPaths, environ: Mapping[str, str] | None = None) -> Con
         post_analytics_processor_script=local("post_analytics_processor_script"),
         prefix_map=_prefix_map(get("CAPTURE_ENGINE_PREFIX_MAP"), paths),
         max_reject_ratio=ratio,
+        columns=local("CAPTURE_ENGINE_COLUMNS"),
     )

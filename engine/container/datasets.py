@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from engine.container.config import ContainerConfig
 from engine.container.links import (
     BatchOptions,
+    ColumnSpec,
     NoDataError,
     RealtimeOptions,
     RejectLimitError,
@@ -41,6 +42,7 @@ from engine.container.links import (
     envelope_columns,
     iter_batch,
     label_values,
+    load_column_spec,
     read_capture,
     read_ground_truth,
 )
@@ -151,12 +153,12 @@ class _Rejects:
 
 
 def _decoded_capture(
-    source: str, config: ContainerConfig, rejects: _Rejects, storage: dict[str, object]
+    source: str, config: ContainerConfig, rejects: _Rejects, storage: dict[str, object], spec: ColumnSpec | None
 ) -> Iterator[pa.RecordBatch]:
     options = RealtimeOptions(start=config.start, end=config.end, storage_options=storage)
     sides = config.dataset_format.capture_index_names
     for rows in read_capture(source, options=options, on_rejects=rejects):
-        decoded, failed = decode_payloads(_only_sides(rows, sides))
+        decoded, failed = decode_payloads(_only_sides(rows, sides), spec)
         rejects.count += sum(len(f) for _, f in failed)
         yield from decoded
 
@@ -171,10 +173,10 @@ def _labels_by_line(source: str, storage: dict[str, object]) -> pl.DataFrame:
 
 
 def _merged(
-    source: str, config: ContainerConfig, rejects: _Rejects, storage: dict[str, object]
+    source: str, config: ContainerConfig, rejects: _Rejects, storage: dict[str, object], spec: ColumnSpec | None
 ) -> Iterator[pa.RecordBatch]:
     labels = _labels_by_line(source, storage)
-    for batch in _decoded_capture(source, config, rejects, storage):
+    for batch in _decoded_capture(source, config, rejects, storage, spec):
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
         joined = frame.join(
@@ -201,8 +203,10 @@ def _has_times(source: str) -> bool:
     return first is not None and "inference_time" in pq.read_schema(first).names
 
 
-def _decoded_batch(source: str, config: ContainerConfig, rejects: _Rejects) -> Iterator[pa.RecordBatch]:
-    options = BatchOptions(start=config.start, end=config.end, decode=True, prefix_map=config.prefix_map)
+def _decoded_batch(
+    source: str, config: ContainerConfig, rejects: _Rejects, spec: ColumnSpec | None
+) -> Iterator[pa.RecordBatch]:
+    options = BatchOptions(start=config.start, end=config.end, decode=True, columns=spec, prefix_map=config.prefix_map)
     for batch in iter_batch(source, options=options, on_rejects=rejects):
         drop = [n for n in ("input_encoding", "output_encoding", "joined") if n in batch.schema.names]
         yield batch.drop_columns(drop)
@@ -225,15 +229,16 @@ def prepare_dataset(
     if "://" not in source and not Path(source).exists():
         raise SourceError("dataset_source does not exist", uri=source)
     storage: dict[str, object] = {}
+    spec = load_column_spec(config.columns) if config.columns else None
     rejects = _Rejects()
     rename = _Renamer(list(baseline_features or []), fmt.output_columns_position, fmt.capture_index_names)
     batches: Iterator[pa.RecordBatch]
     if fmt.kind == "capture":
-        batches = _decoded_capture(source, config, rejects, storage)
+        batches = _decoded_capture(source, config, rejects, storage, spec)
     elif fmt.kind == "merged":
-        batches = _merged(source, config, rejects, storage)
+        batches = _merged(source, config, rejects, storage, spec)
     elif "://" not in source and Path(source).is_dir() and _has_manifests(Path(source)):
-        batches = _decoded_batch(source, config, rejects)
+        batches = _decoded_batch(source, config, rejects, spec)
     else:
         # Data files as they are; a Parquet dataset with the engine's inference_time (one `realtime --decode` or
         # `merge` wrote) is windowed like capture.

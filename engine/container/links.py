@@ -9,12 +9,13 @@ from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, r
 from engine.monitor.quality import QualityOptions
 from engine.monitor.sources import envelope_columns
 from engine.options import RealtimeOptions, parse_time
-from engine.payload import decode_payloads
+from engine.payload import ColumnSpec, decode_payloads, load_column_spec
 from engine.realtime import read_capture
 from engine.storage import redact
 
 __all__ = [
     "BatchOptions",
+    "ColumnSpec",
     "EngineError",
     "MonitorOptions",
     "NoDataError",
@@ -28,6 +29,7 @@ __all__ = [
     "envelope_columns",
     "iter_batch",
     "label_values",
+    "load_column_spec",
     "parse_time",
     "read_capture",
     "read_ground_truth",
