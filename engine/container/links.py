@@ -1,17 +1,17 @@
 """The engine names the container uses, imported in one place (so a move inside the engine is one edit here)."""
 
-from engine.batch import BatchOptions, iter_batch
+from engine.jobs.batch import BatchOptions, iter_batch
 from engine.errors import EngineError, NoDataError, OptionsError, RejectLimitError, SourceError
 from engine.interrupts import check as check_interrupts
-from engine.join import label_values
-from engine.labels import read_ground_truth
+from engine.kernels.join import label_values
+from engine.jobs.labels import read_ground_truth
 from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
 from engine.monitor.quality import QualityOptions
 from engine.monitor.sources import envelope_columns
 from engine.options import RealtimeOptions, parse_time
-from engine.payload import ColumnSpec, decode_payloads, load_column_spec
-from engine.realtime import read_capture
-from engine.storage import redact
+from engine.kernels.payload import ColumnSpec, decode_payloads, load_column_spec
+from engine.jobs.realtime import read_capture
+from engine.io.storage import redact
 
 __all__ = [
     "BatchOptions",
