@@ -76,7 +76,16 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 bench-capture: $(VENV)/.dev ## Overhead per request of the capture middleware (a trivial model, in process and under uvicorn)
 	$(PY) -m benchmarks.capture_overhead --json benchmarks/results/capture_overhead.json
 
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE ?= capture-engine:latest
+
+image: ## Build the container image (Dockerfile) with docker or podman
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then echo "make image: no container engine (docker or podman) is installed here"; exit 1; fi
+	@if ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
+		echo "make image: $(CONTAINER_ENGINE) is installed but cannot reach its daemon or service"; exit 1; fi
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo
+.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo image

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 from engine import arguments, interrupts
 from engine._runtime import tune_memory
 from engine._version import __version__
+from engine.container.command import add_command as add_container_command
+from engine.container.command import container_argv
 from engine.emulate.command import add_commands as add_emulate_commands
 from engine.errors import EngineError, OptionsError
 from engine.html.command import add_commands as add_report_commands
@@ -204,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     _MONITOR.update(add_monitor_commands(sub, _add_common))
     _MONITOR.update(add_emulate_commands(sub, _add_common))
     _MONITOR.update(add_report_commands(sub, _add_common))
+    _MONITOR.update(add_container_command(sub, _add_common))
     return parser
 
 
@@ -327,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `capture-engine` and `python -m engine`; returns the exit code."""
     tune_memory()
     parser = _parser()
+    # No arguments inside a Model Monitor job (its environment is set): the container job (engine.container).
+    argv = container_argv(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     register_secrets()  # the AWS environment's credentials, before anything can log them
     # The demo's sample data holds failures on purpose (its summaries count them): no warnings by default.
