@@ -69,7 +69,7 @@ spark-archive: ## Pack the engine's environment for Spark executors (spark.archi
 	build/spark-env/bin/python -m pip install -q --upgrade pip
 	build/spark-env/bin/python -m pip install -q '.[s3]' 'pandas>=2.0' venv-pack
 	mkdir -p dist
-	build/spark-env/bin/venv-pack -p build/spark-env -o dist/capture-engine-spark.tar.gz -f
+	build/spark-env/bin/venv-pack -q -p build/spark-env -o dist/capture-engine-spark.tar.gz -f
 	@echo "dist/capture-engine-spark.tar.gz: pass it as spark.archives=...#environment (see README, Spark)"
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting

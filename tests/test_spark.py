@@ -182,7 +182,7 @@ def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently(
     options = RealtimeOptions(max_reject_ratio=1.0)
     local = run_realtime(str(capture), str(tmp_path / "local"), options=options)
     assert local.rejected > 0 and set(local.rejects_by_reason) >= {"invalid_json", "corrupt_gzip"}
-    small = espark.SparkOptions(task_bytes=400_000)  # several tasks, some writing the same partitions
+    small = espark.SparkOptions(task_bytes=250_000)  # several tasks, some writing the same partitions
     first = espark.run_realtime(spark, str(capture), str(tmp_path / "spark"), options=options, spark_options=small)
     assert first.options["executor"]["tasks"] >= 3
     report = assert_same_dataset(tmp_path / "local", tmp_path / "spark")

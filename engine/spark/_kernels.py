@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine import interrupts
 from engine.batch import _account as account_batch_unit
 from engine.batch import _Decoder as BatchDecoder
 from engine.batch import _manifests as plan_transform_files
@@ -19,7 +20,7 @@ from engine.batch import sniff as sniff_transform_unit
 from engine.job import JobRun
 from engine.layout import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.manifest import TransformFile
-from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptions, check_location
+from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptions, check_location, parse_size
 from engine.partition import PartitionKey
 from engine.realtime import _account as account_capture_unit
 from engine.realtime import _decoded_units as decoded_capture_units
@@ -51,11 +52,13 @@ __all__ = [
     "check_location",
     "committed_names",
     "decoded_capture_units",
+    "interrupts",
     "list_capture_objects",
     "looks_like",
     "looks_like_object",
     "manifest_problem_rejects",
     "open_location",
+    "parse_size",
     "plan_transform_files",
     "redact",
     "sniff_transform_unit",

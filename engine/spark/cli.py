@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from engine.report import RunReport
+from engine.spark._kernels import RunReport, parse_size
 
 __all__ = ["add_arguments", "run", "submit_main"]
 
@@ -39,8 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> int:
-    from engine.options import parse_size
-
     return parse_size(text)
 
 

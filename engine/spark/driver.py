@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +23,11 @@ import pyarrow as pa
 
 from engine import errors
 from engine.errors import EngineError, SinkError
-from engine.spark._kernels import DatasetWriter, RunReport, adopt_files
+from engine.spark._kernels import DatasetWriter, RunReport, adopt_files, interrupts
 from engine.spark.executor import FAIL_ONCE_ENV, PAUSE_ENV, RESULT_SCHEMA, TASK_SCHEMA, JobContext, task_function
 from engine.spark.plan import Task
 
-__all__ = ["SparkOptions", "absorb", "run_tasks", "spark_schema"]
+__all__ = ["SparkOptions", "absorb", "map_in_arrow", "run_tasks", "spark_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,14 @@ def spark_schema(schema: pa.Schema) -> Any:
     return T.StructType([T.StructField(f.name, kinds[f.type], nullable=True) for f in schema])
 
 
+def map_in_arrow(frame: Any, fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]], schema: Any) -> Any:
+    """`frame.mapInArrow(fn, schema)`, without pyspark 3.5's own deprecation warning."""
+    with warnings.catch_warnings():
+        # pyspark 3.5 checks the pandas version with distutils' LooseVersion, deprecated: not the user's concern.
+        warnings.filterwarnings("ignore", message="distutils Version classes", category=DeprecationWarning)
+        return frame.mapInArrow(fn, schema)
+
+
 def run_tasks(spark: Any, ctx: JobContext, tasks: list[Task]) -> list[dict[str, Any]]:
     """Run `tasks` on the cluster and return their result rows (one ``task`` row per task, and ``file`` rows)."""
     if not tasks:
@@ -69,15 +79,29 @@ def run_tasks(spark: Any, ctx: JobContext, tasks: list[Task]) -> list[dict[str, 
     rows = [tuple(t.row()[f.name] for f in TASK_SCHEMA) for t in tasks]
     # One task per partition: parallelize slices a list evenly, so n slices of n rows hold one row each.
     frame = spark.createDataFrame(sc.parallelize(rows, len(rows)), spark_schema(TASK_SCHEMA))
-    sc.setJobDescription(f"capture-engine {ctx.job} {ctx.run_id}: {len(tasks)} tasks")
+    group = f"capture-engine-{ctx.run_id}"
+    sc.setJobGroup(group, f"capture-engine {ctx.job} {ctx.run_id}: {len(tasks)} tasks", interruptOnCancel=True)
+    stop = threading.Event()
+
+    def cancel_on_interrupt() -> None:
+        # SIGTERM/SIGINT only set a flag (engine.interrupts); a Spark job would run to its end unless cancelled.
+        while not stop.wait(0.5):
+            if interrupts.pending() is not None:
+                sc.cancelJobGroup(group)
+                return
+
+    watcher = threading.Thread(target=cancel_on_interrupt, name="engine-spark-cancel", daemon=True)
+    watcher.start()
     try:
-        with warnings.catch_warnings():
-            # pyspark 3.5 checks the pandas version with distutils' LooseVersion, deprecated: not the user's concern.
-            warnings.filterwarnings("ignore", message="distutils Version classes", category=DeprecationWarning)
-            mapped = frame.mapInArrow(task_function(ctx), spark_schema(RESULT_SCHEMA))
-        result = mapped.collect()
+        result = map_in_arrow(frame, task_function(ctx), spark_schema(RESULT_SCHEMA)).collect()
+    except Exception:
+        interrupts.check()  # cancelled because of an interrupt: say that, not Spark's "job cancelled"
+        raise
     finally:
-        sc.setJobDescription(None)
+        stop.set()
+        watcher.join()
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
     out = [r.asDict() for r in result]
     logger.info("spark: %d tasks ran in %.1fs", len(tasks), time.perf_counter() - t0)
     return out

@@ -78,13 +78,13 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 def _frame(
     spark: Any, groups: list[str], fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]], schema: pa.Schema
 ) -> Any:
-    from engine.spark.driver import spark_schema
+    from engine.spark.driver import map_in_arrow, spark_schema
 
     rows = [(i, "", 0, text) for i, text in enumerate(groups)]
     if not rows:
         return spark.createDataFrame([], _struct(schema))
     frame = spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)), spark_schema(TASK_SCHEMA))
-    return frame.mapInArrow(fn, _struct(schema))
+    return map_in_arrow(frame, fn, _struct(schema))
 
 
 def read_capture(
