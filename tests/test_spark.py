@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+from engine.tables import capture_schema, table_spec
 
 from engine import BatchOptions, RealtimeOptions, parse_column_spec, run_batch, run_realtime
 from engine.report import RunReport
-from engine.schemas import capture_schema, table_spec
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 from tests.conftest import QUOTED_JSONLINES, QUOTED_MIXED, ROOT, record
 

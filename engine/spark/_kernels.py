@@ -12,23 +12,23 @@ from typing import Any
 import pyarrow as pa
 
 from engine import interrupts
-from engine.batch import _account as account_batch_unit
-from engine.batch import _Decoder as BatchDecoder
-from engine.batch import _manifests as plan_transform_files
-from engine.batch import _problem_rejects as manifest_problem_rejects
-from engine.batch import sniff as sniff_transform_unit
-from engine.job import JobRun
-from engine.layout import CaptureObject, list_capture_objects, looks_like, looks_like_object
-from engine.manifest import TransformFile
+from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
+from engine.io.storage import Location, open_location, redact
+from engine.jobs.batch import _account as account_batch_unit
+from engine.jobs.batch import _manifests as plan_transform_files
+from engine.jobs.batch import _problem_rejects as manifest_problem_rejects
+from engine.jobs.realtime import _decoded_units as decoded_capture_units
+from engine.jobs.run import JobRun
+from engine.kernels.batch_records import _Decoder as BatchDecoder
+from engine.kernels.batch_records import sniff as sniff_transform_unit
+from engine.kernels.partition import PartitionKey
 from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptions, check_location, parse_size
-from engine.partition import PartitionKey
-from engine.realtime import _account as account_capture_unit
-from engine.realtime import _decoded_units as decoded_capture_units
 from engine.report import RunReport
-from engine.schemas import TableSpec, capture_schema, table_spec
-from engine.sink import TEMPORARY, DatasetWriter, read_manifest
-from engine.storage import Location, open_location, redact
-from engine.transform import iter_units as transform_units
+from engine.sinks.dataset import TEMPORARY, DatasetWriter
+from engine.sinks.manifest import read_manifest
+from engine.sources.manifests import TransformFile
+from engine.sources.transform import iter_units as transform_units
+from engine.tables import TableSpec, capture_schema, table_spec
 
 __all__ = [
     "TEMPORARY",
@@ -95,3 +95,8 @@ def committed_names(loc: Location) -> set[str]:
     """File names the dataset's manifest lists (a run's new names must differ from them)."""
     manifest: dict[str, Any] | None = read_manifest(loc)
     return {rel.rsplit("/", 1)[-1] for rel in (manifest or {}).get("files", {})}
+
+
+def account_capture_unit(report: RunReport, unit: Any) -> None:
+    """A capture unit's counts into the run's report: the one accounting path (`RunReport.add`)."""
+    report.add(unit.counts())
