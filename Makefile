@@ -26,6 +26,18 @@ $(VENV)/.read: pyproject.toml $(VENV)/.core
 	$(PY) -m pip install -q -e '.[read]'
 	touch $@
 
+# pyspark is a 320 MB sdist that pip builds into a wheel (minutes): built once, kept under ~/.cache, installed
+# from there (seconds). The version the tests run on; the extra accepts any 3.5 or 4.x.
+SPARK_VERSION ?= 3.5.9
+SPARK_WHEELS ?= $(HOME)/.cache/capture-engine/wheels
+
+$(VENV)/.spark: pyproject.toml $(VENV)/.dev
+	mkdir -p $(SPARK_WHEELS)
+	test -f $(SPARK_WHEELS)/pyspark-$(SPARK_VERSION)-py2.py3-none-any.whl || \
+		$(PY) -m pip wheel -q --no-deps -w $(SPARK_WHEELS) pyspark==$(SPARK_VERSION)
+	$(PY) -m pip install -q --find-links $(SPARK_WHEELS) pyspark==$(SPARK_VERSION) -e '.[spark]'
+	touch $@
+
 install: $(VENV)/.core ## Create .venv with the engine (runtime dependencies only)
 
 install-dev: $(VENV)/.dev ## Create .venv with the engine and the dev extras
@@ -38,7 +50,7 @@ lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check engine tests benchmarks
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.dev lint chromium ## Lint, type-check, run the test suite, then the benchmarks at CI size
+test: $(VENV)/.dev $(VENV)/.spark lint chromium ## Lint, type-check, run the test suite, then the benchmarks at CI size
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory bench-ci
 
@@ -61,6 +73,17 @@ chromium: ## Find headless Chromium for the report's browser test, or install De
 report-demo: $(VENV)/.dev chromium ## The HTML report of a damaged sample (gap, rejects, drift) and its screenshot
 	$(PY) -m engine.html.demo $(DEMO_DIR)/report --screenshot docs/report-demo.png
 
+install-spark: $(VENV)/.spark ## Add pyspark (cached wheel) to .venv for the Spark executor and its tests
+
+spark-archive: ## Pack the engine's environment for Spark executors (spark.archives): dist/capture-engine-spark.tar.gz
+	rm -rf build/spark-env
+	$(PYTHON) -m venv build/spark-env
+	build/spark-env/bin/python -m pip install -q --upgrade pip
+	build/spark-env/bin/python -m pip install -q '.[s3]' 'pandas>=2.0' venv-pack
+	mkdir -p dist
+	build/spark-env/bin/venv-pack -q -p build/spark-env -o dist/capture-engine-spark.tar.gz -f
+	@echo "dist/capture-engine-spark.tar.gz: pass it as spark.archives=...#environment (see README, Spark)"
+
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
 	$(VENV)/bin/ruff format engine tests benchmarks
@@ -72,6 +95,8 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.run --job merge --rows 2000000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
+	$(MAKE) --no-print-directory $(VENV)/.spark
+	$(PY) -m benchmarks.spark_bench --size $(BENCH_SIZE)
 
 bench-capture: $(VENV)/.dev ## Overhead per request of the capture middleware (a trivial model, in process and under uvicorn)
 	$(PY) -m benchmarks.capture_overhead --json benchmarks/results/capture_overhead.json
@@ -88,4 +113,4 @@ image: ## Build the container image (Dockerfile) with docker or podman
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo image
+.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo image install-spark spark-archive

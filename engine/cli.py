@@ -29,6 +29,8 @@ from engine.monitor.command import add_commands as add_monitor_commands
 from engine.options import MergeOptions, RealtimeOptions, check_location
 from engine.progress import Progress, configure_logging
 from engine.report import RunReport
+from engine.spark.cli import add_arguments as add_spark_arguments
+from engine.spark.cli import run as run_on_spark
 
 __all__ = ["main"]
 
@@ -127,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("source", help="capture root, any level of it, or one object (path or URL: s3://, file://)")
     rt.add_argument("dest", help="output dataset root (path or URL)")
     _add_job(rt)
+    add_spark_arguments(rt)
 
     bt = sub.add_parser("batch", help="batch transform capture (manifests + .out files) -> hour-partitioned Parquet")
     bt.add_argument("source", help="batch data-capture destination (input/ and output/ manifests) or one manifest")
@@ -139,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
         help="rewrite manifest prefixes before reading, repeatable (e.g. s3://bucket/out/=/opt/ml/processing/out/)",
     )
     _add_job(bt)
+    add_spark_arguments(bt)
 
     me = sub.add_parser("merge", help="predictions + ground-truth labels -> hour-partitioned Parquet")
     src = me.add_mutually_exclusive_group(required=True)
@@ -225,7 +229,10 @@ def _cmd_realtime(args: argparse.Namespace) -> int:
     options = RealtimeOptions(**_job_options(args))
     progress = _progress(args)
     try:
-        report = run_realtime(args.source, args.dest, options=options, progress=progress)
+        if args.executor == "spark":
+            report = run_on_spark(args, options)
+        else:
+            report = run_realtime(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
     _print_report(args, report)
@@ -248,7 +255,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
     progress = _progress(args)
     try:
-        report = run_batch(args.source, args.dest, options=options, progress=progress)
+        if args.executor == "spark":
+            report = run_on_spark(args, options)
+        else:
+            report = run_batch(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
     _print_report(args, report)
