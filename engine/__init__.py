@@ -1,16 +1,13 @@
 """capture-engine: Amazon SageMaker data capture to hour-partitioned Arrow and Parquet.
 
 Jobs (write a dataset, return its RunReport): run_realtime, run_batch, run_merge.
-Streams (nothing written): read_capture (raw events, a RecordBatchReader), iter_capture (also decoded
-payload records, per endpoint and variant), read_batch, read_ground_truth, iter_merge / read_merge
-(merged rows, batches or one polars DataFrame).
-Options: RealtimeOptions, BatchOptions, MergeOptions (frozen, keyword-only). Payloads: decode_payloads,
-ColumnSpec, load_column_spec, parse_column_spec. Errors derive from EngineError.
-
-The public API is what `__all__` lists; everything else may change. README.md has the details.
-
-Importing the package is cheap: each name is imported on first use (PEP 562), so a worker that only decodes
-capture never imports the merge, and `python -m engine` installs its signal handling before anything heavy.
+Streams (nothing written; each takes a report for its counts): read_capture (raw events, a RecordBatchReader),
+iter_capture (also decoded payload records, per endpoint and variant), read_batch / iter_batch,
+read_ground_truth, iter_merge / read_merge (merged rows, batches or one polars DataFrame); committed_files (a
+dataset's files as of its last commit). Options: RealtimeOptions, BatchOptions, MergeOptions (frozen,
+keyword-only). Payloads: decode_payloads, ColumnSpec, load_column_spec, parse_column_spec. Errors derive from
+EngineError. The public API is what `__all__` lists; README.md has the details. Importing the package is cheap:
+names are imported on first use (PEP 562), so a worker that only decodes never imports the merge.
 """
 
 import importlib as _importlib

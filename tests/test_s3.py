@@ -558,6 +558,8 @@ def test_cli_persistent_throttling_is_one_line_after_bounded_retries(
     _assert_secret_kept(s3_server.secret, proc.stdout, proc.stderr)
 
     # Retried, but boundedly: at most botocore's attempts times s3fs's own tries for any one request.
+    import s3fs
+
     log = s3_proxy.log
     tries = Counter((e.request.method, e.request.bucket, e.request.key) for e in log if e.throttled)
     assert tries and MAX_ATTEMPTS <= max(tries.values()) <= MAX_ATTEMPTS * s3fs.S3FileSystem.retries, tries
