@@ -48,6 +48,7 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m benchmarks.batch_bench --size 20MB
 	$(PY) -m benchmarks.run --job merge --size 20MB
 	$(PY) -m benchmarks.s3_objects --objects 300 --json benchmarks/results/s3_objects-ci.json
+	$(PY) -m benchmarks.monitor_bench --rows 100000 --tools engine,pandas-scipy --json benchmarks/results/monitor-ci.json
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks
@@ -60,8 +61,25 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.run --job merge --rows 2000000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
+	$(MAKE) --no-print-directory bench-monitor
+
+$(VENV)-monitor-peers/.done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)-monitor-peers
+	$(VENV)-monitor-peers/bin/python -m pip install -q '.[monitor-peers]'
+	touch $@
+
+bench-monitor: $(VENV)/.dev $(VENV)-monitor-peers/.done ## Monitoring at 2M rows x 70 features against whylogs, Evidently, pandas + scipy (peers in a venv of their own)
+	$(PY) -m benchmarks.monitor_bench --rows 2000000 --rows-list 500000,1000000 --peer-python $(VENV)-monitor-peers/bin/python
+
+$(VENV)-sagemaker/.done:
+	$(PYTHON) -m venv $(VENV)-sagemaker
+	$(VENV)-sagemaker/bin/python -m pip install -q 'sagemaker>=2.200,<3'
+	touch $@
+
+monitor-sdk: $(VENV)/.dev $(VENV)-sagemaker/.done ## Load the monitoring outputs with the SageMaker SDK's own classes (boto3: a venv of its own)
+	MONITOR_SDK_PYTHON=$(VENV)-sagemaker/bin/python $(PY) -m pytest tests/test_monitor_sdk.py -q -p no:cacheprovider
 
 clean: ## Remove the virtual environment and generated files
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
+	rm -rf $(VENV) $(VENV)-monitor-peers $(VENV)-sagemaker $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean
+.PHONY: help install install-dev demo lint test bench-ci format bench bench-monitor monitor-sdk clean

@@ -288,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--peer-python", default=sys.executable, help="the interpreter that has the peers installed")
     p.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is reported")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/monitor-ROWS.json")
+    p.add_argument("--prepare-only", action="store_true", help="generate the data and the baseline files, then stop")
     args = p.parse_args(argv)
+    if args.prepare_only:
+        _prepare_baseline(ensure_data(args.rows, args.features))
+        return 0
     # The engine first: the peers' outputs are checked against its files.
     tools = sorted({t for t in args.tools.split(",") if t}, key=lambda t: (t != "engine", TOOLS.index(t)))
     jobs = [j for j in args.jobs.split(",") if j]
@@ -298,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems: list[str] = []
     skipped: list[str] = []
     for rows in [*extra, args.rows]:
-        data = ensure_data(rows, args.features)
-        _prepare_baseline(data)
+        # Prepared in a process of its own: a child forked from a process holding the generated data would
+        # report that memory as its own peak RSS.
+        prep = [sys.executable, "-m", "benchmarks.monitor_bench", "--prepare-only", "--rows", str(rows)]
+        subprocess.run([*prep, "--features", str(args.features)], check=True, cwd=REPO)
+        data = DATA_ROOT / f"monitor-{rows}x{args.features}"
         (data / "_out").mkdir(exist_ok=True)
         for job in jobs:
             engine_summary: dict[str, Any] | None = None

@@ -17,6 +17,7 @@ module imports only what the chosen tool needs, so it runs in a venv holding jus
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,8 @@ def _whylogs_mq(data: Path) -> dict[str, Any]:
     results = why.log_classification_metrics(
         frame, target_column="label", prediction_column="prediction", score_column="score"
     )
-    metrics = results.view().get_model_performance_metrics()
-    cm = metrics.confusion_matrix
-    return {"metrics": {"labels": [str(x) for x in cm.labels]}}
+    cm = results.performance_metrics.confusion_matrix
+    return {"confusion_labels": [str(x) for x in cm.labels]}
 
 
 def _evidently_dq(data: Path) -> dict[str, Any]:
@@ -115,10 +115,11 @@ def _evidently_dq(data: Path) -> dict[str, Any]:
     snapshot = Report([DataDriftPreset()]).run(current_data=window[names], reference_data=base[names])
     out: dict[str, Any] = {}
     for metric in snapshot.dict()["metrics"]:
-        column = (metric.get("config", {}).get("params", {}) or {}).get("column")
+        # ValueDrift(column=f0,...): the column's drift score (Wasserstein / Jensen-Shannon above 1,000 rows).
+        found = re.search(r"column=([^,)]+)", str(metric.get("metric_id", metric.get("metric_name", ""))))
         value = metric.get("value")
-        if column in names and isinstance(value, (int, float)):
-            out[column] = {"drift_score": float(value)}
+        if found and found.group(1) in names and isinstance(value, (int, float)):
+            out[found.group(1)] = {"drift_score": float(value)}
     return {"features": out}
 
 

@@ -200,7 +200,7 @@ def violations_document(
     chi2 = dist.get("categorical_drift_method", "LInfinity") == "ChiSquared"
     for name, constraint in wanted.items():
         f = window.features.get(name)
-        if f is None:
+        if f is None or _disabled(constraint):
             continue
         btype = constraint.get("inferred_type", "Unknown")
         share = _conforming(f, btype)
@@ -275,6 +275,14 @@ def drift_distances(statistics: dict[str, Any], constraints: dict[str, Any], win
         if d is not None and not math.isnan(d):
             out[base["name"]] = d
     return out
+
+
+def _disabled(constraint: dict[str, Any]) -> bool:
+    """A feature whose checks were switched off (the SDK's ``Constraints.set_monitoring(False, feature_name=...)``)."""
+    for key in ("monitoring_config_overrides", "monitoringConfigOverrides"):
+        if (constraint.get(key) or {}).get("evaluate_constraints") == "Disabled":
+            return True
+    return False
 
 
 def _domain_share(f: FeatureProfile, domain: set[str]) -> float | None:
