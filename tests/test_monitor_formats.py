@@ -299,3 +299,22 @@ def test_chi_squared_drift_is_scipys_test_and_fires_below_the_threshold() -> Non
     assert violations_document(stats, cons, same)["violations"] == []
     (v,) = violations_document(stats, cons, moved)["violations"]
     assert v["constraint_check_type"] == "baseline_drift_check" and v["description"].startswith("Chi-squared p-value: ")
+
+
+def test_suggested_completeness_is_deequs_bound_so_a_like_window_passes() -> None:
+    rng = np.random.default_rng(8)
+
+    def holes(n: int, share: float) -> pa.Table:
+        x = rng.normal(size=n)
+        return pa.table({"x": pa.array(np.where(rng.random(n) < share, np.nan, x), from_pandas=True)})
+
+    stats, cons = run_baseline(holes(20_000, 0.02), None)
+    p = 1 - stats["features"][0]["numerical_statistics"]["common"]["num_missing"] / 20_000
+    assert cons["features"][0]["completeness"] == pytest.approx(p - 1.96 * np.sqrt(p * (1 - p) / 20_000))
+    fired = [
+        run_data_quality(holes(20_000, 0.02), None, baseline_statistics=stats, baseline_constraints=cons).found
+        for _ in range(5)
+    ]
+    assert fired == [[]] * 5
+    (v,) = run_data_quality(holes(20_000, 0.1), None, baseline_statistics=stats, baseline_constraints=cons).found
+    assert v.constraint_check_type == "completeness_check"

@@ -51,16 +51,12 @@ print(json.dumps(out))
 @pytest.mark.skipif(not Path(SDK_PYTHON).is_file(), reason="no SageMaker SDK venv (make monitor-sdk makes one)")
 def test_outputs_load_with_the_sagemaker_sdk(s3_server: S3Endpoint, s3_bucket: str) -> None:
     rng = np.random.default_rng(0)
-    table = pa.table(
-        {"x": rng.normal(size=3000), "c": rng.choice(["a", "b"], 3000), "label": rng.integers(0, 2, 3000)}
-    )
+    table = pa.table({"x": rng.normal(size=3000), "c": rng.choice(["a", "b"], 3000), "label": rng.integers(0, 2, 3000)})
     options = MonitorOptions(storage_options=s3_server.storage_options())
     root = f"s3://{s3_bucket}"
     stats, cons = run_baseline(table, f"{root}/base", options=options)
     drifted = table.set_column(0, "x", pa.array(np.asarray(table["x"]) + 1.0))
-    dq = run_data_quality(
-        drifted, f"{root}/dq", baseline_statistics=stats, baseline_constraints=cons, options=options
-    )
+    dq = run_data_quality(drifted, f"{root}/dq", baseline_statistics=stats, baseline_constraints=cons, options=options)
     quality = QualityOptions(problem_type="BinaryClassification", probability_attribute="x")
     mq = run_model_quality(table, f"{root}/mq", quality=quality, options=options)
     uris = {
