@@ -48,7 +48,7 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m benchmarks.batch_bench --size 20MB
 	$(PY) -m benchmarks.run --job merge --size 20MB
 	$(PY) -m benchmarks.s3_objects --objects 300 --json benchmarks/results/s3_objects-ci.json
-	$(PY) -m benchmarks.monitor_bench --rows 100000 --tools engine,pandas-scipy --json benchmarks/results/monitor-ci.json
+	$(PY) -m benchmarks.monitor_bench --rows 50000 --tools engine,pandas-scipy --json benchmarks/results/monitor-ci.json
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix engine tests benchmarks

@@ -4,6 +4,7 @@ per-hour and per-(endpoint, variant) breakdowns, worker processes, ChiSquared ca
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ CLOUDWATCH_DOC_EXAMPLE = {
 }  # fmt: skip
 
 
+@functools.cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMAS / f"monitor-{name}.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -150,12 +152,14 @@ def _table(n: int, seed: int, shift: float = 0.0) -> pa.Table:
 
 def test_every_output_validates_against_its_schema(tmp_path: Path, tree: Path) -> None:
     base, window = tmp_path / "base", tmp_path / "window"
-    run_baseline(str(tree / "decoded"), str(base))
+    # A few features: jsonschema takes some 20 us a number, and a sketch holds up to 2,048 of them.
+    few = MonitorOptions(features=("f0", "f1", "f2", "prediction"))
+    run_baseline(str(tree / "decoded"), str(base), options=few)
     assert validate_outputs(base) == ["constraints.json", "statistics.json"]
     result = run_data_quality(
         str(tree / "decoded"), str(window),
         baseline_statistics=str(base / "statistics.json"), baseline_constraints=str(base / "constraints.json"),
-        options=MonitorOptions(by=("hour", "endpoint")),
+        options=MonitorOptions(by=("hour", "endpoint"), features=few.features),
     )  # fmt: skip
     assert validate_outputs(window) == ["cloudwatch_metrics.jsonl", "constraint_violations.json", "statistics.json"]
     assert len(result.groups) == 4  # 2 endpoints x 2 hours
