@@ -9,7 +9,8 @@ decoded dataset: ``endpoint=/variant=/year=/month=/day=/hour=`` folders of Parqu
 
 - ``window``: ROWS decoded records of FEATURES features (80% Fractional, 10% Integral, 10% String of 12
   categories), with drift injected into ``f3`` (mean + 0.5 sd), ``f10`` (scale x 2) and ``c0`` (one
-  category's share moved); ``baseline.parquet``: 200,000 rows of the undrifted distribution (training data);
+  category's share moved); ``baseline.parquet``: 200,000 rows (at most ROWS) of the undrifted distribution
+  (training data);
 - ``merged``: ROWS merged rows (``label`` 0/1, ``prediction``, ``score``), a binary classifier.
 
 Jobs, each tool in its own process on the same data (wall time around the process, imports included; CPU and
@@ -130,7 +131,8 @@ def ensure_data(rows: int, features: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(SEED)
     root.mkdir(parents=True)
-    pq.write_table(pa.table(_columns(rng, BASELINE_ROWS, features, drift=False)), root / "baseline.parquet")
+    base_rows = min(BASELINE_ROWS, rows)  # CI sizes: a baseline no larger than the window
+    pq.write_table(pa.table(_columns(rng, base_rows, features, drift=False)), root / "baseline.parquet")
     chunk = 250_000
     for i, lo in enumerate(range(0, rows, chunk)):
         part = pa.table(_columns(rng, min(chunk, rows - lo), features, drift=True))
