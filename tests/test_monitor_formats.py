@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats as sps
 
-from engine import MergeOptions, RealtimeOptions, run_merge, run_realtime
+from engine import BatchOptions, MergeOptions, RealtimeOptions, run_batch, run_merge, run_realtime
 from engine.monitor import passes
 from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
 from engine.monitor.profile import profile_batches
 from engine.monitor.quality import QualityOptions
 from engine.monitor.statistics import statistics_document
 from engine.monitor.violations import chi_squared_p_value, violations_document
-from engine.synth import SynthOptions, synth
+from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 # Trimmed real files as the reference quotes them (SageMaker SDK test data), so the schemas are checked to take
@@ -322,3 +322,16 @@ def test_suggested_completeness_is_deequs_bound_so_a_like_window_passes() -> Non
     assert fired == [[]] * 5
     (v,) = run_data_quality(holes(20_000, 0.1), None, baseline_statistics=stats, baseline_constraints=cons).found
     assert v.constraint_check_type == "completeness_check"
+
+
+def test_data_quality_on_batch_transform_capture(tmp_path: Path) -> None:
+    summary = synth_batch(
+        str(tmp_path / "s"), BatchSynthOptions(jobs=1, files_per_job=2, records_per_file=60, failed_file_share=0.0)
+    )
+    decoded = tmp_path / "decoded"
+    run_batch(summary.capture_root, str(decoded), options=BatchOptions(decode=True))
+    raw = run_baseline(summary.capture_root, None, options=MonitorOptions(format="batch"))[0]
+    table = run_baseline(str(decoded), None)[0]
+    assert raw["dataset"]["item_count"] == table["dataset"]["item_count"] == summary.records
+    assert [f["name"] for f in raw["features"]] == [f["name"] for f in table["features"]]
+    assert raw["features"][0]["inferred_type"] in ("Integral", "Fractional")
