@@ -12,12 +12,12 @@ from typing import Literal
 
 import pyarrow as pa
 
-from engine.batch import iter_batch
-from engine.merge import iter_merge
+from engine.jobs.batch import iter_batch
+from engine.jobs.merge import iter_merge
 from engine.options import BatchOptions, MergeOptions, RealtimeOptions, parse_time
-from engine.realtime import iter_capture
-from engine.schemas import table_spec
-from engine.storage import open_location, translate_errors
+from engine.jobs.realtime import iter_capture
+from engine.tables import table_spec
+from engine.io.storage import open_location, translate_errors
 from engine.times import in_window
 
 __all__ = [
