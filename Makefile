@@ -61,6 +61,7 @@ bench-ci: $(VENV)/.dev ## Kernel benchmarks and the end-to-end comparison at CI 
 	$(PY) -m benchmarks.batch_bench --size 20MB
 	$(PY) -m benchmarks.run --job merge --size 20MB
 	$(PY) -m benchmarks.s3_objects --objects 300 --json benchmarks/results/s3_objects-ci.json
+	$(PY) -m benchmarks.monitor_bench --rows 50000 --tools engine,pandas-scipy --json benchmarks/results/monitor-ci.json
 
 chromium: ## Find headless Chromium for the report's browser test, or install Debian's chromium (as root)
 	@if [ -x "$(CHROMIUM)" ]; then :; \
@@ -97,6 +98,7 @@ bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3 --latency-ms 20 --json benchmarks/results/s3_objects-latency20.json
 	$(MAKE) --no-print-directory $(VENV)/.spark
 	$(PY) -m benchmarks.spark_bench --size $(BENCH_SIZE)
+	$(MAKE) --no-print-directory bench-monitor
 
 bench-capture: $(VENV)/.dev ## Overhead per request of the capture middleware (a trivial model, in process and under uvicorn)
 	$(PY) -m benchmarks.capture_overhead --json benchmarks/results/capture_overhead.json
@@ -110,7 +112,24 @@ image: ## Build the container image (Dockerfile) with docker or podman
 		echo "make image: $(CONTAINER_ENGINE) is installed but cannot reach its daemon or service"; exit 1; fi
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
-clean: ## Remove the virtual environment and generated files
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
 
-.PHONY: help install install-dev demo lint test bench-ci format bench clean bench-capture chromium report-demo image install-spark spark-archive
+$(VENV)-monitor-peers/.done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)-monitor-peers
+	$(VENV)-monitor-peers/bin/python -m pip install -q '.[monitor-peers]'
+	touch $@
+
+bench-monitor: $(VENV)/.dev $(VENV)-monitor-peers/.done ## Monitoring at 2M rows x 70 features against whylogs, Evidently, pandas + scipy (peers in a venv of their own)
+	$(PY) -m benchmarks.monitor_bench --rows 2000000 --rows-list 500000,1000000 --peer-python $(VENV)-monitor-peers/bin/python
+
+$(VENV)-sagemaker/.done:
+	$(PYTHON) -m venv $(VENV)-sagemaker
+	$(VENV)-sagemaker/bin/python -m pip install -q 'sagemaker>=2.200,<3'
+	touch $@
+
+monitor-sdk: $(VENV)/.dev $(VENV)-sagemaker/.done ## Load the monitoring outputs with the SageMaker SDK's own classes (boto3: a venv of its own)
+	MONITOR_SDK_PYTHON=$(VENV)-sagemaker/bin/python $(PY) -m pytest tests/test_monitor_sdk.py -q -p no:cacheprovider
+
+clean: ## Remove the virtual environment and generated files
+	rm -rf $(VENV) $(VENV)-monitor-peers $(VENV)-sagemaker $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data
+
+.PHONY: help install install-dev demo lint test bench-ci format bench bench-monitor monitor-sdk clean bench-capture chromium report-demo image install-spark spark-archive

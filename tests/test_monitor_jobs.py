@@ -79,7 +79,7 @@ def test_baseline_then_windows_with_and_without_drift(decoded: Path) -> None:
         {"Name": "Endpoint", "Value": "ep"},
         {"Name": "MonitoringSchedule", "Value": "schedule"},
     ]
-    assert by["feature_data_f2"]["Timestamp"] == "2026-11-01T03:00:00Z"
+    assert by["feature_data_f2"]["Timestamp"] == "2026-11-01T02:00:00Z"  # the window start, as metric_time
 
 
 @pytest.mark.parametrize("header", [False, True])

@@ -1,4 +1,4 @@
-"""The monitoring commands of the CLI: ``baseline`` and ``monitor data-quality``."""
+"""The monitoring commands of the CLI: ``baseline``, ``monitor data-quality`` and ``monitor model-quality``."""
 
 from __future__ import annotations
 
@@ -6,39 +6,55 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import OptionsError
+from engine import arguments
 from engine.monitor.job import MonitorOptions, run_baseline, run_data_quality, run_model_quality
 from engine.monitor.quality import QualityOptions
-from engine.options import parse_time
 
 __all__ = ["add_commands"]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _time(text: str) -> Any:
-    try:
-        return parse_time(text)
-    except OptionsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _add_source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="a Parquet dataset (one this engine wrote, or any), a CSV or JSON Lines file")
+    p.add_argument(
+        "source", help="a Parquet dataset (one this engine wrote, or any), a CSV or JSON Lines file, or raw capture"
+    )
     p.add_argument("out", help="output folder (path or URL)")
-    p.add_argument("--format", choices=("auto", "parquet", "csv", "jsonl"), default="auto", help="default: by name")
+    p.add_argument(
+        "--format",
+        choices=("auto", "parquet", "csv", "jsonl", "capture", "batch"),
+        default="auto",
+        help="default: by name; capture / batch: raw real-time / batch transform capture, decoded on the way",
+    )
     p.add_argument("--header", action="store_true", help="CSV: the first line names the columns (else _c0, _c1, ...)")
     p.add_argument("--features", help="comma-separated columns to profile (default: all but provenance columns)")
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", help="fsspec option")
+    p.add_argument(
+        "--workers",
+        type=arguments.positive_int,
+        help="processes for a large source of many files (default: one per core)",
+    )
 
 
 def _options(args: argparse.Namespace, **extra: Any) -> MonitorOptions:
-    bad = [pair for pair in args.storage_option if "=" not in pair]
-    if bad:
-        raise OptionsError(f"--storage-option takes KEY=VALUE, got {bad[0]!r}")
-    storage = dict(pair.split("=", 1) for pair in args.storage_option)
+    storage = arguments.storage_options(args.storage_option)
     features = tuple(f.strip() for f in args.features.split(",") if f.strip()) if args.features else None
+    if args.workers is not None:
+        extra["workers"] = args.workers
     return MonitorOptions(format=args.format, header=args.header, features=features, storage_options=storage, **extra)
+
+
+def _add_window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", type=arguments.time, help="window start on inference_time, ISO-8601 UTC (inclusive)")
+    p.add_argument("--end", type=arguments.time, help="window end, ISO-8601 UTC (exclusive)")
+    p.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
+    p.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    p.add_argument(
+        "--by",
+        default="",
+        metavar="hour,endpoint",
+        help="also a breakdown per hour and/or per (endpoint, variant): OUT/{endpoint}/{variant}/yyyy/mm/dd/hh/",
+    )
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
@@ -53,11 +69,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def _cmd_data_quality(args: argparse.Namespace) -> int:
     options = _options(
-        args,
-        start=args.start,
-        end=args.end,
-        endpoint=args.endpoint,
-        schedule=args.schedule_name,
+        args, start=args.start, end=args.end, endpoint=args.endpoint, schedule=args.schedule_name, by=args.by
     )
     result = run_data_quality(
         args.source,
@@ -86,7 +98,15 @@ def _cmd_model_quality(args: argparse.Namespace) -> int:
         ground_truth_attribute=args.ground_truth_attribute,
         positive_label=args.positive_label,
     )
-    options = _options(args, start=args.start, end=args.end, endpoint=args.endpoint, schedule=args.schedule_name)
+    options = _options(
+        args,
+        start=args.start,
+        end=args.end,
+        endpoint=args.endpoint,
+        schedule=args.schedule_name,
+        by=args.by,
+        ground_truth=args.ground_truth,
+    )
     result = run_model_quality(
         args.source, args.out, quality=quality, baseline_constraints=args.baseline_constraints, options=options
     )
@@ -121,10 +141,7 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     _add_source(dq)
     dq.add_argument("--baseline-statistics", required=True, metavar="FILE", help="the baseline's statistics.json")
     dq.add_argument("--baseline-constraints", required=True, metavar="FILE", help="the baseline's constraints.json")
-    dq.add_argument("--start", type=_time, help="window start on inference_time, ISO-8601 UTC (inclusive)")
-    dq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
-    dq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
-    dq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    _add_window(dq)
     dq.add_argument("--report", metavar="FILE", help="also write the HTML report of the source and this output")
     add_common(dq)
     mq = kinds.add_parser("model-quality", help="model-quality metrics of merged predictions and labels")
@@ -138,10 +155,10 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     mq.add_argument("--ground-truth-attribute", default="label", help="the label column (default label)")
     mq.add_argument("--positive-label", default="1", help="binary: the positive class (default 1)")
     mq.add_argument("--baseline-constraints", metavar="FILE", help="constraints.json to check the metrics against")
-    mq.add_argument("--start", type=_time, help="window start on inference_time, ISO-8601 UTC (inclusive)")
-    mq.add_argument("--end", type=_time, help="window end, ISO-8601 UTC (exclusive)")
-    mq.add_argument("--endpoint", default="endpoint", help="the Endpoint dimension of the metric records")
-    mq.add_argument("--schedule-name", default="schedule", help="the MonitoringSchedule dimension")
+    mq.add_argument(
+        "--ground-truth", metavar="URI", help="labels: merge raw capture SOURCE with them on the way (no merge dataset)"
+    )
+    _add_window(mq)
     mq.add_argument("--report", metavar="FILE", help="also write the HTML report of the source and this output")
     add_common(mq)
     return {"baseline": _cmd_baseline, "monitor": _cmd_monitor}

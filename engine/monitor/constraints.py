@@ -3,11 +3,13 @@
 Where the sources disagree, the real suggested files win over the documentation: `datatype_check_threshold`
 and `domain_content_threshold` are 1.0 (any deviation fires) as the analyzer writes them, not the docs'
 0.1; the drift comparison is `Robust` with threshold 0.1 (the analyzer's defaults); the key is
-`comparison_method`, not the old docs' misspelt `comparion_method`.
+`comparison_method`, not the old docs' misspelt `comparion_method`. A feature's `completeness` is 1.0 when
+the baseline had no missing value, else (above 0.2) Deequ's RetainCompletenessRule bound p - 1.96 sqrt(p(1-p)/n).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine.monitor.profile import FeatureProfile, Profile
@@ -31,11 +33,12 @@ MONITORING_CONFIG: dict[str, Any] = {
 
 def _feature(f: FeatureProfile) -> dict[str, Any]:
     total = f.present + f.missing
-    out: dict[str, Any] = {
-        "name": f.name,
-        "inferred_type": f.inferred_type,
-        "completeness": f.present / total if total else 0.0,
-    }
+    share = f.present / total if total else 0.0
+    if 0.2 < share < 1.0:
+        # Deequ's RetainCompletenessRule: the lower end of the 95% interval of the baseline's share, so a window
+        # drawn from the baseline's distribution does not fire completeness_check half of the time.
+        share = max(0.0, share - 1.96 * math.sqrt(share * (1 - share) / total))
+    out: dict[str, Any] = {"name": f.name, "inferred_type": f.inferred_type, "completeness": share}
     if f.inferred_type in ("Integral", "Fractional") and f.n:
         out["num_constraints"] = {"is_non_negative": f.minimum >= 0}
     elif f.inferred_type == "String" and f.categories is not None:

@@ -109,6 +109,20 @@ class FeatureProfile:
     hll: HyperLogLog | None = None
     categories: Counter[str] | None = field(default_factory=Counter)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for the worker processes of a parallel profile: the sketch travels as its bytes.
+        state = dict(self.__dict__)
+        if self.kll is not None:
+            state["kll"] = self.kll.serialize()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("kll"), bytes):
+            from datasketches import kll_doubles_sketch
+
+            state["kll"] = kll_doubles_sketch.deserialize(state["kll"])
+        self.__dict__.update(state)
+
     @property
     def inferred_type(self) -> InferredType:
         if not self.present:
@@ -128,9 +142,10 @@ class FeatureProfile:
         if not len(values):
             return
         count = len(values)
-        mean = float(values.mean())
-        m2 = float(((values - mean) ** 2).sum())
-        self._merge_moments(count, mean, m2, float(values.sum()))
+        total = float(values.sum())
+        mean = total / count
+        d = values - mean
+        self._merge_moments(count, mean, float(np.einsum("i,i->", d, d)), total)  # not BLAS: its threads spin
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
         if self.kll is None:
@@ -150,27 +165,36 @@ class FeatureProfile:
         self.n = n
         self.total += total
 
-    def add_strings(self, values: pa.Array) -> None:
-        """Add non-null text values: counted by category, distinct-counted, and kinds by Deequ's patterns."""
+    def add_strings(self, values: pa.Array) -> _Encoded | None:
+        """Add non-null text values: counted by category, distinct-counted, and kinds by Deequ's patterns.
+
+        Everything is computed on the distinct values (one hash pass: a dictionary encoding) weighted by
+        their counts, so a column of a dozen categories costs one pass over its rows, not five.
+        """
         if not len(values):
-            return
+            return None
+        enc = pc.dictionary_encode(values)
+        uniq = enc.dictionary
+        idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        counts = np.bincount(idx, minlength=len(uniq))
         if self.hll is None:
             self.hll = _hll()
-        self.hll.update(values)
+        self.hll.update(uniq)  # a HyperLogLog sees each value once or a thousand times alike
         if self.categories is not None:
-            counts = pc.value_counts(values)
-            self.categories.update(
-                dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
-            )
-            if len(self.categories) > CATEGORY_LIMIT:
+            if len(uniq) > CATEGORY_LIMIT:
                 self.categories = None
-        fractional = _mask(pc.match_substring_regex(values, _FRACTIONAL))
-        integral = _mask(pc.match_substring_regex(values, _INTEGRAL)) & ~fractional
-        boolean = _mask(pc.match_substring_regex(values, _BOOLEAN))
-        self.fractional += int(fractional.sum())
-        self.integral += int(integral.sum())
-        self.boolean += int(boolean.sum())
-        self.text += int((~(fractional | integral | boolean)).sum())
+            else:
+                self.categories.update(dict(zip(uniq.to_pylist(), counts.tolist(), strict=True)))
+                if len(self.categories) > CATEGORY_LIMIT:
+                    self.categories = None
+        fractional = _mask(pc.match_substring_regex(uniq, _FRACTIONAL))
+        integral = _mask(pc.match_substring_regex(uniq, _INTEGRAL)) & ~fractional
+        boolean = _mask(pc.match_substring_regex(uniq, _BOOLEAN))
+        self.fractional += int(counts[fractional].sum())
+        self.integral += int(counts[integral].sum())
+        self.boolean += int(counts[boolean].sum())
+        self.text += int(counts[~(fractional | integral | boolean)].sum())
+        return _Encoded(uniq, idx, fractional | integral)
 
     def merge(self, other: FeatureProfile) -> None:
         """Add another profile of the same feature (another part of the data)."""
@@ -207,6 +231,15 @@ class FeatureProfile:
         if self.categories is not None:
             return float(len(self.categories))  # exact while categories are counted
         return float(round(self.hll.estimate())) if self.hll is not None else 0.0
+
+
+@dataclass
+class _Encoded:
+    """A text batch as its distinct values, each row's index into them, and which values are numbers."""
+
+    values: pa.Array
+    indices: np.ndarray
+    numeric: np.ndarray
 
 
 def _mask(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -265,12 +298,16 @@ def _add_column(feature: FeatureProfile, column: pa.Array) -> None:
         feature.add_strings(pc.cast(valid, pa.string()))  # "true" / "false": Deequ's boolean pattern counts them
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
         text = pc.utf8_trim_whitespace(valid.cast(pa.string()))
-        feature.add_strings(text)
-        numeric = _mask(pc.match_substring_regex(text, _FRACTIONAL)) | _mask(pc.match_substring_regex(text, _INTEGRAL))
-        numeric &= _mask(pc.greater(pc.utf8_length(text), 0))
-        if numeric.any():
-            numbers = pc.cast(pc.replace_substring(text.filter(pa.array(numeric)), " ", ""), pa.float64(), safe=False)
-            feature.add_numbers(np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64))
+        enc = feature.add_strings(text)
+        if enc is not None:
+            numeric = enc.numeric & _mask(pc.match_substring_regex(enc.values, r"\d"))  # "." and "-" hold no number
+            if numeric.any():
+                # Numbers in text (a CSV baseline): each distinct value converted once, then spread to the rows.
+                converted = pc.cast(pc.replace_substring(enc.values.filter(pa.array(numeric)), " ", ""), pa.float64())
+                lookup = np.full(len(enc.values), np.nan)
+                lookup[numeric] = np.asarray(converted.to_numpy(zero_copy_only=False), dtype=np.float64)
+                rows = enc.indices[numeric[enc.indices]]
+                feature.add_numbers(lookup[rows])
     else:
         feature.add_strings(
             pc.cast(valid, pa.string()) if _castable(t) else pa.array([str(v) for v in valid.to_pylist()])

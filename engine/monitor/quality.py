@@ -82,21 +82,40 @@ class _Part:
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)
     hist: np.ndarray = field(default_factory=lambda: np.zeros((2, _BINS), dtype=np.int64))  # negatives, positives
 
+    def merge(self, other: _Part) -> None:
+        self.n += other.n
+        self.sums += other.sums
+        for pair, count in other.confusion.items():
+            self.confusion[pair] = self.confusion.get(pair, 0) + count
+        self.hist += other.hist
+
 
 @dataclass
 class QualityState:
-    """The state of a model-quality pass: all rows, and each resample."""
+    """The state of a model-quality pass: all rows, and each resample.
+
+    `stream` picks the resamples' random stream (with the options' seed): states of parts of the data, each
+    with a stream of its own, merge into the state of the whole.
+    """
 
     options: QualityOptions
     whole: _Part = field(default_factory=_Part)
     resamples: list[_Part] = field(default_factory=lambda: [_Part() for _ in range(RESAMPLES)])
     has_scores: bool = False
     rng: np.random.Generator | None = None
+    stream: int = 0
+
+    def merge(self, other: QualityState) -> None:
+        """Add the state of another part of the data."""
+        self.whole.merge(other.whole)
+        for mine, theirs in zip(self.resamples, other.resamples, strict=True):
+            mine.merge(theirs)
+        self.has_scores |= other.has_scores
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         o = self.options
         if self.rng is None:
-            self.rng = np.random.default_rng(o.seed)
+            self.rng = np.random.default_rng([o.seed, self.stream])
         truth_col = _column(batch, o.ground_truth_attribute)
         keep = _mask(pc.is_valid(truth_col))
         if o.problem_type == "Regression":
@@ -121,29 +140,38 @@ class QualityState:
             pred = _labels(pred_col)
         else:
             assert scores is not None
-            pred = np.where(scores >= o.probability_threshold, o.positive_label, "0").astype(object)
-        truth, pred = truth[keep], pred[keep]
+            pred = pc.if_else(pa.array(scores >= o.probability_threshold), o.positive_label, "0")
+        rows = pa.array(keep)
+        truth, pred = truth.filter(rows), pred.filter(rows)
         scores = scores[keep] if scores is not None else None
-        member = self.rng.random((RESAMPLES, len(truth))) < SHARE
-        self._classes(self.whole, truth, pred, scores)
+        # The (truth, prediction) pairs as codes of their distinct values: one hash pass, then counting.
+        pairs = pc.dictionary_encode(pc.binary_join_element_wise(truth, pred, "\x1f"))
+        codes = np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        names = [tuple(p.split("\x1f", 1)) for p in pairs.dictionary.to_pylist()]
+        positive = _mask(pc.equal(truth, o.positive_label))
+        member = self.rng.random((RESAMPLES, len(codes))) < SHARE
+        self._classes(self.whole, codes, names, positive, scores)
         for part, m in zip(self.resamples, member, strict=True):
-            self._classes(part, truth[m], pred[m], scores[m] if scores is not None else None)
+            self._classes(part, codes[m], names, positive[m], scores[m] if scores is not None else None)
 
     @staticmethod
     def _regression(part: _Part, y: np.ndarray, yhat: np.ndarray) -> None:
         e = yhat - y
         part.n += len(y)
-        part.sums += np.array([y.sum(), (y * y).sum(), np.abs(e).sum(), (e * e).sum(), yhat.sum()])
+        part.sums += np.array(
+            [y.sum(), np.einsum("i,i->", y, y), np.abs(e).sum(), np.einsum("i,i->", e, e), yhat.sum()]
+        )
 
-    def _classes(self, part: _Part, truth: np.ndarray, pred: np.ndarray, scores: np.ndarray | None) -> None:
-        part.n += len(truth)
-        if len(truth):
-            pairs, counts = np.unique(np.stack([truth.astype(str), pred.astype(str)]), axis=1, return_counts=True)
-            for (t, p), c in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+    @staticmethod
+    def _classes(
+        part: _Part, codes: np.ndarray, names: list[tuple[str, ...]], positive: np.ndarray, scores: np.ndarray | None
+    ) -> None:
+        part.n += len(codes)
+        for (t, p), c in zip(names, np.bincount(codes, minlength=len(names)).tolist(), strict=True):
+            if c:
                 part.confusion[(t, p)] = part.confusion.get((t, p), 0) + int(c)
         if scores is not None and len(scores):
             bins = np.clip((scores * _BINS).astype(np.int64), 0, _BINS - 1)
-            positive = truth.astype(str) == self.options.positive_label
             part.hist[0] += np.bincount(bins[~positive], minlength=_BINS)
             part.hist[1] += np.bincount(bins[positive], minlength=_BINS)
 
@@ -166,15 +194,13 @@ def _numbers(col: pa.Array) -> np.ndarray:
     return np.asarray(values.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _labels(col: pa.Array) -> np.ndarray:
+def _labels(col: pa.Array) -> pa.Array:
     """Class labels as text; a whole number is its digits (1.0 and "1" are the same class)."""
     if pa.types.is_floating(col.type):
-        values = np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
-        whole = np.isfinite(values) & (values == np.floor(values))
-        text = np.where(whole, np.char.mod("%d", np.where(whole, values, 0).astype(np.int64)), values.astype(str))
-        return text.astype(object)
-    text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
-    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+        whole = pc.and_(pc.is_finite(col), pc.equal(col, pc.floor(col)))
+        digits = pc.cast(pc.cast(pc.if_else(whole, col, 0.0), pa.int64(), safe=False), pa.string())
+        return pc.if_else(whole, digits, pc.cast(col, pa.string()))
+    return pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
@@ -304,7 +330,8 @@ def quality_statistics(state: QualityState, *, evaluation_time: datetime | None 
         if state.whole.n >= MIN_FOR_STD:
             values = [s[name] for s in spread if name in s and not math.isnan(s[name])]
             std = float(np.std(values)) if len(values) == RESAMPLES else "NaN"
-        metrics[name] = {"value": value, "standard_deviation": std}
+        # NaN (an r2 of constant labels, an AUC of one class) is written "NaN", as the analyzer writes it.
+        metrics[name] = {"value": "NaN" if math.isnan(value) else value, "standard_deviation": std}
     if state.options.problem_type != "Regression":
         metrics["confusion_matrix"] = _confusion_doc(state.whole)
     if state.options.problem_type == "BinaryClassification" and state.has_scores:
@@ -335,8 +362,8 @@ def quality_constraints(statistics: dict[str, Any]) -> dict[str, Any]:
     for name, metric in statistics[key].items():
         if not isinstance(metric, dict) or "value" not in metric or name.endswith("_best_constant_classifier"):
             continue
-        if isinstance(metric["value"], float) and math.isnan(metric["value"]):
-            continue
+        if not isinstance(metric["value"], float) or math.isnan(metric["value"]):
+            continue  # "NaN": no threshold to suggest
         op = "GreaterThanThreshold" if name in _LOWER_IS_BETTER else "LessThanThreshold"
         out[name] = {"threshold": metric["value"], "comparison_operator": op}
     return {"version": 0.0, f"{problem}_constraints": out}
@@ -352,6 +379,8 @@ def quality_violations(statistics: dict[str, Any], constraints: dict[str, Any]) 
         if not isinstance(metric, dict):
             continue
         value, threshold, op = float(metric["value"]), float(rule["threshold"]), rule["comparison_operator"]
+        if math.isnan(value):
+            continue  # no value this window (one class only): nothing to compare
         broken = {
             "GreaterThanThreshold": value > threshold,
             "GreaterThanOrEqualToThreshold": value >= threshold,

@@ -14,6 +14,11 @@ one published drift wording (``"Numerical distance: D exceeds numerical threshol
   (numerical: between CDFs, Kolmogorov-Smirnov's statistic; categorical: between category frequencies)
   exceeds `comparison_threshold` / `categorical_comparison_threshold`. `Robust` subtracts
   1.8 * sqrt((n + m) / (n m)) first, as Deequ's `linfRobust`; `Simple` does not.
+  With ``categorical_drift_method: ChiSquared`` a String feature is compared as Deequ's `ChisquareMethod`
+  does (baseline counts scaled to the window's total, window categories absent from the baseline dropped,
+  the smallest categories pooled until the expected counts are large enough) and the value is the test's
+  p-value. How Model Monitor compares that p-value with the threshold is not published: here a p-value
+  *below* `categorical_comparison_threshold` is a drift (the distributions differ at that level).
 
 The baseline distribution is read back from `statistics.json`'s KLL sketch data: the levels of the
 analyzer's compactor (an item at level h weighs 2^h), or the single level this engine writes.
@@ -28,7 +33,7 @@ import numpy as np
 
 from engine.monitor.profile import FeatureProfile, Profile
 
-__all__ = ["ROBUST_C_ALPHA", "drift_distances", "violations_document"]
+__all__ = ["ROBUST_C_ALPHA", "chi_squared_p_value", "drift_distances", "violations_document"]
 
 ROBUST_C_ALPHA = 1.8  # Deequ's default c_alpha for linfRobust (alpha of about 0.003)
 _NUMERIC = ("Integral", "Fractional")
@@ -89,6 +94,72 @@ def categorical_distance(stats: dict[str, Any], f: FeatureProfile) -> float | No
     return max(abs(base.get(k, 0.0) / total_b - f.categories.get(k, 0) / total_w) for k in keys)
 
 
+def chi_squared_p_value(stats: dict[str, Any], f: FeatureProfile) -> float | None:
+    """Deequ's ChisquareMethod p-value between the baseline's category counts and the window's; NaN below 2."""
+    buckets = stats.get("string_statistics", {}).get("distribution", {}).get("categorical", {}).get("buckets")
+    if not buckets or f.categories is None or not f.present:
+        return None
+    base = {str(b["value"]): float(b["count"]) for b in buckets}
+    observed = np.array([float(f.categories.get(k, 0)) for k in base])  # categories new to the window: dropped
+    total = observed.sum()
+    expected = np.array(list(base.values()))
+    expected = expected / expected.sum() * total if total else expected
+    order = np.argsort(expected, kind="stable")
+    obs: list[float] = observed[order].tolist()
+    exp_: list[float] = expected[order].tolist()
+
+    def ok() -> bool:
+        if len(exp_) == 2:
+            return min(exp_) >= 10  # Cochran
+        return sum(e < 5 for e in exp_) <= 0.2 * len(exp_)  # Yates
+
+    while len(exp_) > 2 and not ok():
+        # Pool the two smallest exp_ categories, keep the list sorted.
+        e, o = exp_.pop(0) + exp_.pop(0), obs.pop(0) + obs.pop(0)
+        i = int(np.searchsorted(exp_, e))
+        exp_.insert(i, e)
+        obs.insert(i, o)
+    if len(exp_) < 2 or not total:
+        return float("nan")
+    exp = np.asarray(exp_)
+    statistic = float(np.sum((np.asarray(obs) - exp) ** 2 / np.where(exp > 0, exp, 1.0)))
+    return _chi2_sf(statistic, len(exp_) - 1)
+
+
+def _chi2_sf(x: float, df: int) -> float:
+    """P(X >= x) for X ~ chi-squared(df): the regularized upper incomplete gamma Q(df/2, x/2)."""
+    a, z = df / 2.0, x / 2.0
+    if z <= 0:
+        return 1.0
+    log_front = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1:  # series for P, then Q = 1 - P
+        term = total = 1.0 / a
+        k = a
+        while abs(term) > abs(total) * 1e-15:
+            k += 1
+            term *= z / k
+            total += term
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    # Continued fraction for Q (Lentz), Numerical Recipes' gcf.
+    tiny = 1e-300
+    b = z + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(log_front) * h)
+
+
 def _robust(distance: float, n: int, m: int) -> float:
     if not n or not m:
         return distance
@@ -126,9 +197,10 @@ def violations_document(
     method = dist.get("comparison_method", dist.get("comparion_method", "Robust"))
     threshold = float(dist.get("comparison_threshold", 0.1))
     cat_threshold = float(dist.get("categorical_comparison_threshold", 0.1))
+    chi2 = dist.get("categorical_drift_method", "LInfinity") == "ChiSquared"
     for name, constraint in wanted.items():
         f = window.features.get(name)
-        if f is None:
+        if f is None or _disabled(constraint):
             continue
         btype = constraint.get("inferred_type", "Unknown")
         share = _conforming(f, btype)
@@ -155,20 +227,26 @@ def violations_document(
                 out.append(_violation(name, "categorical_values_check", _value(inside)))
         if not compare or name not in base_stats:
             continue
-        d = _distance(base_stats[name], btype, f, method)
-        if d is None:
+        d = _distance(base_stats[name], btype, f, method, chi2)
+        if d is None or math.isnan(d):
             continue
         if btype in _NUMERIC and d > threshold:
             description = f"Numerical distance: {d!r} exceeds numerical threshold: {threshold!r}"
             out.append(_violation(name, "baseline_drift_check", description))
-        elif btype == "String" and d > cat_threshold:
+        elif btype == "String" and chi2 and d < cat_threshold:
+            description = f"Chi-squared p-value: {d!r} is below categorical threshold: {cat_threshold!r}"
+            out.append(_violation(name, "baseline_drift_check", description))
+        elif btype == "String" and not chi2 and d > cat_threshold:
             description = f"Categorical distance: {d!r} exceeds categorical threshold: {cat_threshold!r}"
             out.append(_violation(name, "baseline_drift_check", description))
     return {"violations": out}
 
 
-def _distance(base: dict[str, Any], btype: str, f: FeatureProfile, method: str) -> float | None:
-    """The drift distance of one feature as the comparison method measures it (Robust: corrected)."""
+def _distance(base: dict[str, Any], btype: str, f: FeatureProfile, method: str, chi2: bool = False) -> float | None:
+    """The drift distance of one feature as the comparison method measures it (Robust: corrected; ChiSquared:
+    the p-value of a String feature)."""
+    if chi2 and btype == "String":
+        return chi_squared_p_value(base, f)
     section = base.get("numerical_statistics") or base.get("string_statistics") or {}
     n_base = int(section.get("common", {}).get("num_present", 0))
     if btype in _NUMERIC:
@@ -186,16 +264,25 @@ def drift_distances(statistics: dict[str, Any], constraints: dict[str, Any], win
     """Each shared feature's drift distance (the value of CloudWatch's ``feature_baseline_drift_*``)."""
     dist = constraints.get("monitoring_config", {}).get("distribution_constraints", {})
     method = dist.get("comparison_method", dist.get("comparion_method", "Robust"))
+    chi2 = dist.get("categorical_drift_method", "LInfinity") == "ChiSquared"
     types = {c["name"]: c.get("inferred_type", "Unknown") for c in constraints.get("features", [])}
     out: dict[str, float] = {}
     for base in statistics.get("features", []):
         f = window.features.get(base["name"])
         if f is None:
             continue
-        d = _distance(base, types.get(base["name"], base.get("inferred_type", "Unknown")), f, method)
-        if d is not None:
+        d = _distance(base, types.get(base["name"], base.get("inferred_type", "Unknown")), f, method, chi2)
+        if d is not None and not math.isnan(d):
             out[base["name"]] = d
     return out
+
+
+def _disabled(constraint: dict[str, Any]) -> bool:
+    """A feature whose checks were switched off (the SDK's ``Constraints.set_monitoring(False, feature_name=...)``)."""
+    for key in ("monitoring_config_overrides", "monitoringConfigOverrides"):
+        if (constraint.get(key) or {}).get("evaluate_constraints") == "Disabled":
+            return True
+    return False
 
 
 def _domain_share(f: FeatureProfile, domain: set[str]) -> float | None:
