@@ -173,6 +173,7 @@ def test_wheel_in_a_fresh_venv_runs_the_image_entrypoint(world_readable: Path) -
     image_env = {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": "",  # the image has none: the engine must come from the wheel, whatever the caller's path
         "TMPDIR": str(base / "tmp"),
         "HOME": str(base / "home"),
     }

@@ -9,9 +9,11 @@ network would show it as a failed request.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -139,7 +141,8 @@ class Browser:
         profile = Path(self._tmp.name)
         self._log = (profile / "stderr.log").open("wb")
         args = [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"]
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=self._log)
+        # Its own process group: Chromium's helpers (zygote, renderers, crash handler) are stopped with it.
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=self._log, start_new_session=True)
         try:
             self._session = _Session(_endpoint(profile, self._proc, timeout), timeout)
             for domain in ("Runtime", "Log", "Page", "Network", "Performance"):
@@ -162,14 +165,28 @@ class Browser:
         session = getattr(self, "_session", None)
         if session is not None:
             session.ws.close()
-        self._proc.terminate()
+        self._signal(signal.SIGTERM)
         try:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
+            self._signal(signal.SIGKILL)
             self._proc.wait()
+        self._signal(signal.SIGKILL)  # any helper still writing into the profile
         self._log.close()
+        # A helper may still be flushing its profile for a moment after the group is signalled.
+        for _ in range(50):
+            try:
+                shutil.rmtree(self._tmp.name)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
         self._tmp.cleanup()
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
 
     def check(
         self, page: Path, *, screenshot: Path | None = None, max_height: int = 20_000, top: int = 0, scale: float = 1.0
