@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Both cores: the suite is mostly waiting on subprocesses, servers and I/O, so two workers nearly halve it.
+# Spark's tests share one worker (one JVM) through their xdist group.
+PYTEST_ARGS ?= -n auto --dist loadgroup
 BENCH_SIZE ?= 1GB
 DEMO_DIR ?= demo-output
 CHROMIUM ?= /usr/bin/chromium

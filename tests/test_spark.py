@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.s3_server"]
 pytestmark = [
     pytest.mark.spark,
+    # One JVM for the whole module under a parallel run (pytest-xdist --dist loadgroup): Spark starts once.
+    pytest.mark.xdist_group("spark"),
     # py4j leaves some of its sockets to the garbage collector (after a task failure, say): not this code's.
     pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
     pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"),
