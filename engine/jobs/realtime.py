@@ -26,7 +26,15 @@ from engine.options import RealtimeOptions, check_location
 from engine.report import RunReport
 from engine.tables import capture_schema
 
-__all__ = ["ProgressCallback", "iter_capture", "read_capture", "run_realtime"]
+__all__ = [
+    "ProgressCallback",
+    "iter_capture",
+    "plan_capture",
+    "read_capture",
+    "refuse_if_not_capture",
+    "replace_read_hours",
+    "run_realtime",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +155,45 @@ def read_capture(
     return pa.RecordBatchReader.from_batches(capture_schema(), _stream(loc, objects, options, report, on_rejects))
 
 
+def plan_capture(
+    src: Location, source: str, options: RealtimeOptions, report: RunReport
+) -> tuple[list[CaptureObject], str]:
+    """The window's capture objects (counted into `report`), and the message an empty run commits with.
+
+    The plan every executor runs: the local one decodes the objects on threads, the Spark one packs them into
+    tasks. Raises NoDataError where the source holds no capture but something else, with `require_data`.
+    """
+    t0 = time.perf_counter()
+    objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
+    report.add_time("list", time.perf_counter() - t0)
+    report.objects = len(objects)
+    report.bytes_total = sum(o.size for o in objects)
+    logger.info("found %d capture objects (%d bytes) under %s", len(objects), report.bytes_total, source)
+    empty_message = "the window held no capture records (nothing to write)"
+    if not objects and (what := looks_like(src)) is not None:
+        # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
+        empty_message = f"no capture objects under {src.uri(src.root)}: it looks like {what}"
+        if options.require_data:
+            raise NoDataError(empty_message)
+        logger.warning("%s", empty_message)
+    return objects, empty_message
+
+
+def replace_read_hours(run: JobRun, objects: list[CaptureObject]) -> None:
+    """Rejects of every source hour read are replaced, so a fixed input clears old rejects."""
+    for o in objects:
+        hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
+        run.rejects.touch((o.endpoint, o.variant, hour))
+
+
+def refuse_if_not_capture(src: Location, objects: list[CaptureObject], report: RunReport) -> None:
+    """Nothing but rejects: if the objects are not capture at all, that is the one line to give (NoDataError)."""
+    if objects and report.records and not report.events_written:
+        what = looks_like_object(src, objects[0].path)
+        if what is not None:
+            raise NoDataError(f"no capture objects under {src.uri(src.root)}: it looks like {what}")
+
+
 def run_realtime(
     source: str,
     dest: str,
@@ -172,26 +219,11 @@ def run_realtime(
     report = run.report
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
 
-    t0 = time.perf_counter()
-    objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
-    report.add_time("list", time.perf_counter() - t0)
-    report.objects = len(objects)
-    report.bytes_total = sum(o.size for o in objects)
-    logger.info("found %d capture objects (%d bytes) under %s", len(objects), sum(o.size for o in objects), source)
-    empty_message = "the window held no capture records (nothing to write)"
-    if not objects and (what := looks_like(src)) is not None:
-        # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
-        empty_message = f"no capture objects under {src.uri(src.root)}: it looks like {what}"
-        if options.require_data:
-            raise NoDataError(empty_message)
-        logger.warning("%s", empty_message)
+    objects, empty_message = plan_capture(src, source, options, report)
 
     with run:
         data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
-        for o in objects:
-            # Rejects of every source hour read are replaced, so a fixed input clears old rejects.
-            hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
-            run.rejects.touch((o.endpoint, o.variant, hour))
+        replace_read_hours(run, objects)
         for d in _decoded_units(src, objects, options, report):
             report.add(d.counts())
             t1 = time.perf_counter()
@@ -201,11 +233,7 @@ def run_realtime(
             report.add_time("write", time.perf_counter() - t1)
             if progress is not None:
                 progress(report, len(objects))
-        if objects and report.records and not report.events_written:
-            # Nothing but rejects: if the objects are not capture at all, that is the one line to give.
-            what = looks_like_object(src, objects[0].path)
-            if what is not None:
-                raise NoDataError(f"no capture objects under {src.uri(src.root)}: it looks like {what}")
+        refuse_if_not_capture(src, objects, report)
         return run.commit(
             data,
             empty_message=empty_message,

@@ -18,6 +18,7 @@ from engine.jobs.batch import _account as account_batch_unit
 from engine.jobs.batch import _manifests as plan_transform_files
 from engine.jobs.batch import _problem_rejects as manifest_problem_rejects
 from engine.jobs.realtime import _decoded_units as decoded_capture_units
+from engine.jobs.realtime import plan_capture, refuse_if_not_capture, replace_read_hours
 from engine.jobs.run import JobRun
 from engine.kernels.batch_records import _Decoder as BatchDecoder
 from engine.kernels.batch_records import sniff as sniff_transform_unit
@@ -59,8 +60,11 @@ __all__ = [
     "manifest_problem_rejects",
     "open_location",
     "parse_size",
+    "plan_capture",
     "plan_transform_files",
     "redact",
+    "refuse_if_not_capture",
+    "replace_read_hours",
     "sniff_transform_unit",
     "table_spec",
     "transform_units",

@@ -21,12 +21,13 @@ from engine.spark._kernels import (
     TransformFile,
     check_location,
     committed_names,
-    list_capture_objects,
     looks_like,
-    looks_like_object,
     manifest_problem_rejects,
     open_location,
+    plan_capture,
     plan_transform_files,
+    refuse_if_not_capture,
+    replace_read_hours,
 )
 from engine.spark.driver import SparkOptions, absorb, run_tasks
 from engine.spark.executor import JobContext
@@ -75,24 +76,11 @@ def run_realtime(
     report = run.report
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
 
-    t0 = time.perf_counter()
-    objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
-    report.add_time("list", time.perf_counter() - t0)
-    report.objects = len(objects)
-    report.bytes_total = sum(o.size for o in objects)
-    logger.info("found %d capture objects (%d bytes) under %s", len(objects), report.bytes_total, source)
-    empty_message = "the window held no capture records (nothing to write)"
-    if not objects and (what := looks_like(src)) is not None:
-        empty_message = f"no capture objects under {src.uri(src.root)}: it looks like {what}"
-        if options.require_data:
-            raise NoDataError(empty_message)
-        logger.warning("%s", empty_message)
+    objects, empty_message = plan_capture(src, source, options, report)
 
     with run:
         data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
-        for o in objects:
-            hour = None if o.hour is None else int(o.hour.timestamp()) // 3600
-            run.rejects.touch((o.endpoint, o.variant, hour))
+        replace_read_hours(run, objects)
         groups = pack(objects, lambda o: o.size, spark_options.task_bytes)
         tasks = _tasks(run, [(sum(o.size for o in g), encode_objects(g)) for g in groups])
         ctx = JobContext(
@@ -108,10 +96,7 @@ def run_realtime(
         results = run_tasks(spark, ctx, tasks)
         report.options["executor"] = _executor_info(spark, len(tasks), time.perf_counter() - t1)
         absorb(results, tasks, report, {"data": data, "rejects": run.rejects})
-        if objects and report.records and not report.events_written:
-            what = looks_like_object(src, objects[0].path)
-            if what is not None:
-                raise NoDataError(f"no capture objects under {src.uri(src.root)}: it looks like {what}")
+        refuse_if_not_capture(src, objects, report)
         return run.commit(
             data,
             empty_message=empty_message,
