@@ -55,6 +55,14 @@ def _tasks(run: JobRun, groups: list[tuple[int, str]]) -> list[Task]:
     return [Task(index=i, file_id=ids[i], bytes=size, inputs=text) for i, (size, text) in enumerate(groups)]
 
 
+def _execute(spark: Any, run: JobRun, data: Any, tasks: list[Task], ctx: JobContext) -> None:
+    """Run the tasks on Spark and take the files and counts of the attempts it kept into the run."""
+    t1 = time.perf_counter()
+    results = run_tasks(spark, ctx, tasks)
+    run.report.options["executor"] = _executor_info(spark, len(tasks), time.perf_counter() - t1)
+    absorb(results, tasks, run.report, {"data": data, "rejects": run.rejects})
+
+
 def run_realtime(
     spark: Any,
     source: str,
@@ -92,10 +100,7 @@ def run_realtime(
             data_spec=data.spec,
             rejects_spec=run.rejects.spec,
         )
-        t1 = time.perf_counter()
-        results = run_tasks(spark, ctx, tasks)
-        report.options["executor"] = _executor_info(spark, len(tasks), time.perf_counter() - t1)
-        absorb(results, tasks, report, {"data": data, "rejects": run.rejects})
+        _execute(spark, run, data, tasks, ctx)
         refuse_if_not_capture(src, objects, report)
         return run.commit(
             data,
@@ -168,10 +173,7 @@ def run_batch(
             data_spec=data.spec,
             rejects_spec=run.rejects.spec,
         )
-        t1 = time.perf_counter()
-        results = run_tasks(spark, ctx, tasks)
-        report.options["executor"] = _executor_info(spark, len(tasks), time.perf_counter() - t1)
-        absorb(results, tasks, report, {"data": data, "rejects": run.rejects})
+        _execute(spark, run, data, tasks, ctx)
         return run.commit(
             data,
             empty_message=empty_message,
