@@ -225,18 +225,22 @@ def _print_report(args: argparse.Namespace, report: RunReport) -> None:
     print(report.to_json_line() if args.log_format == "json" else report.summary())
 
 
-def _cmd_realtime(args: argparse.Namespace) -> int:
-    options = RealtimeOptions(**_job_options(args))
+def _run_job(args: argparse.Namespace, options: Any, local: Callable[..., RunReport]) -> int:
+    """Run a dataset job on the chosen executor (this process, or Spark) and print its report."""
     progress = _progress(args)
     try:
         if args.executor == "spark":
             report = run_on_spark(args, options)
         else:
-            report = run_realtime(args.source, args.dest, options=options, progress=progress)
+            report = local(args.source, args.dest, options=options, progress=progress)
     finally:
         progress.done()
     _print_report(args, report)
     return 0
+
+
+def _cmd_realtime(args: argparse.Namespace) -> int:
+    return _run_job(args, RealtimeOptions(**_job_options(args)), run_realtime)
 
 
 def _prefix_map(pairs: Sequence[str]) -> dict[str, str]:
@@ -253,16 +257,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from engine.jobs.batch import BatchOptions, run_batch
 
     options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
-    progress = _progress(args)
-    try:
-        if args.executor == "spark":
-            report = run_on_spark(args, options)
-        else:
-            report = run_batch(args.source, args.dest, options=options, progress=progress)
-    finally:
-        progress.done()
-    _print_report(args, report)
-    return 0
+    return _run_job(args, options, run_batch)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
