@@ -112,7 +112,8 @@ def _hour_tip() -> Any:
 
 
 @cache
-def _volume() -> bytes:
+def _hourly_bars(measure: str, facet: str, tooltip: tuple[str, ...], height: int) -> bytes:
+    """Bars per UTC hour (from ``hour`` to ``hour_end``), one small multiple per value of `facet`."""
     alt = _alt()
     return _spec(
         alt.Chart(alt.Data(name=DATA))
@@ -120,19 +121,26 @@ def _volume() -> bytes:
         .encode(
             x=_hour_x(),
             x2="hour_end:T",
-            y=alt.Y("records:Q", title="records"),
+            y=alt.Y(f"{measure}:Q", title=measure),
             y2=alt.datum(0),
-            tooltip=["series:N", _hour_tip(), "records:Q", "events:Q"],
+            tooltip=[f"{facet}:N", _hour_tip(), *tooltip],
         )
-        .properties(width=WIDTH, height=80)
-        .facet(row=_row("series"))
+        .properties(width=WIDTH, height=height)
+        .facet(row=_row(facet))
     )
 
 
 def volume_chart(volume: pl.DataFrame, key: str = "volume") -> Figure:
     """Records per hour, one small multiple per endpoint / variant; an hour without capture is an empty gap."""
     caption = "Payload records per UTC hour of inference time; hours of the range without a record are drawn empty."
-    return _figure(key, "Volume per hour", caption, _volume(), _hourly(volume), volume)
+    return _figure(
+        key,
+        "Volume per hour",
+        caption,
+        _hourly_bars("records", "series", ("records:Q", "events:Q"), 80),
+        _hourly(volume),
+        volume,
+    )
 
 
 @cache
@@ -172,27 +180,11 @@ def rejects_by_reason_chart(frame: pl.DataFrame, key: str = "rejects-by-reason")
     return _figure(key, "Rejects by reason", caption, _rejects_by_reason(), frame, frame)
 
 
-@cache
-def _rejects_by_hour() -> bytes:
-    alt = _alt()
-    return _spec(
-        alt.Chart(alt.Data(name=DATA))
-        .mark_bar(color=INK)
-        .encode(
-            x=_hour_x(),
-            x2="hour_end:T",
-            y=alt.Y("rejects:Q", title="rejects"),
-            y2=alt.datum(0),
-            tooltip=["reason:N", _hour_tip(), "rejects:Q"],
-        )
-        .properties(width=WIDTH, height=60)
-        .facet(row=_row("reason"))
-    )
-
-
 def rejects_by_hour_chart(frame: pl.DataFrame, key: str = "rejects-by-hour") -> Figure:
     caption = "Rejects per UTC hour of the source folder they were read from, one row per reason."
-    return _figure(key, "Rejects by hour", caption, _rejects_by_hour(), _hourly(frame), frame)
+    return _figure(
+        key, "Rejects by hour", caption, _hourly_bars("rejects", "reason", ("rejects:Q",), 60), _hourly(frame), frame
+    )
 
 
 @cache

@@ -55,8 +55,19 @@ def _tasks(run: JobRun, groups: list[tuple[int, str]]) -> list[Task]:
     return [Task(index=i, file_id=ids[i], bytes=size, inputs=text) for i, (size, text) in enumerate(groups)]
 
 
-def _execute(spark: Any, run: JobRun, data: Any, tasks: list[Task], ctx: JobContext) -> None:
+def _execute(
+    spark: Any, run: JobRun, data: Any, tasks: list[Task], job: str, source: str, dest: str, options: Any
+) -> None:
     """Run the tasks on Spark and take the files and counts of the attempts it kept into the run."""
+    ctx = JobContext(
+        job=job,
+        source=source,
+        dest=dest,
+        run_id=run.run_id,
+        options=options,
+        data_spec=data.spec,
+        rejects_spec=run.rejects.spec,
+    )
     t1 = time.perf_counter()
     results = run_tasks(spark, ctx, tasks)
     run.report.options["executor"] = _executor_info(spark, len(tasks), time.perf_counter() - t1)
@@ -91,16 +102,7 @@ def run_realtime(
         replace_read_hours(run, objects)
         groups = pack(objects, lambda o: o.size, spark_options.task_bytes)
         tasks = _tasks(run, [(sum(o.size for o in g), encode_objects(g)) for g in groups])
-        ctx = JobContext(
-            job="realtime",
-            source=source,
-            dest=dest,
-            run_id=run.run_id,
-            options=options,
-            data_spec=data.spec,
-            rejects_spec=run.rejects.spec,
-        )
-        _execute(spark, run, data, tasks, ctx)
+        _execute(spark, run, data, tasks, "realtime", source, dest, options)
         refuse_if_not_capture(src, objects, report)
         return run.commit(
             data,
@@ -164,16 +166,7 @@ def run_batch(
         indexed = list(zip(files, sizes, strict=True))
         groups = pack(indexed, lambda fs: max(fs[1], 1), spark_options.task_bytes)
         tasks = _tasks(run, [(sum(s for _, s in g), encode_transform_files([f for f, _ in g])) for g in groups])
-        ctx = JobContext(
-            job="batch",
-            source=source,
-            dest=dest,
-            run_id=run.run_id,
-            options=options,
-            data_spec=data.spec,
-            rejects_spec=run.rejects.spec,
-        )
-        _execute(spark, run, data, tasks, ctx)
+        _execute(spark, run, data, tasks, "batch", source, dest, options)
         return run.commit(
             data,
             empty_message=empty_message,
