@@ -170,6 +170,11 @@ def test_wheel_in_a_fresh_venv_runs_the_image_entrypoint(world_readable: Path) -
             d.chmod(0o555)
     # As root, the job runs as nobody (which needs an interpreter outside root's home to start at all).
     user = NOBODY if os.geteuid() == 0 and public else None
+    if user is not None:
+        # The borrowed dependencies must be readable by that user too (a checkout under a private temporary
+        # folder is not): else the job runs as this user, and the write-denied check is skipped as for root.
+        deps = subprocess.run([str(python), "-c", "import numpy, pyarrow"], capture_output=True, user=user)
+        user = user if deps.returncode == 0 else None
     image_env = {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "PYTHONDONTWRITEBYTECODE": "1",
