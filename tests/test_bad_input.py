@@ -238,3 +238,39 @@ def test_quoted_record_in_the_real_key_layout(tmp_path: Path, write_capture: Wri
     _, rows, _ = _run(tmp_path)
     assert rows[0]["endpoint"] == "DEMO-xgb-churn-model-quality-monitor-2021-05-18-0013"
     assert (rows[0]["year"], rows[0]["month"], rows[0]["day"], rows[0]["hour"]) == (2021, 5, 18, 0)
+
+
+def _reference_reject(line: bytes) -> tuple[str, str] | None:
+    """What the per-line reference (orjson) says of one line: (reason, detail), or None for a kept record."""
+    import orjson
+
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return "invalid_json", str(exc)
+    if not isinstance(rec, dict):
+        return "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"
+    return None
+
+
+def test_a_unit_of_mixed_garbage_rejects_every_line_exactly_as_the_parser_would(
+    tmp_path: Path, write_capture: WriteCapture
+) -> None:
+    # Enough lines for the per-line path's groups (65,536 lines) and its vectorized check of lines that cannot begin
+    # JSON; every kind of bad line next to good records, so that a reject on the wrong line or with another
+    # message shows.
+    kinds = [b"x", b"  x", b"{bad", b"[1", b"123", b'"text"', b"\xff\xfe", b"#", b"\x00", b"}", b"nul", b"\tz"]
+    lines = [record(f"e{i}", H).encode() if i % 7 == 0 else kinds[i % len(kinds)] for i in range(90_000)]
+    path = write_capture(HOUR, b"".join(line + b"\n" for line in lines))
+    on_disk = path.read_bytes().split(b"\n")[:-1]
+    report, rows, rejects = _run(tmp_path)
+    expected = {n: _reference_reject(line) for n, line in enumerate(on_disk, start=1)}
+    want = {n: r for n, r in expected.items() if r is not None}
+    got = {int(r["source_line"]): (r["reason"], r["detail"]) for r in rejects}  # type: ignore[call-overload]
+    assert got == want
+    raws = {int(r["source_line"]): r["raw"] for r in rejects}  # type: ignore[call-overload]
+    assert all(raws[n] == on_disk[n - 1] for n in want)
+    (uri,) = {str(r["source_file"]) for r in rejects}
+    assert uri.endswith(str(path.relative_to(tmp_path / "capture")))
+    assert sorted(int(str(r["event_id"])[1:]) for r in rows) == [i for i in range(90_000) if i % 7 == 0]
+    assert report.rejects_by_reason["invalid_json"] + report.rejects_by_reason["not_an_object"] == len(want)

@@ -52,8 +52,8 @@ def iter_labels(
     units = group_units(pieces, options.unit_bytes)
     for d in ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1):
         report.add(d.counts())
-        if d.rejects.num_rows:
-            on_rejects(d.rejects)
+        for rejected in d.reject_batches():
+            on_rejects(rejected)
         if d.rows.num_rows:
             yield d.rows
 

@@ -21,6 +21,7 @@ from engine.io.storage import Location, open_location
 from engine.jobs.run import JobRun
 from engine.kernels.envelope import decode_unit
 from engine.kernels.payload import ColumnSpec, decode_payloads, payload_rejects
+from engine.kernels.rejects import concat_rejects
 from engine.kernels.result import UnitResult
 from engine.options import RealtimeOptions, check_location
 from engine.report import RunReport
@@ -71,7 +72,7 @@ def _decode_payloads(d: UnitResult, spec: ColumnSpec) -> None:
     failed = sum(len(f) for _, f in rejected)
     if failed:
         extra = payload_rejects(rejected)
-        d.rejects = pa.concat_batches([d.rejects, extra]) if d.rejects.num_rows else extra
+        d.rejects = concat_rejects([d.rejects, extra])
         d.reasons.update(r for _, fs in rejected for r in (f.reason for f in fs))
     d.events = d.rows.num_rows - failed
     d.records_out = records
@@ -91,7 +92,8 @@ def _stream(
         report.add(d.counts())
         if d.rejects.num_rows:
             if on_rejects is not None:
-                on_rejects(d.rejects)
+                for rejected in d.reject_batches():
+                    on_rejects(rejected)
             else:
                 logger.warning("%d records rejected in %s", d.rejects.num_rows, loc.uri(loc.root))
         yield from (b for b in (d.records_out if d.records_out is not None else [d.rows]) if b.num_rows)
@@ -229,7 +231,8 @@ def run_realtime(
             t1 = time.perf_counter()
             for batch in d.records_out if d.records_out is not None else [d.rows]:
                 data.write(batch)
-            run.rejects.write(d.rejects)
+            for rejected in d.reject_batches():
+                run.rejects.write(rejected)
             report.add_time("write", time.perf_counter() - t1)
             if progress is not None:
                 progress(report, len(objects))

@@ -23,15 +23,17 @@ import pyarrow.json as pj
 from engine.formats.capture import FIELD_PATHS, parse_schema
 from engine.io.fetch import Piece, ReadFailure
 from engine.kernels.lines import (
+    NOT_JSON,
     FieldError,
     Lines,
     field_text,
+    not_json,
     read_flat,
     second_opinion,
     unverified_lines,
     value_at,
 )
-from engine.kernels.rejects import unit_rejects
+from engine.kernels.rejects import LineReject, Rejected, concat_rejects, unit_rejects
 from engine.kernels.result import UnitResult
 from engine.tables import capture_schema
 from engine.times import in_window, parse_inference_times
@@ -44,12 +46,15 @@ _FLAT = list(FIELD_PATHS)
 _PATHS = list(FIELD_PATHS.values())
 
 
-def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list[LineReject], list[Rejected]]:
     """The per-line path: orjson per line; returns good records, their line indices and rejects."""
     values: dict[str, list[str | None]] = {c: [] for c in _FLAT}
     good: list[int] = []
-    bad: list[tuple[int, str, str]] = []
-    for i in np.flatnonzero(~lines.blank).tolist():
+    bad: list[LineReject] = []
+    candidates = np.flatnonzero(~lines.blank)
+    garbage = not_json(lines, candidates) & (lines.lengths[candidates] <= max_line_bytes)
+    bulk = [Rejected(candidates[garbage], "invalid_json", NOT_JSON)]
+    for i in candidates[~garbage].tolist():
         if lines.lengths[i] > max_line_bytes:
             bad.append((i, "line_too_long", f"line of {int(lines.lengths[i])} bytes exceeds {max_line_bytes}"))
             continue
@@ -76,10 +81,10 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
             values[c].append(v)
         good.append(i)
     table = pa.table({c: pa.array(values[c], pa.string()) for c in _FLAT})
-    return table, np.asarray(good, dtype=np.int64), bad
+    return table, np.asarray(good, dtype=np.int64), bad, bulk
 
 
-def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, list[tuple[int, str, str]]]:
+def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, list[LineReject], list[Rejected]]:
     """Parse times and check ids, vectorized: (times, mask of valid records, rejects by line)."""
     event_id = flat.column("event_id").combine_chunks()
     time_text = flat.column("inference_time").combine_chunks()
@@ -91,14 +96,12 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, li
     no_id = mask(pc.fill_null(pc.or_(pc.is_null(event_id), pc.equal(event_id, "")), True))
     no_time = mask(pc.is_null(time_text)) & ~no_id
     bad_time = mask(pc.is_null(times)) & ~no_id & ~no_time
-    # Loops over rejected records only: they are rare, and each needs its own message.
-    bad = [
-        (int(idx[j]), "missing_event_id", "eventMetadata.eventId is missing or empty") for j in np.flatnonzero(no_id)
+    bulk = [
+        Rejected(idx[no_id], "missing_event_id", "eventMetadata.eventId is missing or empty"),
+        Rejected(idx[no_time], "missing_inference_time", "eventMetadata.inferenceTime is missing"),
     ]
-    bad += [
-        (int(idx[j]), "missing_inference_time", "eventMetadata.inferenceTime is missing")
-        for j in np.flatnonzero(no_time)
-    ]
+    # A loop over records with unreadable times only: each message quotes its own text.
+    bad: list[LineReject] = []
     for j in np.flatnonzero(bad_time).tolist():
         text = time_text[j].as_py()
         bad.append(
@@ -108,7 +111,7 @@ def _validate(flat: pa.Table, idx: np.ndarray) -> tuple[pa.Array, np.ndarray, li
                 f"eventMetadata.inferenceTime is not an ISO-8601 time in years 1-9999: {text!r}",
             )
         )
-    return times, ~(no_id | no_time | bad_time), bad
+    return times, ~(no_id | no_time | bad_time), bad, bulk
 
 
 def decode_unit(
@@ -132,22 +135,25 @@ def decode_unit(
         return _combined(parts)
     if fast is not None:
         flat, idx = fast
-        unreadable: list[tuple[int, str, str]] = []
+        unreadable: list[LineReject] = []
+        unparsed: list[Rejected] = []
         blank_lines = lines.total - len(idx)
     else:
-        flat, idx, unreadable = _slow(lines, max_line_bytes)
+        flat, idx, unreadable, unparsed = _slow(lines, max_line_bytes)
         blank_lines = int(lines.blank.sum())
 
-    times, valid, invalid = _validate(flat, idx)
+    times, valid, invalid, missing = _validate(flat, idx)
     keep = valid & in_window(times, start, end)
     bad = unreadable + invalid
-    reasons = Counter(r for _, r, _ in bad)
+    bulk = unparsed + missing
+    reasons = Counter(b[1] for b in bad)
+    reasons.update({g.reason: len(g.lines) for g in bulk if len(g.lines)})
     reasons.update(p.error.reason for p in failed if p.error)
     unverified, suspect, suspect_blank = _unverified(pieces)
     reasons.update(r for _, r, _ in suspect)
-    rejects = unit_rejects(lines, bad, failed)
+    rejects = unit_rejects(lines, bad, failed, bulk)
     if suspect:
-        rejects = pa.concat_batches([rejects, unit_rejects(unverified, suspect, [])])
+        rejects = concat_rejects([rejects, unit_rejects(unverified, suspect, [])])
     return UnitResult(
         rows=_rows(lines, flat, times, idx, keep),
         rejects=rejects,
@@ -190,7 +196,7 @@ def _line_groups(pieces: list[Piece], limit: int) -> list[list[Piece]]:
 def _combined(parts: list[UnitResult]) -> UnitResult:
     return UnitResult(
         rows=pa.concat_batches([d.rows for d in parts]),
-        rejects=pa.concat_batches([d.rejects for d in parts]),
+        rejects=concat_rejects([d.rejects for d in parts]),
         records=sum(d.records for d in parts),
         blank_lines=sum(d.blank_lines for d in parts),
         out_of_window=sum(d.out_of_window for d in parts),

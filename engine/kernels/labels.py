@@ -30,7 +30,7 @@ from engine.kernels.lines import (
     unverified_lines,
     value_at,
 )
-from engine.kernels.rejects import LineReject, unit_rejects
+from engine.kernels.rejects import LineReject, concat_rejects, unit_rejects
 from engine.kernels.result import UnitResult
 from engine.tables import table_spec
 from engine.times import TIME_TYPE, parse_inference_times
@@ -152,7 +152,7 @@ def decode_labels(pieces: list[Piece], *, max_line_bytes: int) -> UnitResult:
     unverified, suspect, suspect_blank = unverified_lines(pieces)
     if suspect:
         why = "line inflated from a gzip stream that failed verification"
-        rejects = pa.concat_batches(
+        rejects = concat_rejects(
             [rejects, unit_rejects(unverified, [(i, "corrupt_gzip", why, None) for i in suspect], [])]
         )
         reasons["corrupt_gzip"] += len(suspect)

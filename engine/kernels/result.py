@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from engine.kernels.rejects import plain_batches
 from engine.report import Counts
 
 __all__ = ["UnitResult"]
@@ -17,7 +19,7 @@ class UnitResult:
     """The result of one unit: its rows, its rejects, and the counts the run report adds up (`counts`)."""
 
     rows: pa.RecordBatch
-    rejects: pa.RecordBatch
+    rejects: pa.Table  # compact (see engine.kernels.rejects); `reject_batches` gives the _rejects schema
     records: int = 0
     blank_lines: int = 0
     out_of_window: int = 0
@@ -27,6 +29,10 @@ class UnitResult:
     # Set by payload decoding: events kept, and their records (one batch per endpoint and variant).
     events: int | None = None
     records_out: list[pa.RecordBatch] | None = None
+
+    def reject_batches(self) -> Iterator[pa.RecordBatch]:
+        """The unit's rejects in the ``_rejects`` schema, a bounded slice at a time."""
+        return plain_batches(self.rejects)
 
     def counts(self) -> Counts:
         return Counts(

@@ -180,7 +180,8 @@ def _realtime(ctx: JobContext, inputs: str, report: RunReport, data: DatasetWrit
         t0 = time.perf_counter()
         for batch in d.records_out if d.records_out is not None else [d.rows]:
             data.write(batch)
-        rejects.write(d.rejects)
+        for rejected in d.reject_batches():
+            rejects.write(rejected)
         report.add_time("write", time.perf_counter() - t0)
 
 
