@@ -20,13 +20,14 @@ from engine._version import __version__
 from engine.container.command import add_command as add_container_command
 from engine.container.command import container_argv
 from engine.emulate.command import add_commands as add_emulate_commands
+from engine.environment import environment_values
 from engine.errors import EngineError, OptionsError
 from engine.html.command import add_commands as add_report_commands
 from engine.io.storage import redact, register_secrets, translate_errors
 from engine.jobs.realtime import run_realtime
 from engine.kernels.payload import load_column_spec
 from engine.monitor.command import add_commands as add_monitor_commands
-from engine.options import MergeOptions, RealtimeOptions, check_location
+from engine.options import JobOptions, MergeOptions, RealtimeOptions, check_location
 from engine.progress import Progress, configure_logging
 from engine.report import RunReport
 from engine.spark.cli import add_arguments as add_spark_arguments
@@ -64,15 +65,13 @@ def _add_job(p: argparse.ArgumentParser) -> None:
     """The options every job shares (`JobOptions`)."""
     p.add_argument("--start", type=arguments.time, help="window start, ISO-8601 UTC (inclusive), e.g. 2026-11-01T13")
     p.add_argument("--end", type=arguments.time, help="window end, ISO-8601 UTC (exclusive)")
-    p.add_argument(
-        "--max-reject-ratio", type=arguments.ratio, default=0.01, help="fail above this share (default 0.01)"
-    )
+    p.add_argument("--max-reject-ratio", type=arguments.ratio, help="fail above this share (default 0.01)")
     p.add_argument("--require-data", action="store_true", help="an empty window is an error")
     p.add_argument("--workers", type=arguments.positive_int, help="decode threads (default: number of cores)")
-    p.add_argument("--fetch-concurrency", type=arguments.positive_int, default=32, help="objects fetched at once")
-    p.add_argument("--unit-size", type=arguments.size, default=8 * 2**20, help="bytes decoded per unit (default 8MiB)")
-    p.add_argument("--max-line-bytes", type=arguments.size, default=32 * 2**20, help="longer lines are rejected")
-    p.add_argument("--compression", default="zstd", help="Parquet codec: zstd (default), snappy, lz4, none")
+    p.add_argument("--fetch-concurrency", type=arguments.positive_int, help="objects fetched at once (default 32)")
+    p.add_argument("--unit-size", type=arguments.size, help="bytes decoded per unit (default 8MiB)")
+    p.add_argument("--max-line-bytes", type=arguments.size, help="longer lines are rejected (default 32MiB)")
+    p.add_argument("--compression", help="Parquet codec: zstd (default), snappy, lz4, none")
     p.add_argument(
         "--decode", action="store_true", help="decode payloads into typed columns, one row per payload record"
     )
@@ -96,24 +95,30 @@ def _add_job(p: argparse.ArgumentParser) -> None:
 
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`JobOptions` keyword arguments from the options `_add_job` declared."""
-    opts: dict[str, Any] = {
+    """`JobOptions` keyword arguments of the flags given (`_add_job`); the rest come from the environment
+    (``CAPTURE_ENGINE_<FIELD>``, see `engine.environment`) or the defaults, by `JobOptions.from_env`."""
+    flags: dict[str, Any] = {
         "start": args.start,
         "end": args.end,
         "max_reject_ratio": args.max_reject_ratio,
-        "require_data": args.require_data,
         "fetch_concurrency": args.fetch_concurrency,
         "unit_bytes": args.unit_size,
         "max_line_bytes": args.max_line_bytes,
         "compression": args.compression,
-        "storage_options": arguments.storage_options(args.storage_option),
         "kms_key_id": args.kms_key_id,
+        "workers": args.workers,
     }
-    if args.workers:
-        opts["workers"] = args.workers
+    opts = {k: v for k, v in flags.items() if v is not None}
+    if args.require_data:
+        opts["require_data"] = True
+    if args.storage_option:  # flags win key by key over CAPTURE_ENGINE_STORAGE_OPTIONS
+        env = environment_values(JobOptions).get("storage_options", {})
+        opts["storage_options"] = {**env, **arguments.storage_options(args.storage_option)}
     if args.columns:
-        opts["columns"] = load_column_spec(args.columns, opts["storage_options"])
-    opts["decode"] = args.decode or bool(args.columns)
+        storage = opts.get("storage_options") or environment_values(JobOptions).get("storage_options", {})
+        opts["columns"] = load_column_spec(args.columns, storage)
+    if args.decode or args.columns:
+        opts["decode"] = True
     return opts
 
 
@@ -240,7 +245,7 @@ def _run_job(args: argparse.Namespace, options: Any, local: Callable[..., RunRep
 
 
 def _cmd_realtime(args: argparse.Namespace) -> int:
-    return _run_job(args, RealtimeOptions(**_job_options(args)), run_realtime)
+    return _run_job(args, RealtimeOptions.from_env(**_job_options(args)), run_realtime)
 
 
 def _prefix_map(pairs: Sequence[str]) -> dict[str, str]:
@@ -256,7 +261,7 @@ def _prefix_map(pairs: Sequence[str]) -> dict[str, str]:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from engine.jobs.batch import BatchOptions, run_batch
 
-    options = BatchOptions(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
+    options = BatchOptions.from_env(**_job_options(args), prefix_map=_prefix_map(args.prefix_map))
     return _run_job(args, options, run_batch)
 
 
@@ -264,7 +269,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from engine.jobs.merge import run_merge
 
     tune_memory("merge")
-    options = MergeOptions(
+    options = MergeOptions.from_env(
         **_job_options(args),
         label_delay=args.label_delay,
         label_lead=args.label_lead,

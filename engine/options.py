@@ -5,18 +5,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from engine.errors import OptionsError
 from engine.kernels.payload.spec import ColumnSpec
 
 __all__ = [
     "BatchOptions",
+    "DecodeOptions",
     "JobOptions",
     "MergeOptions",
+    "ReadOptions",
     "RealtimeOptions",
+    "RunOptions",
+    "WindowOptions",
+    "WriteOptions",
     "check_location",
     "parse_duration",
     "parse_size",
@@ -132,9 +137,104 @@ def _default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+class _Group:
+    """The end of the `__post_init__` chain of the option groups (each checks its own fields)."""
+
+    def __post_init__(self) -> None:
+        return None
+
+
 @dataclass(frozen=True, kw_only=True)
-class JobOptions:
-    """Options every job shares: window, limits, concurrency, storage and output format.
+class WindowOptions(_Group):
+    """Which records: the window [start, end) of inference times (UTC); None leaves that side open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.start is not None:
+            object.__setattr__(self, "start", parse_time(self.start))
+        if self.end is not None:
+            object.__setattr__(self, "end", parse_time(self.end))
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise OptionsError(f"empty window: start {self.start:%Y-%m-%dT%H:%M:%SZ} is not before end")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions(_Group):
+    """How sources are read: storage, concurrency of fetches, the decoding unit and the longest line."""
+
+    fetch_concurrency: int = 32
+    unit_bytes: int = 8 * 2**20
+    max_line_bytes: int = 32 * 2**20
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "fetch_concurrency", "unit_bytes", "max_line_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeOptions(_Group):
+    """Whether payloads are decoded into typed columns, and which columns (a spec implies decoding)."""
+
+    decode: bool = False
+    columns: ColumnSpec | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.columns is not None:
+            object.__setattr__(self, "decode", True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteOptions(_Group):
+    """How the dataset is written: Parquet codec, row-group size, encryption of what goes to S3."""
+
+    compression: str = "zstd"
+    row_group_bytes: int = 16 * 2**20
+    kms_key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "row_group_bytes")
+        if self.compression not in ("zstd", "snappy", "gzip", "lz4", "none", "brotli"):
+            raise OptionsError(
+                f"unknown compression {self.compression!r}: choose zstd, snappy, gzip, lz4, brotli or none"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(_Group):
+    """How a run behaves: its reject limit, whether an empty window fails, and its decode threads."""
+
+    max_reject_ratio: float = 0.01
+    require_data: bool = False
+    workers: int = field(default_factory=_default_workers)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.max_reject_ratio <= 1.0:
+            raise OptionsError(f"max_reject_ratio must be within 0..1, got {self.max_reject_ratio}")
+        _at_least_one(self, "workers")
+
+
+def _at_least_one(options: object, *names: str) -> None:
+    for name in names:
+        if getattr(options, name) < 1:
+            raise OptionsError(f"{name} must be at least 1, got {getattr(options, name)}")
+
+
+G = TypeVar("G", bound=_Group)
+J = TypeVar("J", bound="JobOptions")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions(RunOptions, WriteOptions, DecodeOptions, ReadOptions, WindowOptions):
+    """Options every job shares, composed of the groups `WindowOptions`, `ReadOptions`, `DecodeOptions`,
+    `WriteOptions` and `RunOptions` (flat keywords for people; `part` and `compose` for code that builds options
+    from pieces, such as the container and the Spark driver; `from_env` for the environment layer).
 
     Attributes:
         start: first instant of the window (inclusive, UTC); None reads from the beginning.
@@ -155,39 +255,29 @@ class JobOptions:
             ``KmsKeyId``); only for ``s3://`` destinations.
     """
 
-    start: datetime | None = None
-    end: datetime | None = None
-    max_reject_ratio: float = 0.01
-    require_data: bool = False
-    workers: int = field(default_factory=_default_workers)
-    fetch_concurrency: int = 32
-    unit_bytes: int = 8 * 2**20
-    max_line_bytes: int = 32 * 2**20
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
-    compression: str = "zstd"
-    row_group_bytes: int = 16 * 2**20
-    decode: bool = False
-    columns: ColumnSpec | None = None
-    kms_key_id: str | None = None
+    def part(self, group: type[G]) -> G:
+        """The values of one option group (e.g. ``options.part(ReadOptions)``), as that group."""
+        return group(**{f.name: getattr(self, f.name) for f in fields(group)})  # type: ignore[arg-type]
 
-    def __post_init__(self) -> None:
-        if self.columns is not None:
-            object.__setattr__(self, "decode", True)
-        if self.start is not None:
-            object.__setattr__(self, "start", parse_time(self.start))
-        if self.end is not None:
-            object.__setattr__(self, "end", parse_time(self.end))
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise OptionsError(f"empty window: start {self.start:%Y-%m-%dT%H:%M:%SZ} is not before end")
-        if not 0.0 <= self.max_reject_ratio <= 1.0:
-            raise OptionsError(f"max_reject_ratio must be within 0..1, got {self.max_reject_ratio}")
-        for name in ("workers", "fetch_concurrency", "unit_bytes", "max_line_bytes", "row_group_bytes"):
-            if getattr(self, name) < 1:
-                raise OptionsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.compression not in ("zstd", "snappy", "gzip", "lz4", "none", "brotli"):
-            raise OptionsError(
-                f"unknown compression {self.compression!r}: choose zstd, snappy, gzip, lz4, brotli or none"
-            )
+    @classmethod
+    def compose(cls: type[J], *groups: _Group, **own: Any) -> J:
+        """Options from groups (later groups and keywords win), e.g. ``RealtimeOptions.compose(read, run)``."""
+        values: dict[str, Any] = {}
+        for group in groups:
+            values.update({f.name: getattr(group, f.name) for f in fields(group)})  # type: ignore[arg-type]
+        return cls(**{**values, **own})
+
+    @classmethod
+    def from_env(cls: type[J], environ: Mapping[str, str] | None = None, **given: Any) -> J:
+        """Options from ``CAPTURE_ENGINE_<FIELD>`` variables (e.g. ``CAPTURE_ENGINE_UNIT_BYTES=4MiB``) under
+        the keywords `given`, which win. Variables that name no field are ignored.
+
+        Raises:
+            OptionsError: a variable's value does not parse as its field's type.
+        """
+        from engine.environment import environment_values
+
+        return cls(**{**environment_values(cls, environ), **given})
 
     def window_hours(self) -> tuple[datetime | None, datetime | None] | None:
         """The hour prefixes to list: the window widened to whole hours plus one hour of slack each side.

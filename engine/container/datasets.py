@@ -148,7 +148,7 @@ class _Rejects:
 def _decoded_capture(
     source: str, config: ContainerConfig, rejects: _Rejects, storage: dict[str, object], spec: ColumnSpec | None
 ) -> Iterator[pa.RecordBatch]:
-    options = RealtimeOptions(start=config.start, end=config.end, storage_options=storage)
+    options = RealtimeOptions.from_env(start=config.start, end=config.end, storage_options=storage)
     sides = config.dataset_format.capture_index_names
     for rows in read_capture(source, options=options, on_rejects=rejects):
         decoded, failed = decode_payloads(_only_sides(rows, sides), spec)
@@ -158,7 +158,7 @@ def _decoded_capture(
 
 def _labels_by_line(source: str, storage: dict[str, object]) -> pl.DataFrame:
     """The ``groundTruthData`` of each merged line: its object, its line, its label values."""
-    table = read_ground_truth(source, options=RealtimeOptions(storage_options=storage)).read_all()
+    table = read_ground_truth(source, options=RealtimeOptions.from_env(storage_options=storage)).read_all()
     values = label_values(table.column("label_data"), table.column("label_encoding"))
     frame = pl.from_arrow(table.select(["label_file", "label_line", "label_data", "label_encoding"]))
     assert isinstance(frame, pl.DataFrame)
@@ -199,7 +199,9 @@ def _has_times(source: str) -> bool:
 def _decoded_batch(
     source: str, config: ContainerConfig, rejects: _Rejects, spec: ColumnSpec | None
 ) -> Iterator[pa.RecordBatch]:
-    options = BatchOptions(start=config.start, end=config.end, decode=True, columns=spec, prefix_map=config.prefix_map)
+    options = BatchOptions.from_env(
+        start=config.start, end=config.end, decode=True, columns=spec, prefix_map=config.prefix_map
+    )
     for batch in iter_batch(source, options=options, on_rejects=rejects):
         drop = [n for n in ("input_encoding", "output_encoding", "joined") if n in batch.schema.names]
         yield batch.drop_columns(drop)
