@@ -3,6 +3,7 @@
     python -m benchmarks.json_payloads --size 300MB [--tools engine,duckdb,polars,orjson] [--repeat 3]
         [--baseline-src DIR] [--job] [--data-root DIR] [--json PATH]
     python -m benchmarks.json_payloads --size 300MB --stages     # CPU s per GB of each stage of the decoder
+    python -m benchmarks.json_payloads --size 300MB --paths      # the decoder with and without its fast path
 
 The bodies come from a seeded synth capture tree with JSON payloads only (``json_share=1``, none BASE64): half the
 events ``application/json`` (``{"instances": [{"features": [14 floats]}]}`` in, ``{"predictions": [{"score": ..,
@@ -292,6 +293,43 @@ def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float
     ]
 
 
+def _paths(bodies_path: Path, chunk: int) -> int:
+    """CPU s per GB of the whole decoder with the fast path and with the general path only, alternating in one
+    process on the same batches (twice each, the sum), so the neighbours on a shared machine weigh on both alike."""
+    from unittest import mock
+
+    import polars as pl
+
+    import engine.kernels.payload.json as decoder
+    from engine.kernels.payload.spec import SideSpec
+
+    frame = pl.read_parquet(bodies_path)
+    total = {"fast": 0.0, "general": 0.0}
+    gb = 0.0
+    print("| bodies | with the fast path | general path only |")
+    print("|---|---:|---:|")
+    for kind, side in SIDES:
+        texts = frame.filter(pl.col("kind") == kind)[side].to_arrow()
+        size = float(frame.filter(pl.col("kind") == kind)[side].str.len_bytes().sum()) / 1e9
+        gb += size
+        got = {"fast": 0.0, "general": 0.0}
+        for path in ("fast", "general", "fast", "general"):
+            off = mock.patch.object(decoder, "_fast_decode", return_value=None) if path == "general" else None
+            if off is not None:
+                off.start()
+            start = time.process_time()
+            for at in range(0, len(texts), chunk):
+                batch = texts.slice(at, chunk)
+                decoder.decode_json_bodies(batch, lines=kind == "jsonl", side=side, spec=SideSpec(), arrays="list")
+            got[path] += time.process_time() - start
+            if off is not None:
+                off.stop()
+        total = {k: total[k] + v for k, v in got.items()}
+        print(f"| {kind} {side} | {got['fast'] / 2 / size:.0f} | {got['general'] / 2 / size:.0f} |")
+    print(f"| all | {total['fast'] / 2 / gb:.0f} | {total['general'] / 2 / gb:.0f} |")
+    return 0
+
+
 # --- the parent -----------------------------------------------------------------------------------------------------
 
 
@@ -335,9 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="results file (default benchmarks/results/json_payloads-SIZE.json)")
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "BODIES", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--stages", action="store_true", help="print CPU s per GB of each decoder stage, then stop")
+    parser.add_argument("--paths", action="store_true", help="fast vs general path alternating in one process")
     args = parser.parse_args(argv)
     from engine.options import parse_size  # not at module level: the baseline child imports the engine itself
 
+    if args.paths:
+        return _paths(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
     if args.stages:
         return _stages(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
     if args.child:

@@ -139,7 +139,7 @@ objects = st.dictionaries(st.sampled_from(["a", "b", "c", "d.e"]), st.one_of(typ
 wrappers = st.sampled_from(["instances", "predictions", "inputs", None])
 
 
-@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bodies=st.lists(st.lists(objects, max_size=3), min_size=1, max_size=5),
     wrapper=wrappers,
