@@ -94,6 +94,7 @@ format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 bench: $(VENV)/.dev ## End-to-end benchmarks at full size (BENCH_SIZE, default 1GB) against DuckDB, polars, pandas
 	$(PY) -m benchmarks.run --size $(BENCH_SIZE) --repeat 3
 	$(PY) -m benchmarks.run --job decode --size $(BENCH_SIZE) --repeat 3
+	$(PY) -m benchmarks.json_payloads --size $(BENCH_SIZE) --repeat 3 --job
 	$(PY) -m benchmarks.batch_bench --size $(BENCH_SIZE) --repeat 3
 	$(PY) -m benchmarks.run --job merge --rows 2000000 --repeat 3
 	$(PY) -m benchmarks.s3_objects --objects 5000 --repeat 3

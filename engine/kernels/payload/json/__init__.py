@@ -58,8 +58,12 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
    records; other bodies are unaffected.
 
 5. **Vectorized.** There is no Python loop per record or value. Validity is checked for all bodies (or lines)
-   at once with polars' JSONPath matcher (serde_json); records are typed by one polars ``read_ndjson`` over
-   all of them with schema inference over every row. The two run concurrently (polars releases the GIL); the
+   at once with polars' JSONPath matcher (serde_json). When every unit (JSON Lines line, document) is an
+   object, one multithreaded pyarrow NDJSON read types them all and the records are taken from the container
+   list column (:mod:`._fast`); pyarrow raises on every type conflict, and any conflict, container ambiguity or
+   type the rules do not allow sends the batch the general way instead: records are typed by one polars
+   ``read_ndjson`` over all of them with schema inference over every row. Validation and decode run
+   concurrently (both release the GIL); the
    decode is kept only if every body turns out valid, else it is redone on the valid ones. When inference
    fails or yields a type the rules above do not allow (a type conflict), a numpy scanner splits the objects
    into key/value texts (quote parity and bracket depth over the whole byte buffer) and every key is decoded
@@ -82,6 +86,7 @@ import pyarrow as pa
 
 from engine.kernels.payload.json._columns import _decode_records, _decode_with_bisection
 from engine.kernels.payload.json._common import Columns, Failures, Side
+from engine.kernels.payload.json._fast import _fast_decode
 from engine.kernels.payload.json._output import _apply_spec, _plain
 from engine.kernels.payload.json._texts import _documents, _invalid_details, _is_valid, _lines, _unwrap
 from engine.kernels.payload.records import SideRecords
@@ -128,8 +133,8 @@ def decode_json_bodies(
     else:
         failed.update(_invalid_details(units.filter(~valid), lines))
         units = units.filter(valid)
-        records = _records(units, lines, side)
-        columns = None
+        fast = _fast_decode(units, lines, side, arrays)
+        records, columns = fast if fast is not None else (_records(units, lines, side), None)
 
     has_unit = np.zeros(n, dtype=np.bool_)
     has_unit[units["ev"].to_numpy()] = True
@@ -174,6 +179,12 @@ def _guess(
     units: pl.DataFrame, lines: bool, side: Side, spec: SideSpec, arrays: ArrayMode
 ) -> tuple[pl.DataFrame | None, Columns | None]:
     """Records and fast-path columns of not yet validated units; None for what failed or needs more."""
+    try:
+        fast = _fast_decode(units, lines, side, arrays)
+    except Exception:  # unvalidated input may fail in any way; the validated path then decides
+        fast = None
+    if fast is not None:
+        return fast
     try:
         records = _records(units, lines, side)
     except Exception:  # unvalidated input may fail in any way; the validated path then decides

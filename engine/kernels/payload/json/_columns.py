@@ -105,13 +105,16 @@ def _decode_records(
     if len(arr_rows):
         for name, s in _decode_array_records(texts.gather(arr_rows), side, names):
             _put(out, name, _scatter(s, arr_rows, n))
-    if arrays == "expand":
-        expanded: Columns = {}
-        for name, s in out.items():
-            for sub, col in _expand(s, name) if isinstance(s.dtype, pl.List) else [(name, s)]:
-                _put(expanded, sub, col)
-        out = expanded
-    return out
+    return _expand_lists(out) if arrays == "expand" else out
+
+
+def _expand_lists(columns: Columns) -> Columns:
+    """Every list column as its float64 ``name_i`` columns (arrays="expand"); other columns as they are."""
+    expanded: Columns = {}
+    for name, s in columns.items():
+        for sub, col in _expand(s, name) if isinstance(s.dtype, pl.List) else [(name, s)]:
+            _put(expanded, sub, col)
+    return expanded
 
 
 def _position_name(side: Side, names: list[str], i: int) -> str | None:
