@@ -101,6 +101,10 @@ class Lines:
         non-blank lines proves one row per non-blank line. (The line starts cost one numpy pass over
         the unit, a few milliseconds per 8 MiB.)
         """
+        if rows == self.total and self.total and self.buf[:1] == b"{" and self.buf.count(b"\n{") == self.total - 1:
+            # Every line starts with "{" (the first, and each one after a newline): no blank or other lines,
+            # so one row per line is proven by one byte search, without the numpy pass over line starts.
+            return np.arange(self.total, dtype=np.int64)
         idx = np.flatnonzero(~self.blank)
         if self.other or rows != len(idx):
             return None

@@ -5,8 +5,11 @@ The commit protocol that turns them into the dataset is in `engine.sinks.commit`
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections import OrderedDict
+import os
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,6 +60,11 @@ class _Open:
     writer: pq.ParquetWriter
     handle: Any
     path: str
+    last: Future[None] | None = None  # its latest row group in the write pool (row groups go in order)
+
+
+def _default_write_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -114,7 +122,14 @@ def _cast_column(col: pa.Array, target: pa.DataType) -> pa.Array:
 
 
 class DatasetWriter:
-    """Buffers record batches per partition and writes them as row groups of bounded size."""
+    """Buffers record batches per partition and writes them as row groups of bounded size.
+
+    Row groups are encoded and written on a small thread pool (`write_threads`; pyarrow releases the GIL
+    while it encodes and compresses), so the caller goes on partitioning and decoding meanwhile; one file's
+    row groups are written one after the other, in order. At most `2 * write_threads` row groups wait in the
+    pool (the caller waits for the oldest beyond that), so memory stays bounded. `write_threads=0` writes in
+    the caller's thread. Errors of a pool write are raised by the next `write` or `close`.
+    """
 
     def __init__(
         self,
@@ -128,6 +143,7 @@ class DatasetWriter:
         compression: str = "zstd",
         row_group_bytes: int = 64 * 2**20,
         max_open: int = 64,
+        write_threads: int | None = None,
     ) -> None:
         self.loc = loc
         self.spec = spec
@@ -151,6 +167,9 @@ class DatasetWriter:
         # Per temporary file: rows and schema, for the dataset manifest and the commit's schema unification.
         self.file_rows: dict[str, int] = {}
         self.file_schemas: dict[str, pa.Schema] = {}
+        self.write_threads = _default_write_threads() if write_threads is None else write_threads
+        self._pool: ThreadPoolExecutor | None = None  # started by the first row group written
+        self._inflight: deque[Future[None]] = deque()
 
     def touch(self, key: PartitionKey) -> None:
         """Mark a partition as part of this run even if it gets no rows (it will be replaced by nothing)."""
@@ -199,6 +218,8 @@ class DatasetWriter:
         while self.buffered > self.budget:
             biggest = max(self.partitions, key=lambda k: self.partitions[k].buffered)
             self._flush(biggest)
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft().result()  # a failed pool write stops the run at the next batch
 
     def _conform(self, key: PartitionKey, part: _Partition, rows: pa.RecordBatch) -> pa.RecordBatch:
         if not self.dynamic:
@@ -243,9 +264,26 @@ class DatasetWriter:
             handle = self._open(key, part)
         else:
             self.open.move_to_end(key)
-        with translate_errors(self.loc.uri(handle.path), sink=True):
-            handle.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.file_rows[handle.path] = self.file_rows.get(handle.path, 0) + table.num_rows
+        if self.write_threads <= 0:
+            _write_group(self.loc, handle, table, None)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.write_threads, thread_name_prefix="parquet-write")
+        while len(self._inflight) >= 2 * self.write_threads:
+            self._inflight.popleft().result()  # back-pressure; raises a failed write here
+        # The pool's queue is first in, first out: when this task starts, the file's previous row group
+        # has started already on another thread, so waiting for it cannot deadlock the pool.
+        handle.last = self._pool.submit(_write_group, self.loc, handle, table, handle.last)
+        self._inflight.append(handle.last)
+
+    def _settle(self, handle: _Open) -> None:
+        """Wait for `handle`'s row groups in the pool; raises the error of a failed one."""
+        if handle.last is not None:
+            handle.last.result()
+            handle.last = None
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft().result()
 
     def _open(self, key: PartitionKey, part: _Partition) -> _Open:
         while len(self.open) >= self.max_open:
@@ -271,6 +309,7 @@ class DatasetWriter:
         handle = self.open.pop(key, None)
         if handle is None:
             return
+        self._settle(handle)
         with translate_errors(self.loc.uri(handle.path), sink=True):
             handle.writer.close()
             handle.handle.close()
@@ -279,8 +318,10 @@ class DatasetWriter:
         """Drop open files without finishing them (after a failure; nothing of them is committed).
 
         An object-store upload is aborted rather than completed, and the writer is marked closed so
-        that garbage collection does not try to write a footer to a dead connection.
+        that garbage collection does not try to write a footer to a dead connection. Row groups waiting
+        in the pool are dropped; one being written is waited for (a file cannot be dropped under it).
         """
+        self._stop_pool()
         for key in list(self.open):
             handle = self.open.pop(key)
             handle.writer.is_open = False
@@ -301,8 +342,26 @@ class DatasetWriter:
             self._flush(key)
         for key in list(self.open):
             self._close(key)
+        self._stop_pool()
         out: dict[str, tuple[int, list[str]]] = {}
         for p in self.partitions.values():  # keys of different shape may name one folder (batch: no endpoint)
             rows, files = out.get(p.rel, (0, []))
             out[p.rel] = (rows + p.rows, files + p.files)
         return out
+
+    def _stop_pool(self) -> None:
+        """Cancel what has not started, wait for what has (errors are dropped here: close settled every file)."""
+        pool, self._pool = self._pool, None
+        self._inflight.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_group(loc: Location, handle: _Open, table: pa.Table, after: Future[None] | None) -> None:
+    """One row group into `handle`'s file, once the row group before it (`after`) is written."""
+    if after is not None and (failed := after.exception()) is not None:
+        # The file is broken: this row group fails with the first error. A copy, not the error itself:
+        # re-raising one exception object down a chain of row groups would grow its traceback each time.
+        raise copy.copy(failed).with_traceback(None) from None
+    with translate_errors(loc.uri(handle.path), sink=True):
+        handle.writer.write_table(table, row_group_size=max(table.num_rows, 1))

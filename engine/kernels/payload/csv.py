@@ -50,12 +50,44 @@ def _column_count(text: pa.Array) -> int:
     return int(np.bincount(counts).argmax())
 
 
+def _layout(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes of all of `text`'s values (one numpy view, no copy) and each value's offsets into them."""
+    offsets_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    _, offsets_buf, data_buf = text.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=offsets_type)[text.offset : text.offset + len(text) + 1]
+    offsets = offsets.astype(np.int64)
+    if data_buf is None or not len(offsets) or offsets[-1] == offsets[0]:
+        return np.empty(0, dtype=np.uint8), offsets - (offsets[0] if len(offsets) else 0)
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+def _newline_counts(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Newlines in each value (as `count_substring(text, "\\n")`, from one scan of the bytes)."""
+    at = np.flatnonzero(data == 10)
+    counts: np.ndarray = np.searchsorted(at, offsets[1:]) - np.searchsorted(at, offsets[:-1])
+    return counts
+
+
+def _may_have_blank_lines(data: np.ndarray, offsets: np.ndarray) -> bool:
+    """False only when no body starts or ends with a newline or holds two in a row: one pass over the
+    bytes instead of a regex per body. Two newlines meeting across two bodies say True too, which only
+    costs the (exact) regex path."""
+    if not len(data):
+        return False
+    nl = data == 10
+    ne = offsets[1:] > offsets[:-1]
+    return bool(nl[offsets[:-1][ne]].any() or nl[offsets[1:][ne] - 1].any() or (nl[1:] & nl[:-1]).any())
+
+
 def _normalized(bodies: pa.Array) -> pa.Array:
     """Bodies with every line ending made `\\n` and blank lines removed, so that lines = records."""
     text = bodies
-    if pc.any(pc.match_substring(text, "\r")).as_py():
+    data, offsets = _layout(text)
+    if (data == 13).any():
         text = pc.replace_substring(pc.replace_substring(text, "\r\n", "\n"), "\r", "\n")
-    if pc.any(pc.match_substring_regex(text, r"(^|\n)[\n]|\n$|^\n")).as_py():
+        data, offsets = _layout(text)
+    if _may_have_blank_lines(data, offsets) and pc.any(pc.match_substring_regex(text, r"(^|\n)[\n]|\n$|^\n")).as_py():
         text = pc.replace_substring_regex(text, r"\n\n+", "\n")
         text = pc.utf8_trim(text, characters="\n")
     return text
@@ -63,6 +95,8 @@ def _normalized(bodies: pa.Array) -> pa.Array:
 
 def _unbalanced_quotes(text: pa.Array) -> np.ndarray:
     """Bodies with a line holding an odd number of double quotes (regex only where a quote occurs)."""
+    if not (_layout(text)[0] == 34).any():
+        return np.zeros(len(text), dtype=bool)  # no quote in any body: one scan of the bytes says so
     has_quote = _np(pc.match_substring(text, '"')).astype(bool)
     out = np.zeros(len(text), dtype=bool)
     if has_quote.any():
@@ -160,7 +194,7 @@ def decode_csv_bodies(bodies: pa.Array, *, side: Literal["input", "output"], spe
     if not len(keep):
         return SideRecords(np.empty(0, dtype=np.int64), pa.table({}), failed)
     text = text.take(pa.array(keep)) if len(keep) < len(text) else text
-    counts = _np(pc.count_substring(text, "\n")).astype(np.int64) + 1
+    counts = _newline_counts(*_layout(text)) + 1
     line_body = np.repeat(keep, counts)  # body index of every physical line of the joined buffer
 
     if spec.columns:
