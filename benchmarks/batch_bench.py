@@ -47,7 +47,15 @@ from benchmarks._harness import (
     size_label,
     warm_page_cache,
 )
-from benchmarks.batch_peers import COLUMNS, PARTITION_KEYS, TOOLS, TransformFile, transform_files
+from benchmarks.batch_peers import (
+    COLUMNS,
+    NATURAL,
+    NATURAL_COLUMNS,
+    PARTITION_KEYS,
+    TOOLS,
+    TransformFile,
+    transform_files,
+)
 from benchmarks.data import DEFAULT_ROOT, MARKER, _alive
 from engine.options import parse_size
 from engine.synth import BatchSynthOptions, synth_batch
@@ -72,6 +80,14 @@ HASHES: Final = (
         "row_hash",
         f"hash({_ID_TIME}, input_file, input_data, output_data)",
         "same keys as {ref} but input_file, input_data or output_data differ",
+    ),
+)
+# The natural peers write the predictions only: checked on the columns they share with the engine.
+NATURAL_HASHES: Final = (
+    Hash(
+        "key_hash",
+        "hash(output_file, inference_id, epoch_ms(inference_time), output_data)",
+        "hash of (output_file, inference_id, inference_time ms, output_data) differs from {ref} (no line, no input)",
     ),
 )
 
@@ -221,7 +237,7 @@ def _layout(dest: Path) -> tuple[list[str], Path | None]:
     return problems, sample
 
 
-def _schema(sample: Path, engine: bool) -> tuple[list[str], list[str]]:
+def _schema(sample: Path, engine: bool, natural: bool = False) -> tuple[list[str], list[str]]:
     """(problems, notes): the engine must write the contract's columns, a peer at least the checked ones."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -231,7 +247,7 @@ def _schema(sample: Path, engine: bool) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     if engine and got.names != want.names:
         problems.append(f"file columns {got.names} differ from the contract's {want.names}")
-    missing = [c for c in COLUMNS if c not in got.names]
+    missing = [c for c in (NATURAL_COLUMNS if natural else COLUMNS) if c not in got.names]
     if missing:
         problems.append(f"missing columns {missing}")
     for f in got:
@@ -242,14 +258,17 @@ def _schema(sample: Path, engine: bool) -> tuple[list[str], list[str]]:
     return problems, notes
 
 
-def _stats(con: Any, dest: Path, subset: list[str] | None = None) -> dict[str, Any]:
-    """Rows, hashes, rows filed under another hour than their inference_time, and rows per partition."""
+def _stats(con: Any, dest: Path, subset: list[str] | None = None, natural: bool = False) -> dict[str, Any]:
+    """Rows, hashes, rows filed under another hour than their inference_time, and rows per partition.
+
+    `natural`: the hashes over the natural peers' columns only (NATURAL_HASHES)."""
+    hashes_checked = NATURAL_HASHES if natural else HASHES
     where = ""
     if subset is not None:
         con.execute("CREATE OR REPLACE TEMP TABLE subset AS SELECT unnest(?::VARCHAR[]) AS uri", [subset])
         where = "WHERE output_file IN (SELECT uri FROM subset)"
     # Sums of 64-bit hashes as HUGEINT: order-independent, and unlike XOR a duplicated row does not cancel out.
-    sums = ", ".join(f"coalesce(sum({h.sql}::HUGEINT), 0)" for h in HASHES)
+    sums = ", ".join(f"coalesce(sum({h.sql}::HUGEINT), 0)" for h in hashes_checked)
     folder = "concat_ws('/', year, month, day, hour)"
     rows, *hashes, misplaced = con.execute(
         f"SELECT count(*), {sums}, count(*) FILTER (WHERE strftime(inference_time, '%Y/%m/%d/%H') <> {folder}) "
@@ -258,7 +277,7 @@ def _stats(con: Any, dest: Path, subset: list[str] | None = None) -> dict[str, A
     parts = con.execute(
         f"SELECT {', '.join(PARTITION_KEYS)}, count(*) FROM {_relation(dest)} {where} GROUP BY ALL ORDER BY ALL"
     ).fetchall()
-    stats: dict[str, Any] = {"rows": rows, **{h.key: str(v) for h, v in zip(HASHES, hashes, strict=True)}}
+    stats: dict[str, Any] = {"rows": rows, **{h.key: str(v) for h, v in zip(hashes_checked, hashes, strict=True)}}
     stats["misplaced"] = misplaced
     stats["partitions"] = {
         "/".join(f"{k}={v}" for k, v in zip(PARTITION_KEYS, p[:-1], strict=True)): p[-1] for p in parts
@@ -266,11 +285,11 @@ def _stats(con: Any, dest: Path, subset: list[str] | None = None) -> dict[str, A
     return stats
 
 
-def _compare(got: dict[str, Any], want: dict[str, Any], ref: str) -> list[str]:
+def _compare(got: dict[str, Any], want: dict[str, Any], ref: str, natural: bool = False) -> list[str]:
     problems = []
     if got["rows"] != want["rows"]:
         problems.append(f"{got['rows']:,} rows, {ref} has {want['rows']:,}")
-    differs = next((h for h in HASHES if got[h.key] != want[h.key]), None)
+    differs = next((h for h in (NATURAL_HASHES if natural else HASHES) if got[h.key] != want[h.key]), None)
     if differs is not None:
         problems.append(differs.differs.format(ref=ref))
     gp, wp = got["partitions"], want["partitions"]
@@ -349,17 +368,18 @@ def check_outputs(results: list[ToolResult], dests: dict[str, Path], marker: dic
         r.problems += layout
         if sample is None:
             continue
-        names, notes = _schema(sample, r.tool == "engine")
+        names, notes = _schema(sample, r.tool == "engine", r.tool in NATURAL)
         r.problems += names
         r.notes += notes
         if names:
             continue
         uris = r.subset_files
-        r.stats = _stats(con, dests[r.tool], uris)
+        r.stats = _stats(con, dests[r.tool], uris, r.tool in NATURAL)
         if r.stats["misplaced"]:
             r.problems.append(f"{r.stats['misplaced']:,} rows are in another hour folder than their inference_time")
     full = sorted(
-        (r for r in results if r.stats is not None and r.subset_files is None), key=lambda r: r.tool != "engine"
+        (r for r in results if r.stats is not None and r.subset_files is None and r.tool not in NATURAL),
+        key=lambda r: r.tool != "engine",
     )
     ref = full[0] if full else None
     if ref is not None and ref.tool == "engine":
@@ -370,7 +390,10 @@ def check_outputs(results: list[ToolResult], dests: dict[str, Path], marker: dic
         if r.stats is None or ref is None or ref.stats is None:
             r.check = "MISMATCH" if r.problems or r.stats is None else "UNCHECKED (no full run to compare with)"
             continue
-        if r is not ref and r.subset_files is None:
+        if r.tool in NATURAL:
+            want = _stats(con, dests[ref.tool], r.subset_files, natural=True)
+            r.problems += _compare(r.stats, want, ref.tool, natural=True)
+        elif r is not ref and r.subset_files is None:
             differs = _compare(r.stats, ref.stats, ref.tool)
             r.problems += differs
             if differs:
@@ -442,12 +465,12 @@ def markdown_table(results: list[ToolResult], total_bytes: int) -> str:
     engine_wall = _wall(engine, total_bytes) if engine else None
     engine_cpu = cpu_seconds(engine, total_bytes) if engine else None
     header = ["tool", "median wall s (min-max)", "MB/s", "peak RSS MB", "wall vs engine", "CPU s", "CPU vs engine"]
-    header += ["rows", "check"]
+    header += ["CPU s per GB", "CPU / wall", "rows", "check"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for r in results:
         wall, cpu = _wall(r, total_bytes), cpu_seconds(r, total_bytes)
         if wall is None or cpu is None:
-            lines.append("| " + " | ".join([r.tool, "failed", *["-"] * 6, r.check]) + " |")
+            lines.append("| " + " | ".join([r.tool, "failed", *["-"] * 8, r.check]) + " |")
             continue
         star = "*" if r.subset_files is not None else ""
         walls = [run.wall_seconds for run in r.runs]
@@ -458,7 +481,10 @@ def markdown_table(results: list[ToolResult], total_bytes: int) -> str:
         cpu_vs = f"{cpu / engine_cpu:.2f}x{star}" if engine_cpu and r.tool != "engine" else "-"
         rows = f"{r.stats['rows']:,}" + (" (subset)" if star else "") if r.stats else "-"
         row = [r.tool, shown, f"{total_bytes / MB / wall:.1f}{star}", f"{r.peak_rss / MB:,.0f}{star}", vs]
-        lines.append("| " + " | ".join([*row, f"{cpu:.1f}{star}", cpu_vs, rows, r.check]) + " |")
+        # CPU seconds per GB (1e9 bytes) of the job's input: a figure other machines can be compared on.
+        per_gb = f"{cpu / (total_bytes / 1e9):.1f}{star}"
+        row += [f"{cpu:.1f}{star}", cpu_vs, per_gb, f"{cpu / wall:.2f}{star}"]
+        lines.append("| " + " | ".join([*row, rows, r.check]) + " |")
     return "\n".join(lines)
 
 
@@ -596,7 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall s: whole process (interpreter start and imports included), median of the runs; MB/s over the bytes "
         f"read from disk: .out files + input files as stored ({out_bytes / MB:,.1f} + {in_bytes / MB:,.1f} MB, "
         "gzip inputs compressed); peak RSS: the process's own ru_maxrss; wall / CPU vs engine: the tool's median "
-        "wall / CPU (user + system) seconds over the engine's (above 1: slower than the engine)."
+        "wall / CPU (user + system) seconds over the engine's (above 1: slower than the engine); CPU s per GB: "
+        "CPU seconds per 1e9 bytes read (the same denominator for every tool); CPU / wall: cores kept busy. "
+        "duckdb-natural, polars-natural: the predictions only (no line numbers, no input pairing), checked on "
+        "output_file, inference_id, inference_time and output_data."
     )
     engine = next((r for r in results if r.tool == "engine" and not r.failed), None)
     engine_wall = _wall(engine, total) if engine else None

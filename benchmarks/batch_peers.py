@@ -21,6 +21,10 @@ manifest of the same hour folder, line k of the output answering line k of the i
 Like the engine, an output line without an ID or a parseable time is dropped (the engine moves it to
 ``_rejects``; the peers write no rejects table), and a listed ``.out`` that does not exist gives no rows.
 
+``duckdb-natural`` and ``polars-natural`` are the query a user who wants the predictions writes: the ``.out``
+files only, without line numbers and hence without pairing the inputs (columns ``output_file``,
+``inference_id``, ``inference_time``, ``output_data``); the benchmark checks them on those columns.
+
 Known limits of the peers, none of which the CSV synth benchmark data exercises: only local files
 (``file://`` URIs or plain paths; the engine also reads S3 and maps prefixes); CSV output only (JSON Lines output
 keeps its IDs inside the JSON); no inputs without an output manifest entry, and no two input manifests of one hour
@@ -43,7 +47,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-__all__ = ["COLUMNS", "PARTITION_KEYS", "TOOLS", "TransformFile", "main", "transform_files"]
+__all__ = [
+    "COLUMNS",
+    "NATURAL",
+    "NATURAL_COLUMNS",
+    "PARTITION_KEYS",
+    "TOOLS",
+    "TransformFile",
+    "main",
+    "transform_files",
+]
 
 PARTITION_KEYS: Final = ("year", "month", "day", "hour")
 COLUMNS: Final = ("output_file", "input_file", "line", "inference_id", "inference_time", "input_data", "output_data")
@@ -292,6 +305,93 @@ def run_polars(src: str, dest: str, only: Sequence[str] | None) -> None:
     )
 
 
+# --- natural variants: the predictions only -----------------------------------------------------------------
+
+NATURAL_COLUMNS: Final = ("output_file", "inference_id", "inference_time", "output_data")
+
+
+def duckdb_natural_query(outputs: Sequence[str]) -> str:
+    """The query a user who wants the predictions writes: the ``.out`` files only, no line numbers and so no
+    input pairing (pairing needs them): one ``read_csv`` of every file, the tail regex, the partition keys."""
+    listed = "[" + ", ".join(map(_sql_string, outputs)) + "]"
+    return f"""
+WITH parsed AS (
+    SELECT 'file://' || filename AS output_file, text, regexp_extract(text, '{_TAIL_REGEX}', ['id', 'time']) AS f
+    FROM read_csv({listed}, columns = {{'text': 'VARCHAR'}}, delim = chr(1), header = false, quote = '',
+                  escape = '', filename = true, auto_detect = false)
+), batch AS (
+    SELECT output_file, trim(f.id) AS inference_id,
+           try_strptime(trim(f.time), '{TIME_FORMAT}')::TIMESTAMPTZ AS inference_time,
+           left(text, length(text) - length(f.id) - length(f.time) - 2) AS output_data
+    FROM parsed
+)
+SELECT *, strftime(inference_time, '%Y') AS year, strftime(inference_time, '%m') AS month,
+       strftime(inference_time, '%d') AS day, strftime(inference_time, '%H') AS hour
+FROM batch
+WHERE inference_id <> '' AND inference_time IS NOT NULL
+"""
+
+
+def run_duckdb_natural(src: str, dest: str, only: Sequence[str] | None) -> None:
+    import duckdb
+
+    files = transform_files(src, only)
+    if not files:
+        raise SystemExit("duckdb-natural: no .out files listed")
+    spill = tempfile.mkdtemp(prefix="duckdb-spill-")
+    try:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET temp_directory = {_sql_string(spill)}")
+        query = duckdb_natural_query([f.output_path for f in files])
+        con.execute(
+            f"COPY ({query}) TO {_sql_string(dest)} "
+            f"(FORMAT parquet, PARTITION_BY ({', '.join(PARTITION_KEYS)}), COMPRESSION zstd)"
+        )
+        con.close()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def run_polars_natural(src: str, dest: str, only: Sequence[str] | None) -> None:
+    """The same for polars: one ``scan_csv`` of every ``.out`` with its path, no row index, no join."""
+    import polars as pl
+
+    files = transform_files(src, only)
+    if not files:
+        raise SystemExit("polars-natural: no .out files listed")
+    frame = pl.scan_csv(
+        [f.output_path for f in files],
+        has_header=False,
+        separator="\x01",
+        quote_char=None,
+        schema={"text": pl.String},
+        include_file_paths="path",
+    )
+    text, tail = pl.col("text"), pl.col("tail").struct
+    time = tail.field("2").str.strip_chars().str.strptime(pl.Datetime("us", "UTC"), TIME_FORMAT, strict=False)
+    head = text.str.len_chars() - tail.field("1").str.len_chars() - tail.field("2").str.len_chars() - 2
+    frame = (
+        frame.with_columns(text.str.extract_groups(_TAIL_REGEX).alias("tail"))
+        .select(
+            ("file://" + pl.col("path")).alias("output_file"),
+            tail.field("1").str.strip_chars().alias("inference_id"),
+            time.alias("inference_time"),
+            text.str.head(head).alias("output_data"),
+        )
+        .filter((pl.col("inference_id") != "") & pl.col("inference_time").is_not_null())
+        .with_columns(
+            pl.col("inference_time").dt.strftime("%Y").alias("year"),
+            pl.col("inference_time").dt.strftime("%m").alias("month"),
+            pl.col("inference_time").dt.strftime("%d").alias("day"),
+            pl.col("inference_time").dt.strftime("%H").alias("hour"),
+        )
+    )
+    frame.sink_parquet(
+        pl.PartitionBy(dest, key=list(PARTITION_KEYS), include_key=False), compression="zstd", mkdir=True
+    )
+
+
 # --- pandas -------------------------------------------------------------------------------------------------
 
 
@@ -346,9 +446,13 @@ def run_pandas(src: str, dest: str, only: Sequence[str] | None) -> None:
 
 TOOLS: Final[dict[str, Callable[[str, str, Sequence[str] | None], None]]] = {
     "duckdb": run_duckdb,
+    "duckdb-natural": run_duckdb_natural,
     "polars": run_polars,
+    "polars-natural": run_polars_natural,
     "pandas": run_pandas,
 }
+# Tools that write the predictions only (no line, input_file, input_data): checked on NATURAL_COLUMNS.
+NATURAL: Final = frozenset({"duckdb-natural", "polars-natural"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

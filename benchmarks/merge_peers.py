@@ -1,13 +1,16 @@
 """The merge benchmark: ``capture-engine merge`` against the same join written with DuckDB and polars.
 
     python -m benchmarks.run --job merge --rows 2000000 [--tools engine,duckdb,polars] [--repeat 3]
-    python -m benchmarks.merge_peers {duckdb,polars} PREDICTIONS GROUND_TRUTH DEST      (one peer, one process)
+    python -m benchmarks.merge_peers {duckdb,polars}[-natural] PREDICTIONS GROUND_TRUTH DEST   (one peer, one process)
 
 Data (generated once, cached under ``benchmarks/.data/merge-...``): a synth capture tree of ROWS events over 6 hours,
 3 endpoints x 2 variants, decoded by ``capture-engine realtime`` into the prediction dataset (the capture itself is
 then deleted), and its ground truth: 90% of the events labelled, 0-6 hours late, CSV and JSON labels (multi-record
 events carry one value per record), plus a relabelling of every 50th label one hour after it was first collected
 (so duplicates exist and the latest must win).
+
+``duckdb-natural`` and ``polars-natural`` are the join as a user writes it: no line number per label object
+(``label_line`` NULL, so no window over each file), checked on every other column.
 
 Every tool does the same job: read the predictions (Parquet) and every label of the window (JSON Lines), keep the
 latest label per key (by hour folder, object key, line), join on ``coalesce(inference_id, event_id)``, decode the
@@ -119,7 +122,9 @@ def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def run_duckdb(predictions: str, ground_truth: str, dest: str) -> None:
+def run_duckdb(predictions: str, ground_truth: str, dest: str, *, label_line: bool = True) -> None:
+    """`label_line`: number each label's line in its object (a window per file); without it, as a user choosing
+    DuckDB writes the join, the column is NULL (the global row number still picks the latest label)."""
     import duckdb
 
     spill = tempfile.mkdtemp(prefix="duckdb-spill-")
@@ -132,6 +137,7 @@ def run_duckdb(predictions: str, ground_truth: str, dest: str) -> None:
             "'eventMetadata': 'STRUCT(eventId VARCHAR)', 'eventVersion': 'VARCHAR'}"
         )
         labels = _sql(f"{os.path.abspath(ground_truth)}/{_GT_GLOB}")
+        line_sql = "rn - min(rn) OVER (PARTITION BY filename) + 1" if label_line else "NULL::BIGINT"
         preds = _sql(f"{os.path.abspath(predictions)}/endpoint=*/**/*.parquet")
         # rn: a global line index (files in sorted order, lines in order, as realtime_peers relies on too), so the
         # latest label is the one with the highest rn and a line number is rn minus its file's first rn.
@@ -146,7 +152,7 @@ COPY (
                groundTruthData.encoding AS label_encoding, 'file://' || filename AS label_file,
                strptime(regexp_extract(filename, '(\\d{{4}}/\\d{{2}}/\\d{{2}}/\\d{{2}})/[^/]+$', 1), '%Y/%m/%d/%H')
                    AS label_hour,
-               rn - min(rn) OVER (PARTITION BY filename) + 1 AS label_line, rn
+               {line_sql} AS label_line, rn
         FROM raw
         WHERE eventMetadata.eventId IS NOT NULL AND eventMetadata.eventId <> '' AND groundTruthData.data IS NOT NULL
     ), latest AS (
@@ -172,7 +178,8 @@ COPY (
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def run_polars(predictions: str, ground_truth: str, dest: str) -> None:
+def run_polars(predictions: str, ground_truth: str, dest: str, *, label_line: bool = True) -> None:
+    """`label_line` as for DuckDB: without it no window over the file path (the row index still orders labels)."""
     import polars as pl
 
     schema = {
@@ -194,7 +201,11 @@ def run_polars(predictions: str, ground_truth: str, dest: str) -> None:
             (pl.col("path").str.extract(r"(\d{4}/\d{2}/\d{2}/\d{2})/[^/]+$", 1) + ":00")
             .str.strptime(pl.Datetime("us", "UTC"), "%Y/%m/%d/%H:%M")
             .alias("label_hour"),
-            (pl.col("rn") - pl.col("rn").min().over("path") + 1).cast(pl.Int64).alias("label_line"),
+            (
+                (pl.col("rn") - pl.col("rn").min().over("path") + 1).cast(pl.Int64)
+                if label_line
+                else pl.lit(None, pl.Int64)
+            ).alias("label_line"),
             pl.col("rn"),
         )
         .filter(pl.col("k").is_not_null() & (pl.col("k") != "") & pl.col("label_data").is_not_null())
@@ -226,7 +237,22 @@ def run_polars(predictions: str, ground_truth: str, dest: str) -> None:
     )
 
 
-TOOLS: Final = {"duckdb": run_duckdb, "polars": run_polars}
+def run_duckdb_natural(predictions: str, ground_truth: str, dest: str) -> None:
+    run_duckdb(predictions, ground_truth, dest, label_line=False)
+
+
+def run_polars_natural(predictions: str, ground_truth: str, dest: str) -> None:
+    run_polars(predictions, ground_truth, dest, label_line=False)
+
+
+TOOLS: Final = {
+    "duckdb": run_duckdb,
+    "duckdb-natural": run_duckdb_natural,
+    "polars": run_polars,
+    "polars-natural": run_polars_natural,
+}
+# Tools that write label_line as NULL: their hash leaves it out (and the engine's is recomputed without it).
+NATURAL: Final = frozenset({"duckdb-natural", "polars-natural"})
 
 
 # --- the benchmark ------------------------------------------------------------------------------------------
@@ -252,15 +278,16 @@ def _engine_command(tree: Path, dest: Path) -> list[str]:
     ]
 
 
-def _stats(con: Any, dest: Path) -> dict[str, Any]:
+def _stats(con: Any, dest: Path, natural: bool = False) -> dict[str, Any]:
     rel = (
         f"read_parquet('{dest.as_posix()}/endpoint=*/**/*.parquet', hive_partitioning = true, "
         "hive_types_autocast = false, union_by_name = true)"
     )
     # Sums of 64-bit hashes as HUGEINT: order-independent, and a duplicated row does not cancel out.
+    line = "" if natural else " label_line::BIGINT,"
     rows, digest = con.execute(
         f"""SELECT count(*), coalesce(sum(hash(coalesce(inference_id, event_id), label_data, label,
-                   label_file::VARCHAR, label_line::BIGINT, epoch_ms(label_hour))::HUGEINT), 0) FROM {rel}"""
+                   label_file::VARCHAR,{line} epoch_ms(label_hour))::HUGEINT), 0) FROM {rel}"""
     ).fetchone()
     parts = con.execute(f"SELECT {', '.join(PARTITION_KEYS)}, count(*) FROM {rel} GROUP BY ALL ORDER BY ALL").fetchall()
     values = con.execute(f"SELECT count(label), count(label_value) FROM {rel}").fetchone()
@@ -280,7 +307,7 @@ def bench(args: argparse.Namespace) -> int:
     from benchmarks._harness import RESULTS, machine, run_process
 
     rows = args.rows or max(1000, int(_parse_size(args.size) / BYTES_PER_EVENT))
-    tools = [t.strip() for t in (args.tools or "engine,duckdb,polars").split(",") if t.strip()]
+    tools = [t.strip() for t in (args.tools or ",".join(["engine", *TOOLS])).split(",") if t.strip()]
     unknown = [t for t in tools if t != "engine" and t not in TOOLS]
     if unknown:
         raise SystemExit(f"unknown tools for the merge job: {unknown} (engine, {', '.join(TOOLS)})")
@@ -340,15 +367,17 @@ def bench(args: argparse.Namespace) -> int:
         if any(r.exit_code for r in runs[t]):
             problems[t].append("a run failed")
             continue
-        stats[t] = _stats(con, work / t)
+        stats[t] = _stats(con, work / t, natural=t in NATURAL)
         if stats[t]["rows"] != marker["expected_matched"]:
             problems[t].append(f"{stats[t]['rows']:,} rows, expected {marker['expected_matched']:,} matched")
-    ref = "engine" if "engine" in stats else next(iter(stats), None)
+    ref = "engine" if "engine" in stats else next((t for t in stats if t not in NATURAL), None)
+    natural_ref = _stats(con, work / ref, natural=True) if ref is not None and NATURAL & set(stats) else None
     for t in stats:
         if t != ref and ref is not None:
+            want = natural_ref if t in NATURAL and natural_ref is not None else stats[ref]
             for k in ("hash", "partitions", "labels_decoded", "numeric_labels"):
-                if stats[t][k] != stats[ref][k]:
-                    problems[t].append(f"{k} differs from {ref}")
+                if stats[t][k] != want[k]:
+                    problems[t].append(f"{k} differs from {ref}" + (" (no label_line)" if t in NATURAL else ""))
     con.close()
     if not args.keep_output:
         for t in tools:
@@ -358,18 +387,24 @@ def bench(args: argparse.Namespace) -> int:
         return statistics.median(r.wall_seconds for r in runs[t])
 
     duck = wall("duckdb") if "duckdb" in tools and not problems.get("duckdb") else None
-    header = "| tool | wall s (min-max) | predictions/s | peak RSS MB | CPU s | vs DuckDB | rows | check |"
-    lines = [header, "|" + "---|" * 8]
+    pol = wall("polars") if "polars" in tools and not problems.get("polars") else None
+    gb = (marker["prediction_bytes"] + marker["label_bytes"]) / 1e9  # the job's input: Parquet + label JSONL
+    header = (
+        "| tool | wall s (min-max) | predictions/s | peak RSS MB | CPU s | CPU s per GB | CPU / wall | vs DuckDB "
+        "| vs polars | rows | check |"
+    )
+    lines = [header, "|" + "---|" * 11]
     for t in tools:
         w = wall(t)
         walls = [r.wall_seconds for r in runs[t]]
+        cpu = statistics.median(r.cpu_seconds for r in runs[t])
         ratio = f"{duck / w:.2f}x" if duck and t != "duckdb" else "-"
+        vs_polars = f"{pol / w:.2f}x" if pol and t != "polars" else "-"
         n = stats.get(t, {}).get("rows")
         lines.append(
             f"| {t} | {w:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {marker['predictions'] / w:,.0f} | "
-            f"{max(r.peak_rss_bytes for r in runs[t]) / 1e6:,.0f} | "
-            f"{statistics.median(r.cpu_seconds for r in runs[t]):.1f} | {ratio} | "
-            f"{'-' if n is None else f'{n:,}'} | {'; '.join(problems[t]) or 'OK'} |"
+            f"{max(r.peak_rss_bytes for r in runs[t]) / 1e6:,.0f} | {cpu:.1f} | {cpu / gb:.1f} | {cpu / w:.2f} | "
+            f"{ratio} | {vs_polars} | {'-' if n is None else f'{n:,}'} | {'; '.join(problems[t]) or 'OK'} |"
         )
     table = "\n".join(lines)
     ok = not any(problems.values())
@@ -407,7 +442,9 @@ def bench(args: argparse.Namespace) -> int:
     print(table)
     print(
         "\nwall s: whole process (interpreter start included); predictions/s: prediction rows / wall; "
-        "peak RSS: the process's own ru_maxrss; vs DuckDB: DuckDB wall / tool wall (above 1x: faster than DuckDB)."
+        "peak RSS: the process's own ru_maxrss; CPU s per GB: CPU (user + system) seconds per 1e9 bytes of input "
+        "(prediction Parquet + label JSONL); CPU / wall: cores kept busy; vs DuckDB / vs polars: their wall / tool "
+        "wall (above 1x: faster); *-natural: label_line not numbered (NULL), checked on every other column."
     )
     say(f"{'OK' if ok else 'MISMATCH or FAILURE'}; results written to {out}")
     return 0 if ok else 1

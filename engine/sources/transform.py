@@ -80,6 +80,7 @@ class _Stream:
         self.chunks: list[bytes] = []
         self.size = 0
         self.newlines = 0
+        self.counted = 0  # newlines in what the last lines / take / rest returned
         self.eof = False
         # The one gzip reader of every source (members, truncation, bytes after the stream): fetch's Inflater.
         self.inflate: Inflater | None = None
@@ -168,12 +169,35 @@ class _Stream:
             self.chunks = [b"".join(self.chunks)]
         return self.chunks[0] if self.chunks else b""
 
-    def _split(self, cut: int) -> bytes:
+    def _split(self, cut: int, newlines: int) -> bytes:
+        """The first `cut` bytes, holding `newlines` newlines (known to the caller: no count of the bytes)."""
         data = self._joined()
-        out, rest = data[:cut], data[cut:]
+        if cut == len(data):
+            out, rest = data, b""
+        else:
+            out, rest = data[:cut], data[cut:]
         self.chunks = [rest] if rest else []
         self.size = len(rest)
-        self.newlines -= out.count(b"\n")
+        self.newlines -= newlines
+        self.counted = newlines
+        return out
+
+    def _split_at_last_newline(self) -> bytes:
+        """Every whole line buffered: the chunks before the last one holding a newline are joined once, with
+        the head of that one (joining everything first, then cutting, copied the block twice)."""
+        j = len(self.chunks) - 1
+        while j >= 0 and (p := self.chunks[j].rfind(b"\n")) < 0:
+            j -= 1
+        if j < 0:
+            self.counted = 0
+            return b""
+        head, tail = self.chunks[j][: p + 1], self.chunks[j][p + 1 :]
+        out = b"".join([*self.chunks[:j], head]) if j else head
+        rest = [tail, *self.chunks[j + 1 :]] if tail else self.chunks[j + 1 :]
+        self.chunks = rest
+        self.size -= len(out)
+        self.counted = self.newlines  # a line break after the last one would be in `out`
+        self.newlines = 0
         return out
 
     def peek(self) -> bytes:
@@ -187,27 +211,27 @@ class _Stream:
         return self._joined() if self.eof and self.size <= limit else None
 
     def lines(self) -> bytes:
-        """About one block of whole lines; b"" at the end."""
+        """About one block of whole lines; b"" at the end. `counted` is then their number."""
         while not self.eof and (self.size < self.block or not self.newlines):
             self._fill()
-        return self._split(self._joined().rfind(b"\n") + 1)
+        return self._split_at_last_newline()
 
     def take(self, n: int) -> bytes:
-        """The next `n` whole lines (fewer at the end of the object)."""
+        """The next `n` whole lines (fewer at the end of the object). `counted` is then their number."""
         while not self.eof and self.newlines < n:
             self._fill()
         if self.newlines < n:  # the object ended first
-            return self._split(self.size)
+            return self._split(self.size, self.newlines)
         if self.newlines == n:  # whatever follows the last newline belongs to the next lines
-            return self._split(self._joined().rfind(b"\n") + 1)
+            return self._split_at_last_newline()
         nl = np.flatnonzero(np.frombuffer(self._joined(), dtype=np.uint8) == 10)
-        return self._split(int(nl[n - 1]) + 1)
+        return self._split(int(nl[n - 1]) + 1, n)
 
     def rest(self) -> bytes:
         """Everything not read yet."""
         while not self.eof:
             self._fill()
-        return self._split(self.size)
+        return self._split(self.size, self.newlines)
 
     @property
     def done(self) -> bool:
@@ -294,7 +318,7 @@ def _rejected(
         o, i = (block, None) if output else (None, block)
         total = lead.raw_bytes
         yield Unit(tf, line, o, i, last=done, bytes_read=total - before, missing=missing, reject=failure)
-        before, line = total, line + block.count(b"\n")
+        before, line = total, line + lead.counted
         if done:
             return
 
@@ -355,7 +379,7 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
         line, before = 1, 0
         while True:
             block = lead.lines()
-            n = block.count(b"\n")
+            n = lead.counted
             paired = follow.take(n) if follow is not None and n else None
             done = lead.done
             extra = None
