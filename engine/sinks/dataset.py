@@ -37,7 +37,11 @@ _DICTIONARY = {
     "output_content_type",
     "output_encoding",
     "source_file",
+    "manifest_file",
+    "input_file",
+    "output_file",
     "reason",
+    "detail",
     "label_encoding",
     "label_file",
 }
