@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pytest
 
-from engine import BatchOptions, RealtimeOptions, parse_column_spec, run_batch, run_realtime
+from engine import BatchOptions, MergeOptions, RealtimeOptions, parse_column_spec, run_batch, run_merge, run_realtime
 from engine.report import RunReport
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 from engine.tables import capture_schema, table_spec
@@ -265,6 +265,77 @@ def test_realtime_on_s3_matches_local(
     assert not [p for p in fs.find(f"{s3_bucket}/out") if "/_temporary/" in p]
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
     assert local.records == remote.records > 0
+
+
+# -- merge -------------------------------------------------------------------------------------------------
+
+
+def _relabel(ground_truth: Path) -> None:
+    """Bad labels and re-labels next to the synth's: the latest read must win, the bad ones be rejected."""
+    first = sorted(ground_truth.glob("**/*.jsonl"))[0]
+    ids = [json.loads(line)["eventMetadata"]["eventId"] for line in first.read_text().splitlines()[:6]]
+
+    def label(event_id: str, data: str, encoding: str = "CSV") -> str:
+        return json.dumps(
+            {"groundTruthData": {"data": data, "encoding": encoding}, "eventMetadata": {"eventId": event_id}}
+        )
+
+    late = ground_truth / "2026/11/01/02"
+    late.mkdir(parents=True, exist_ok=True)
+    lines = [
+        label(ids[0], "7"),  # a later hour folder re-labels an event...
+        label(ids[0], "8"),  # ...and a later line of the same object wins over it
+        "[" + label(ids[1], "5") + "," + label(ids[1], "6") + "]",  # in one line, the later element wins
+        label(ids[2], '{"label": 3}', "JSON"),
+        label(ids[3], "1\n2\n3"),  # several values: decoded records pick theirs by record_index
+        "{not json",
+        json.dumps({"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {}}),
+        json.dumps({"groundTruthData": {"encoding": "CSV"}, "eventMetadata": {"eventId": ids[4]}}),
+        "",
+    ]
+    (late / "0000-relabel.jsonl").write_text("\n".join(lines) + "\n")
+    (late / "0001-cut.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:4]) + "\n").encode())[:-12])
+
+
+def test_merge_on_captures_matches_local_including_bad_labels_and_relabels(
+    spark: Any, capture: Path, tmp_path: Path
+) -> None:
+    ground_truth = capture.parent / "ground-truth"
+    if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
+        _relabel(ground_truth)
+    for how in ("inner", "left"):
+        options = MergeOptions(max_reject_ratio=1.0, how=how)
+        sources = {"captures": str(capture), "ground_truth": str(ground_truth)}
+        local = run_merge(dest=str(tmp_path / f"local-{how}"), options=options, **sources)
+        assert local.counts["duplicate_labels"] >= 3 and local.counts["matched"] and local.rejected
+        assert set(local.rejects_by_reason) >= {"invalid_json", "missing_event_id", "missing_label_data"}
+        remote = espark.run_merge(
+            spark,
+            dest=str(tmp_path / f"spark-{how}"),
+            options=options,
+            spark_options=espark.SparkOptions(task_bytes=120_000),
+            **sources,
+        )
+        assert remote.options["executor"]["tasks"] >= 6
+        assert_same_dataset(tmp_path / f"local-{how}", tmp_path / f"spark-{how}")
+        assert local.counts == remote.counts
+
+
+def test_merge_on_decoded_batch_matches_local(spark: Any, tmp_path: Path) -> None:
+    summary = synth_batch(str(tmp_path / "s"), BatchSynthOptions(jobs=2, files_per_job=3, records_per_file=60))
+    _relabel(Path(summary.ground_truth_root))
+    options = MergeOptions(max_reject_ratio=1.0, how="left", decode=True)
+    sources = {"batch": summary.capture_root, "ground_truth": summary.ground_truth_root}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.counts["duplicate_labels"] and local.rejected
+    espark.run_merge(
+        spark,
+        dest=str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=30_000),
+        **sources,
+    )
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
 
 
 # -- faults ------------------------------------------------------------------------------------------------
