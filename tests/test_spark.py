@@ -178,8 +178,8 @@ def _summary(report: RunReport) -> dict[str, Any]:
 # -- parity ------------------------------------------------------------------------------------------------
 
 
-def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently(
-    spark: Any, capture: Path, tmp_path: Path
+def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently_with_a_task_retried(
+    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = RealtimeOptions(max_reject_ratio=1.0)
     local = run_realtime(str(capture), str(tmp_path / "local"), options=options)
@@ -188,9 +188,21 @@ def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently(
     first = espark.run_realtime(spark, str(capture), str(tmp_path / "spark"), options=options, spark_options=small)
     assert first.options["executor"]["tasks"] >= 3
     report = assert_same_dataset(tmp_path / "local", tmp_path / "spark")
-    # A re-run replaces what it wrote (other task sizes, other file names): the same rows, none twice.
-    again = espark.run_realtime(spark, str(capture), str(tmp_path / "spark"), options=options)
-    assert again.options["executor"]["tasks"] == 1
+    # A re-run replaces what it wrote (other task sizes, other file names): the same rows, none twice. One of
+    # its tasks fails once after writing its files: Spark retries it, and only the retry's files are committed.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:1")
+    again = espark.run_realtime(
+        spark,
+        str(capture),
+        str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=400_000),
+    )
+    monkeypatch.delenv(FAIL_ONCE_ENV)
+    assert (markers / "task-1").exists()
+    assert again.options["executor"]["tasks"] >= 2
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
     assert _summary(again) == {k: report[k] for k in _REPORT_KEYS}
     # The reader: the same events as a Spark DataFrame, in the capture table's columns.
@@ -297,28 +309,32 @@ def _relabel(ground_truth: Path) -> None:
     (late / "0001-cut.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:4]) + "\n").encode())[:-12])
 
 
-def test_merge_on_captures_matches_local_including_bad_labels_and_relabels(
-    spark: Any, capture: Path, tmp_path: Path
+def test_merge_on_captures_matches_local_including_bad_labels_and_relabels_and_a_join_task_retried(
+    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ground_truth = capture.parent / "ground-truth"
     if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
         _relabel(ground_truth)
-    for how in ("inner", "left"):
-        options = MergeOptions(max_reject_ratio=1.0, how=how)
-        sources = {"captures": str(capture), "ground_truth": str(ground_truth)}
-        local = run_merge(dest=str(tmp_path / f"local-{how}"), options=options, **sources)
-        assert local.counts["duplicate_labels"] >= 3 and local.counts["matched"] and local.rejected
-        assert set(local.rejects_by_reason) >= {"invalid_json", "missing_event_id", "missing_label_data"}
-        remote = espark.run_merge(
-            spark,
-            dest=str(tmp_path / f"spark-{how}"),
-            options=options,
-            spark_options=espark.SparkOptions(task_bytes=120_000),
-            **sources,
-        )
-        assert remote.options["executor"]["tasks"] >= 6
-        assert_same_dataset(tmp_path / f"local-{how}", tmp_path / f"spark-{how}")
-        assert local.counts == remote.counts
+    options = MergeOptions(max_reject_ratio=1.0)  # inner: the left join is the batch test's
+    sources = {"captures": str(capture), "ground_truth": str(ground_truth)}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["duplicate_labels"] >= 3 and local.counts["matched"] and local.counts["unmatched_labels"]
+    assert set(local.rejects_by_reason) >= {"invalid_json", "missing_event_id", "missing_label_data", "corrupt_gzip"}
+    # A join task fails once after writing its files: Spark retries it, and only the retry's files count.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:*:merge-join")
+    remote = espark.run_merge(
+        spark,
+        dest=str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=120_000),  # labels in 2 tasks: re-labels across tasks
+        **sources,
+    )
+    assert (markers / "merge-join-task-any").exists()
+    assert remote.options["executor"]["tasks"] >= 6
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
 
 
 def test_merge_on_decoded_batch_matches_local(spark: Any, tmp_path: Path) -> None:
@@ -339,26 +355,6 @@ def test_merge_on_decoded_batch_matches_local(spark: Any, tmp_path: Path) -> Non
 
 
 # -- faults ------------------------------------------------------------------------------------------------
-
-
-def test_a_task_that_fails_once_is_retried_and_the_result_is_exact(
-    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    options = RealtimeOptions(max_reject_ratio=1.0)
-    run_realtime(str(capture), str(tmp_path / "local"), options=options)
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:1")
-    espark.run_realtime(
-        spark,
-        str(capture),
-        str(tmp_path / "spark"),
-        options=options,
-        spark_options=espark.SparkOptions(task_bytes=400_000),
-    )
-    # Task 1 failed after writing its files (the marker says so); its retry's files are the ones committed.
-    assert (markers / "task-1").exists()
-    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
 
 
 def test_a_run_killed_while_its_tasks_write_commits_nothing_and_a_rerun_completes(

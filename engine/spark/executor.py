@@ -66,9 +66,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Fault injection for tests: "DIR[:TASK[:JOB]]" makes task TASK (default 0; of job JOB only, say merge-join)
-# fail once after writing its files; the marker DIR/task-<n> (DIR/<job>-task-<n>) records that it did. Read on
-# the driver, so it reaches executors of any cluster manager.
+# Fault injection for tests: "DIR[:TASK[:JOB]]" makes task TASK (default 0, "*": the first to get there; of job
+# JOB only, say merge-join) fail once after writing its files; the marker DIR/task-<n> (DIR/<job>-task-<n>)
+# records that it did. Read on the driver, so it reaches executors of any cluster manager.
 FAIL_ONCE_ENV = "CAPTURE_ENGINE_SPARK_FAIL_ONCE"
 # For tests: seconds a task waits after its files are written, so that a test can kill the job mid-write.
 PAUSE_ENV = "CAPTURE_ENGINE_SPARK_PAUSE"
@@ -270,9 +270,10 @@ def _maybe_fail(ctx: JobContext, task: int) -> None:
         return
     folder, _, rest = ctx.fail_once.partition(":")
     which, _, job = rest.partition(":")
-    if task != int(which or 0) or (job and job != ctx.job):
+    if (which != "*" and task != int(which or 0)) or (job and job != ctx.job):
         return
-    marker = os.path.join(folder, f"{job}-task-{task}" if job else f"task-{task}")
+    name = f"task-{'any' if which == '*' else task}"
+    marker = os.path.join(folder, f"{job}-{name}" if job else name)
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
