@@ -73,7 +73,10 @@ _REPORT_KEYS = (
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no hostname lookup warnings on a machine without DNS
-    session = espark.get_session("local[2]", app_name="capture-engine-tests")
+    # Two shuffle partitions for the tests' own queries (the readers' counts): Spark's 200 are tasks each.
+    session = espark.get_session(
+        "local[2]", app_name="capture-engine-tests", conf={"spark.sql.shuffle.partitions": "2"}
+    )
     yield session
     session.stop()
 
@@ -300,6 +303,7 @@ def _relabel(ground_truth: Path) -> None:
         "[" + label(ids[1], "5") + "," + label(ids[1], "6") + "]",  # in one line, the later element wins
         label(ids[2], '{"label": 3}', "JSON"),
         label(ids[3], "1\n2\n3"),  # several values: decoded records pick theirs by record_index
+        label("no-such-event", "1"),  # a label no prediction has
         "{not json",
         json.dumps({"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {}}),
         json.dumps({"groundTruthData": {"encoding": "CSV"}, "eventMetadata": {"eventId": ids[4]}}),
@@ -315,10 +319,13 @@ def test_merge_on_captures_matches_local_including_bad_labels_and_relabels_and_a
     ground_truth = capture.parent / "ground-truth"
     if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
         _relabel(ground_truth)
-    options = MergeOptions(max_reject_ratio=1.0)  # inner: the left join is the batch test's
+    # Inner (the left join is the batch test's), predictions of the first hour only (labels still from the
+    # hour before to a day after).
+    options = MergeOptions(max_reject_ratio=1.0, start="2026-11-01T00:00:00Z", end="2026-11-01T01:00:00Z")
     sources = {"captures": str(capture), "ground_truth": str(ground_truth)}
     local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
     assert local.counts["duplicate_labels"] >= 3 and local.counts["matched"] and local.counts["unmatched_labels"]
+    assert local.out_of_window
     assert set(local.rejects_by_reason) >= {"invalid_json", "missing_event_id", "missing_label_data", "corrupt_gzip"}
     # A join task fails once after writing its files: Spark retries it, and only the retry's files count.
     markers = tmp_path / "markers"
