@@ -23,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from benchmarks.data import ensure_data
+from benchmarks.data import DEFAULT_ROOT, ensure_data
 from benchmarks.run import REPO, _machine, _run_process
 from engine.options import parse_size
 
@@ -64,13 +64,16 @@ def _run(src: Path, dest: Path, extra: list[str], logs: Path) -> tuple[float, fl
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="1GB", help="capture bytes (default 1GB)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (the median is kept)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per configuration, interleaved (the least disturbed is kept)"
+    )
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="cache of generated synth trees")
     parser.add_argument("--json", type=Path, default=RESULTS / "spark.json")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the JVMs need no hostname lookup
-    tree = ensure_data(size)
-    tiny = ensure_data(parse_size("1MB"))
+    tree = ensure_data(size, args.data_root)
+    tiny = ensure_data(parse_size("1MB"), args.data_root)
     src = tree / "capture"
     capture_bytes = sum(p.stat().st_size for p in src.rglob("*.jsonl"))
     with tempfile.TemporaryDirectory(prefix="spark-bench-") as tmp:
@@ -79,12 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         empty = statistics.median(
             _run(tiny / "capture", work / "fixed", CONFIGS[3][1], work)[0] for _ in range(max(1, args.repeat))
         )
-        runs: dict[str, tuple[float, float]] = {}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in CONFIGS}
         digests: dict[str, tuple[int, int]] = {}
-        for name, extra, _ in CONFIGS:
-            times = [_run(src, work / "out", extra, work) for _ in range(max(1, args.repeat))]
-            runs[name] = min(times)  # the least disturbed run (this machine may be shared)
-            digests[name] = _digest(work / "out")
+        # Interleaved (every configuration once per round), so that a disturbance hits them alike.
+        for _ in range(max(1, args.repeat)):
+            for name, extra, _ in CONFIGS:
+                times[name].append(_run(src, work / "out", extra, work))
+                digests[name] = _digest(work / "out")
+        runs = {name: min(t) for name, t in times.items()}  # the least disturbed run (this machine may be shared)
     reference = digests[CONFIGS[0][0]]
     wrong = [name for name, d in digests.items() if d != reference]
     if wrong:

@@ -195,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
         help="labels beyond this (as JSON Lines) are joined in buckets spilled to local disk (default 256MiB)",
     )
     _add_job(me)
+    add_spark_arguments(me)
 
     sy = sub.add_parser("synth", help="write a seeded sample capture tree with ground-truth labels")
     sy.add_argument("dest", help="where to write (capture/ and ground-truth/ go below it)")
@@ -279,6 +280,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         join_memory=args.join_memory,
         prefix_map=_prefix_map(args.prefix_map),
     )
+    if args.executor == "spark":
+        _print_report(args, run_on_spark(args, options))
+        return 0
     progress = _progress(args)
     try:
         report = run_merge(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pytest
 
-from engine import BatchOptions, RealtimeOptions, parse_column_spec, run_batch, run_realtime
+from engine import BatchOptions, MergeOptions, RealtimeOptions, parse_column_spec, run_batch, run_merge, run_realtime
 from engine.report import RunReport
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 from engine.tables import capture_schema, table_spec
@@ -73,7 +73,10 @@ _REPORT_KEYS = (
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no hostname lookup warnings on a machine without DNS
-    session = espark.get_session("local[2]", app_name="capture-engine-tests")
+    # Two shuffle partitions for the tests' own queries (the readers' counts): Spark's 200 are tasks each.
+    session = espark.get_session(
+        "local[2]", app_name="capture-engine-tests", conf={"spark.sql.shuffle.partitions": "2"}
+    )
     yield session
     session.stop()
 
@@ -178,8 +181,8 @@ def _summary(report: RunReport) -> dict[str, Any]:
 # -- parity ------------------------------------------------------------------------------------------------
 
 
-def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently(
-    spark: Any, capture: Path, tmp_path: Path
+def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently_with_a_task_retried(
+    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = RealtimeOptions(max_reject_ratio=1.0)
     local = run_realtime(str(capture), str(tmp_path / "local"), options=options)
@@ -188,9 +191,21 @@ def test_realtime_raw_matches_local_including_bad_input_and_reruns_idempotently(
     first = espark.run_realtime(spark, str(capture), str(tmp_path / "spark"), options=options, spark_options=small)
     assert first.options["executor"]["tasks"] >= 3
     report = assert_same_dataset(tmp_path / "local", tmp_path / "spark")
-    # A re-run replaces what it wrote (other task sizes, other file names): the same rows, none twice.
-    again = espark.run_realtime(spark, str(capture), str(tmp_path / "spark"), options=options)
-    assert again.options["executor"]["tasks"] == 1
+    # A re-run replaces what it wrote (other task sizes, other file names): the same rows, none twice. One of
+    # its tasks fails once after writing its files: Spark retries it, and only the retry's files are committed.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:1")
+    again = espark.run_realtime(
+        spark,
+        str(capture),
+        str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=400_000),
+    )
+    monkeypatch.delenv(FAIL_ONCE_ENV)
+    assert (markers / "task-1").exists()
+    assert again.options["executor"]["tasks"] >= 2
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
     assert _summary(again) == {k: report[k] for k in _REPORT_KEYS}
     # The reader: the same events as a Spark DataFrame, in the capture table's columns.
@@ -267,27 +282,86 @@ def test_realtime_on_s3_matches_local(
     assert local.records == remote.records > 0
 
 
-# -- faults ------------------------------------------------------------------------------------------------
+# -- merge -------------------------------------------------------------------------------------------------
 
 
-def test_a_task_that_fails_once_is_retried_and_the_result_is_exact(
+def _relabel(ground_truth: Path) -> None:
+    """Bad labels and re-labels next to the synth's: the latest read must win, the bad ones be rejected."""
+    first = sorted(ground_truth.glob("**/*.jsonl"))[0]
+    ids = [json.loads(line)["eventMetadata"]["eventId"] for line in first.read_text().splitlines()[:6]]
+
+    def label(event_id: str, data: str, encoding: str = "CSV") -> str:
+        return json.dumps(
+            {"groundTruthData": {"data": data, "encoding": encoding}, "eventMetadata": {"eventId": event_id}}
+        )
+
+    late = ground_truth / "2026/11/01/02"
+    late.mkdir(parents=True, exist_ok=True)
+    lines = [
+        label(ids[0], "7"),  # a later hour folder re-labels an event...
+        label(ids[0], "8"),  # ...and a later line of the same object wins over it
+        "[" + label(ids[1], "5") + "," + label(ids[1], "6") + "]",  # in one line, the later element wins
+        label(ids[2], '{"label": 3}', "JSON"),
+        label(ids[3], "1\n2\n3"),  # several values: decoded records pick theirs by record_index
+        label("no-such-event", "1"),  # a label no prediction has
+        "{not json",
+        json.dumps({"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {}}),
+        json.dumps({"groundTruthData": {"encoding": "CSV"}, "eventMetadata": {"eventId": ids[4]}}),
+        "",
+    ]
+    (late / "0000-relabel.jsonl").write_text("\n".join(lines) + "\n")
+    (late / "0001-cut.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:4]) + "\n").encode())[:-12])
+
+
+def test_merge_on_captures_matches_local_including_bad_labels_and_relabels_and_a_join_task_retried(
     spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    options = RealtimeOptions(max_reject_ratio=1.0)
-    run_realtime(str(capture), str(tmp_path / "local"), options=options)
+    ground_truth = capture.parent / "ground-truth"
+    if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
+        _relabel(ground_truth)
+    # Inner (the left join is the batch test's), predictions of the first hour only (labels still from the
+    # hour before to a day after).
+    options = MergeOptions(max_reject_ratio=1.0, start="2026-11-01T00:00:00Z", end="2026-11-01T01:00:00Z")
+    sources = {"captures": str(capture), "ground_truth": str(ground_truth)}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["duplicate_labels"] >= 3 and local.counts["matched"] and local.counts["unmatched_labels"]
+    assert local.out_of_window
+    assert set(local.rejects_by_reason) >= {"invalid_json", "missing_event_id", "missing_label_data", "corrupt_gzip"}
+    # A join task fails once after writing its files: Spark retries it, and only the retry's files count.
     markers = tmp_path / "markers"
     markers.mkdir()
-    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:1")
-    espark.run_realtime(
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:*:merge-join")
+    remote = espark.run_merge(
         spark,
-        str(capture),
-        str(tmp_path / "spark"),
+        dest=str(tmp_path / "spark"),
         options=options,
-        spark_options=espark.SparkOptions(task_bytes=400_000),
+        spark_options=espark.SparkOptions(task_bytes=120_000),  # labels in 2 tasks: re-labels across tasks
+        **sources,
     )
-    # Task 1 failed after writing its files (the marker says so); its retry's files are the ones committed.
-    assert (markers / "task-1").exists()
+    assert (markers / "merge-join-task-any").exists()
+    assert remote.options["executor"]["tasks"] >= 6
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
+
+
+def test_merge_on_decoded_batch_matches_local(spark: Any, tmp_path: Path) -> None:
+    summary = synth_batch(str(tmp_path / "s"), BatchSynthOptions(jobs=2, files_per_job=3, records_per_file=60))
+    _relabel(Path(summary.ground_truth_root))
+    options = MergeOptions(max_reject_ratio=1.0, how="left", decode=True)
+    sources = {"batch": summary.capture_root, "ground_truth": summary.ground_truth_root}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.counts["duplicate_labels"] and local.rejected
+    espark.run_merge(
+        spark,
+        dest=str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=30_000),
+        **sources,
+    )
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+
+
+# -- faults ------------------------------------------------------------------------------------------------
 
 
 def test_a_run_killed_while_its_tasks_write_commits_nothing_and_a_rerun_completes(

@@ -12,7 +12,8 @@ pyspark is imported only inside these functions, so ``import engine.spark`` work
 
 from engine.spark.driver import SparkOptions
 from engine.spark.jobs import run_batch, run_realtime
+from engine.spark.merge import run_merge
 from engine.spark.readers import read_batch, read_capture
 from engine.spark.session import get_session
 
-__all__ = ["SparkOptions", "get_session", "read_batch", "read_capture", "run_batch", "run_realtime"]
+__all__ = ["SparkOptions", "get_session", "read_batch", "read_capture", "run_batch", "run_merge", "run_realtime"]

@@ -16,31 +16,48 @@ from engine.io.listing import CaptureObject, list_capture_objects, looks_like, l
 from engine.io.storage import Location, open_location, redact
 from engine.jobs.batch import _account as account_batch_unit
 from engine.jobs.batch import _manifests as plan_transform_files
+from engine.jobs.batch import _problem_counts as manifest_problem_counts
 from engine.jobs.batch import _problem_rejects as manifest_problem_rejects
+from engine.jobs.labels import iter_labels
+from engine.jobs.merge import _COUNTS as MERGE_COUNTS
+from engine.jobs.merge import _Merger as Merger
+from engine.jobs.merge import _one_source as one_prediction_source
+from engine.jobs.merge import _say_if_nothing_matched as say_if_nothing_matched
 from engine.jobs.realtime import _decoded_units as decoded_capture_units
 from engine.jobs.realtime import plan_capture, refuse_if_not_capture, replace_read_hours
 from engine.jobs.run import JobRun
+from engine.jobs.spill import DuplicateCounter
 from engine.kernels.batch_records import _Decoder as BatchDecoder
 from engine.kernels.batch_records import sniff as sniff_transform_unit
+from engine.kernels.join import _COMPACT as COMPACT_LABELS
+from engine.kernels.join import LabelIndex, join_key, key_hash
 from engine.kernels.partition import PartitionKey
 from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptions, check_location, parse_size
 from engine.report import RunReport
 from engine.sinks.dataset import TEMPORARY, DatasetWriter
 from engine.sinks.manifest import read_manifest
+from engine.sources.labels import list_label_objects
 from engine.sources.manifests import TransformFile
 from engine.sources.transform import iter_units as transform_units
 from engine.tables import TableSpec, capture_schema, table_spec
+from engine.times import TIME_TYPE
 
 __all__ = [
+    "COMPACT_LABELS",
+    "MERGE_COUNTS",
     "TEMPORARY",
+    "TIME_TYPE",
     "BatchDecoder",
     "BatchOptions",
     "CaptureObject",
     "DatasetWriter",
+    "DuplicateCounter",
     "JobOptions",
     "JobRun",
+    "LabelIndex",
     "Location",
     "MergeOptions",
+    "Merger",
     "PartitionKey",
     "RealtimeOptions",
     "RunReport",
@@ -54,10 +71,16 @@ __all__ = [
     "committed_names",
     "decoded_capture_units",
     "interrupts",
+    "iter_labels",
+    "join_key",
+    "key_hash",
     "list_capture_objects",
+    "list_label_objects",
     "looks_like",
     "looks_like_object",
+    "manifest_problem_counts",
     "manifest_problem_rejects",
+    "one_prediction_source",
     "open_location",
     "parse_size",
     "plan_capture",
@@ -65,6 +88,7 @@ __all__ = [
     "redact",
     "refuse_if_not_capture",
     "replace_read_hours",
+    "say_if_nothing_matched",
     "sniff_transform_unit",
     "table_spec",
     "transform_units",

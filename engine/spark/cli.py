@@ -1,4 +1,4 @@
-"""``--executor spark`` for the realtime and batch commands, and the spark-submit entry (`submit_main`).
+"""``--executor spark`` for the realtime, batch and merge commands, and the spark-submit entry (`submit_main`).
 
 `engine.cli` declares the two options through `add_arguments` and hands a parsed command to `run` when
 ``--executor spark`` is given; everything else (options, errors, exit codes, the summary) stays the CLI's.
@@ -43,9 +43,9 @@ def _size(text: str) -> int:
 
 
 def run(args: argparse.Namespace, options: Any) -> RunReport:
-    """Run the parsed `realtime` or `batch` command on Spark."""
+    """Run the parsed `realtime`, `batch` or `merge` command on Spark."""
     from engine.errors import OptionsError
-    from engine.spark import SparkOptions, get_session, run_batch, run_realtime
+    from engine.spark import SparkOptions, get_session, run_batch, run_merge, run_realtime
 
     spark = get_session(args.spark_master)
     spark_options = SparkOptions(task_bytes=args.task_size) if args.task_size else SparkOptions()
@@ -53,6 +53,17 @@ def run(args: argparse.Namespace, options: Any) -> RunReport:
         return run_realtime(spark, args.source, args.dest, options=options, spark_options=spark_options)
     if args.command == "batch":
         return run_batch(spark, args.source, args.dest, options=options, spark_options=spark_options)
+    if args.command == "merge":
+        return run_merge(
+            spark,
+            captures=args.captures,
+            batch=args.batch,
+            predictions=args.predictions,
+            ground_truth=args.ground_truth,
+            dest=args.dest,
+            options=options,
+            spark_options=spark_options,
+        )
     raise OptionsError(f"--executor spark does not run {args.command}")
 
 
@@ -67,6 +78,6 @@ def submit_main(argv: Sequence[str] | None = None) -> int:
     if "--job-args" in argv:
         # AWS Glue passes a script only --key value pairs (and its own, such as --JOB_NAME): the command is one.
         argv = shlex.split(argv[argv.index("--job-args") + 1])
-    if argv and argv[0] in ("realtime", "batch") and "--executor" not in argv:
+    if argv and argv[0] in ("realtime", "batch", "merge") and "--executor" not in argv:
         argv[1:1] = ["--executor", "spark"]
     return main(argv)

@@ -27,7 +27,16 @@ from engine.spark._kernels import DatasetWriter, RunReport, adopt_files, interru
 from engine.spark.executor import FAIL_ONCE_ENV, PAUSE_ENV, RESULT_SCHEMA, TASK_SCHEMA, JobContext, task_function
 from engine.spark.plan import Task
 
-__all__ = ["SparkOptions", "absorb", "map_in_arrow", "run_tasks", "spark_schema"]
+__all__ = [
+    "SparkOptions",
+    "absorb",
+    "collect_results",
+    "map_in_arrow",
+    "run_tasks",
+    "spark_schema",
+    "task_frame",
+    "with_hooks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +52,19 @@ class SparkOptions:
         task_bytes: input bytes per task (objects are packed in listing order up to this; a larger object is
             a task of its own). Each task holds about one decode unit in memory at a time, whatever its size;
             smaller tasks balance better and retry cheaper, larger ones write fewer part files.
+        shuffle_partitions: the partitions of the merge's shuffles (labels by key, keys by segment); None:
+            one per decode task and at least the cluster's default parallelism (Spark's own default, 200,
+            is far too many for a small window and set for every query of the session).
     """
 
     task_bytes: int = 128 * 2**20
+    shuffle_partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.task_bytes < 1:
             raise errors.OptionsError(f"task_bytes must be at least 1, got {self.task_bytes}")
+        if self.shuffle_partitions is not None and self.shuffle_partitions < 1:
+            raise errors.OptionsError(f"shuffle_partitions must be at least 1, got {self.shuffle_partitions}")
 
 
 def spark_schema(schema: pa.Schema) -> Any:
@@ -60,27 +75,44 @@ def spark_schema(schema: pa.Schema) -> Any:
     return T.StructType([T.StructField(f.name, kinds[f.type], nullable=True) for f in schema])
 
 
-def map_in_arrow(frame: Any, fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]], schema: Any) -> Any:
-    """`frame.mapInArrow(fn, schema)`, without pyspark 3.5's own deprecation warning."""
+def map_in_arrow(
+    frame: Any, fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]], schema: Any | None
+) -> Any:
+    """`frame.mapInArrow(fn, schema)` (None: `RESULT_SCHEMA`), without pyspark 3.5's own deprecation warning."""
+    schema = spark_schema(RESULT_SCHEMA) if schema is None else schema
     with warnings.catch_warnings():
         # pyspark 3.5 checks the pandas version with distutils' LooseVersion, deprecated: not the user's concern.
         warnings.filterwarnings("ignore", message="distutils Version classes", category=DeprecationWarning)
         return frame.mapInArrow(fn, schema)
 
 
+def with_hooks(ctx: JobContext) -> JobContext:
+    """`ctx` with the test hooks of this driver's environment (`FAIL_ONCE_ENV`, `PAUSE_ENV`)."""
+    hooks = {"fail_once": os.environ.get(FAIL_ONCE_ENV) or None, "pause": float(os.environ.get(PAUSE_ENV) or 0)}
+    return JobContext(**{**ctx.__dict__, **hooks})
+
+
+def task_frame(spark: Any, tasks: list[Task]) -> Any:
+    """The tasks as a DataFrame of `TASK_SCHEMA` rows, one per partition (Spark schedules and retries each)."""
+    rows = [tuple(t.row()[f.name] for f in TASK_SCHEMA) for t in tasks]
+    # parallelize slices a list evenly, so n slices of n rows hold one row each.
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)), spark_schema(TASK_SCHEMA))
+
+
 def run_tasks(spark: Any, ctx: JobContext, tasks: list[Task]) -> list[dict[str, Any]]:
     """Run `tasks` on the cluster and return their result rows (one ``task`` row per task, and ``file`` rows)."""
     if not tasks:
         return []
-    hooks = {"fail_once": os.environ.get(FAIL_ONCE_ENV) or None, "pause": float(os.environ.get(PAUSE_ENV) or 0)}
-    ctx = JobContext(**{**ctx.__dict__, **hooks})
+    ctx = with_hooks(ctx)
+    return collect_results(spark, ctx, map_in_arrow(task_frame(spark, tasks), task_function(ctx), None), len(tasks))
+
+
+def collect_results(spark: Any, ctx: JobContext, frame: Any, tasks: int) -> list[dict[str, Any]]:
+    """Compute `frame` (a mapInArrow whose schema is `RESULT_SCHEMA`) as one cancellable job; its rows."""
     sc = spark.sparkContext
     t0 = time.perf_counter()
-    rows = [tuple(t.row()[f.name] for f in TASK_SCHEMA) for t in tasks]
-    # One task per partition: parallelize slices a list evenly, so n slices of n rows hold one row each.
-    frame = spark.createDataFrame(sc.parallelize(rows, len(rows)), spark_schema(TASK_SCHEMA))
     group = f"capture-engine-{ctx.run_id}"
-    sc.setJobGroup(group, f"capture-engine {ctx.job} {ctx.run_id}: {len(tasks)} tasks", interruptOnCancel=True)
+    sc.setJobGroup(group, f"capture-engine {ctx.job} {ctx.run_id}: {tasks} tasks", interruptOnCancel=True)
     stop = threading.Event()
 
     def cancel_on_interrupt() -> None:
@@ -93,7 +125,7 @@ def run_tasks(spark: Any, ctx: JobContext, tasks: list[Task]) -> list[dict[str, 
     watcher = threading.Thread(target=cancel_on_interrupt, name="engine-spark-cancel", daemon=True)
     watcher.start()
     try:
-        result = map_in_arrow(frame, task_function(ctx), spark_schema(RESULT_SCHEMA)).collect()
+        result = frame.collect()
     except Exception:
         interrupts.check()  # cancelled because of an interrupt: say that, not Spark's "job cancelled"
         raise
@@ -103,7 +135,7 @@ def run_tasks(spark: Any, ctx: JobContext, tasks: list[Task]) -> list[dict[str, 
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
     out = [r.asDict() for r in result]
-    logger.info("spark: %d tasks ran in %.1fs", len(tasks), time.perf_counter() - t0)
+    logger.info("spark: %s, %d tasks ran in %.1fs", ctx.job, tasks, time.perf_counter() - t0)
     return out
 
 

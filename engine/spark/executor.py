@@ -49,12 +49,26 @@ from engine.spark._kernels import (
 )
 from engine.spark.plan import decode_objects, decode_transform_files
 
-__all__ = ["FAIL_ONCE_ENV", "PAUSE_ENV", "RESULT_SCHEMA", "TASK_SCHEMA", "JobContext", "task_function"]
+__all__ = [
+    "FAIL_ONCE_ENV",
+    "PAUSE_ENV",
+    "RESULT_SCHEMA",
+    "TASK_SCHEMA",
+    "JobContext",
+    "SideFile",
+    "TaskBody",
+    "batch_task",
+    "realtime_task",
+    "run_attempt",
+    "task_function",
+    "task_rows",
+]
 
 logger = logging.getLogger(__name__)
 
-# Fault injection for tests: "DIR[:TASK]" makes task TASK (default 0) fail once after writing its files; the
-# marker DIR/task-<n> records that it did. Read on the driver, so it reaches executors of any cluster manager.
+# Fault injection for tests: "DIR[:TASK[:JOB]]" makes task TASK (default 0, "*": the first to get there; of job
+# JOB only, say merge-join) fail once after writing its files; the marker DIR/task-<n> (DIR/<job>-task-<n>)
+# records that it did. Read on the driver, so it reaches executors of any cluster manager.
 FAIL_ONCE_ENV = "CAPTURE_ENGINE_SPARK_FAIL_ONCE"
 # For tests: seconds a task waits after its files are written, so that a test can kill the job mid-write.
 PAUSE_ENV = "CAPTURE_ENGINE_SPARK_PAUSE"
@@ -90,7 +104,7 @@ RESULT_SCHEMA = pa.schema(
 class JobContext:
     """Everything a task needs besides its row; pickled once into the mapInArrow function."""
 
-    job: str  # "realtime" or "batch"
+    job: str  # "realtime", "batch", or a stage of the merge ("merge-labels", "merge-captures", ...)
     source: str
     dest: str
     run_id: str
@@ -99,6 +113,7 @@ class JobContext:
     rejects_spec: TableSpec
     fail_once: str | None = None
     pause: float = 0.0
+    dynamic: bool | None = None  # the data writer's schema per partition (None: as options.decode)
 
 
 def task_function(ctx: JobContext) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -122,12 +137,37 @@ def _attempt() -> int:
 
 
 def _run_task(ctx: JobContext, row: dict[str, Any]) -> pa.RecordBatch:
+    task, options = int(row["task"]), ctx.options
+    if ctx.job.startswith("merge-"):
+        from engine.spark.merge_tasks import merge_body
+
+        return run_attempt(ctx, task, row["file_id"], merge_body(ctx, task, row["inputs"]))
+    decode = _realtime if ctx.job == "realtime" else _batch
+
+    def body(report: RunReport, data: DatasetWriter, rejects: DatasetWriter, folder: Location) -> list[SideFile]:
+        decode(options, ctx.source, row["inputs"], report, data.write, rejects)
+        return []
+
+    return run_attempt(ctx, task, row["file_id"], body)
+
+
+# A file a task wrote for a later stage of its job (not a dataset file): (table, path, rows, schema).
+SideFile = tuple[str, str, int, pa.Schema]
+TaskBody = Callable[[RunReport, DatasetWriter, DatasetWriter, Location], list[SideFile]]
+
+
+def run_attempt(ctx: JobContext, task: int, file_id: str, body: TaskBody) -> pa.RecordBatch:
+    """Run one task's `body` in a folder of this attempt's own and return its result rows (`RESULT_SCHEMA`).
+
+    `body` gets the task's report, its data and rejects writers and its folder; it returns the side files it
+    wrote there. An `EngineError` becomes the task row's error; anything else is raised (Spark retries).
+    """
     t0 = time.perf_counter()
-    task, attempt, options = int(row["task"]), _attempt(), ctx.options
+    attempt, options = _attempt(), ctx.options
     out = open_location(
         ctx.dest, options.storage_options, kms_key_id=options.kms_key_id, connections=options.fetch_concurrency
     )
-    folder = Location(out.fs, out.join(TEMPORARY, ctx.run_id, "tasks", f"{task:06d}-{attempt}"), out.url)
+    folder = Location(out.fs, out.join(TEMPORARY, ctx.run_id, "tasks", f"{ctx.job}-{task:06d}-{attempt}"), out.url)
 
     def writer(spec: TableSpec, time_column: str, prefix: str, dynamic: bool) -> DatasetWriter:
         return DatasetWriter(
@@ -135,20 +175,18 @@ def _run_task(ctx: JobContext, row: dict[str, Any]) -> pa.RecordBatch:
             spec=spec,
             time_column=time_column,
             dynamic=dynamic,
-            run_id=row["file_id"],
+            run_id=file_id,
             prefix=prefix,
             compression=options.compression,
             row_group_bytes=options.row_group_bytes,
         )
 
-    data = writer(ctx.data_spec, "inference_time", "", options.decode)
+    dynamic = options.decode if ctx.dynamic is None else ctx.dynamic
+    data = writer(ctx.data_spec, "inference_time", "", dynamic)
     rejects = writer(ctx.rejects_spec, "source_hour", "_rejects", False)
     report = RunReport(command=ctx.job, source=ctx.source, dest=None, options={})
     try:
-        if ctx.job == "realtime":
-            _realtime(ctx, row["inputs"], report, data, rejects)
-        else:
-            _batch(ctx, row["inputs"], report, data, rejects)
+        sides = body(report, data, rejects, folder)
         t1 = time.perf_counter()
         data.close()
         rejects.close()
@@ -167,28 +205,43 @@ def _run_task(ctx: JobContext, row: dict[str, Any]) -> pa.RecordBatch:
     report.add_time("task", time.perf_counter() - t0)
     files = [_file_row(task, attempt, "data", f) for f in written_files(data)]
     files += [_file_row(task, attempt, "rejects", f) for f in written_files(rejects)]
+    files += [
+        _file_row(task, attempt, table, ((None, None, None), path, n, schema)) for table, path, n, schema in sides
+    ]
     return _rows([*files, _task_row(task, attempt, report)])
 
 
-def _realtime(ctx: JobContext, inputs: str, report: RunReport, data: DatasetWriter, rejects: DatasetWriter) -> None:
-    options = ctx.options
+def _realtime(
+    options: JobOptions,
+    source: str,
+    inputs: str,
+    report: RunReport,
+    write: Callable[[pa.RecordBatch], None],
+    rejects: DatasetWriter,
+) -> None:
     assert isinstance(options, RealtimeOptions)
-    src = open_location(ctx.source, options.storage_options, connections=options.fetch_concurrency)
+    src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     # One decode thread: Spark runs one task per core, so its cores are the parallelism.
     for d in decoded_capture_units(src, decode_objects(inputs), replace(options, workers=1), report):
         account_capture_unit(report, d)
         t0 = time.perf_counter()
         for batch in d.records_out if d.records_out is not None else [d.rows]:
-            data.write(batch)
+            write(batch)
         for rejected in d.reject_batches():
             rejects.write(rejected)
         report.add_time("write", time.perf_counter() - t0)
 
 
-def _batch(ctx: JobContext, inputs: str, report: RunReport, data: DatasetWriter, rejects: DatasetWriter) -> None:
-    options = ctx.options
+def _batch(
+    options: JobOptions,
+    source: str,
+    inputs: str,
+    report: RunReport,
+    write: Callable[[pa.RecordBatch], None],
+    rejects: DatasetWriter,
+) -> None:
     assert isinstance(options, BatchOptions)
-    src = open_location(ctx.source, options.storage_options, connections=options.fetch_concurrency)
+    src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     units = transform_units(
         src,
         decode_transform_files(inputs),
@@ -207,7 +260,7 @@ def _batch(ctx: JobContext, inputs: str, report: RunReport, data: DatasetWriter,
         account_batch_unit(report, d)
         t1 = time.perf_counter()
         for b in d.rows:
-            data.write(b)
+            write(b)
         rejects.write(d.rejects)
         report.add_time("write", time.perf_counter() - t1)
 
@@ -216,10 +269,12 @@ def _maybe_fail(ctx: JobContext, task: int) -> None:
     """The injected fault (`FAIL_ONCE_ENV`): fail once, after this attempt's files are complete."""
     if not ctx.fail_once:
         return
-    folder, _, which = ctx.fail_once.partition(":")
-    if task != int(which or 0):
+    folder, _, rest = ctx.fail_once.partition(":")
+    which, _, job = rest.partition(":")
+    if (which != "*" and task != int(which or 0)) or (job and job != ctx.job):
         return
-    marker = os.path.join(folder, f"task-{task}")
+    name = f"task-{'any' if which == '*' else task}"
+    marker = os.path.join(folder, f"{job}-{name}" if job else name)
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -262,3 +317,12 @@ def _task_row(task: int, attempt: int, report: RunReport, *, error: EngineError 
 
 def _rows(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=RESULT_SCHEMA)
+
+
+realtime_task = _realtime
+batch_task = _batch
+
+
+def task_rows(rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """Result rows (`RESULT_SCHEMA`) as one batch."""
+    return _rows(rows)
