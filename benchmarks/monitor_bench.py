@@ -3,6 +3,7 @@
     python -m benchmarks.monitor_bench --rows 2000000 [--rows-list 500000,1000000] [--features 70]
         [--tools engine,pandas-scipy,whylogs,evidently] [--jobs data-quality,model-quality]
         [--peer-python PATH] [--repeat N] [--json PATH]
+    python -m benchmarks.monitor_bench --rows 2000000 --stages     (CPU seconds per stage, one process)
 
 Data (seeded numpy, generated once per shape under ``benchmarks/.data/monitor-ROWSxFEATURES``, laid out as a
 decoded dataset: ``endpoint=/variant=/year=/month=/day=/hour=`` folders of Parquet files, 24 hours):
@@ -280,6 +281,84 @@ def markdown(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def stages(rows: int, features: int) -> list[tuple[str, float]]:
+    """CPU seconds per stage of the data-quality job on the window, in this one process (no workers).
+
+    Each stage's functions are wrapped with a CPU clock (this process's user + system time, the reading
+    threads included); the decode is timed by a pass that only reads. Nested stages are told apart by
+    subtraction: "types and number columns" is the column work outside the moments and the text columns.
+    """
+    import resource
+
+    import engine.monitor.profile as profile
+    import engine.monitor.sketch as sketch
+    from engine.monitor import statistics, violations
+    from engine.monitor.passes import _coalesced
+    from engine.monitor.sources import read_groups
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, name: str, stage: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = cpu()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + cpu() - t
+
+        setattr(owner, name, wrapper)
+
+    data = ensure_data(rows, features)
+    _prepare_baseline(data)
+    t = cpu()
+    for _ in read_groups(str(data / "window")):
+        pass
+    decode = cpu() - t
+    timed(sketch.KllSketch, "_flush", "kll")  # where the sorting and compacting happen
+    timed(profile.FeatureProfile, "add_numbers", "numbers")
+    timed(profile.FeatureProfile, "add_strings", "strings")
+    timed(profile, "_add_column", "columns")
+    whole = profile.Profile()
+    t = cpu()
+    for _, batch in _coalesced(read_groups(str(data / "window"))):
+        whole.add(batch)
+    total = cpu() - t
+    base = data / "_baseline_files"
+    numbers = spent["numbers"] - spent.get("kll", 0.0)
+    for f in whole.features.values():
+        if f.kll is not None:
+            f.kll.count()  # what is still pending is sorted in
+    kll = spent.get("kll", 0.0)
+    t = cpu()
+    stats = statistics.statistics_document(whole)
+    out = cpu() - t
+    t = cpu()
+    violations.violations_document(
+        json.loads((base / "statistics.json").read_text()), json.loads((base / "constraints.json").read_text()), whole
+    )
+    drift = cpu() - t
+    t = cpu()
+    json.dumps(stats)
+    out += cpu() - t
+    return [
+        ("Parquet decode (only the feature columns)", decode),
+        ("batches joined to 64k rows, per-batch overhead", total - decode - spent["columns"]),
+        ("KLL sketch updates (sorts, compactions)", kll),
+        ("moments (count, sum, mean, M2, min, max)", numbers),
+        ("types and number columns (null drop, finite, whole-number counts)",
+         spent["columns"] - spent["numbers"] - spent["strings"]),
+        ("text columns (dictionary encoding, categories, HyperLogLog, patterns)", spent["strings"]),
+        ("drift and checks (violations)", drift),
+        ("statistics document and JSON", out),
+    ]  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.monitor_bench", description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=2_000_000)
@@ -291,7 +370,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is reported")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/monitor-ROWS.json")
     p.add_argument("--prepare-only", action="store_true", help="generate the data and the baseline files, then stop")
+    p.add_argument("--stages", action="store_true", help="CPU seconds per stage of the data-quality job, then stop")
     args = p.parse_args(argv)
+    if args.stages:
+        table = stages(args.rows, args.features)
+        print("| stage | CPU s |\n|---|---:|")
+        for name, seconds in table:
+            print(f"| {name} | {seconds:.2f} |")
+        print(f"| total | {sum(s for _, s in table):.2f} |")
+        return 0
     if args.prepare_only:
         _prepare_baseline(ensure_data(args.rows, args.features))
         return 0

@@ -7,7 +7,8 @@ of the whole, and memory is bounded by the number of features, never by rows:
 - sum, mean and population standard deviation, exact up to float rounding (Chan et al.'s pairwise merge
   of count, mean and M2, each batch summed by numpy);
 - min and max;
-- quantiles and the distribution: a KLL sketch (Apache DataSketches, k = 2048, Deequ's size);
+- quantiles and the distribution: a KLL sketch (k = 2048, Deequ's size) updated a whole array at a time
+  (`engine.monitor.sketch`: DataSketches' binding costs 60 ns a value, this one 15);
 - strings: a HyperLogLog distinct count and exact category counts, dropped once more than
   `CATEGORY_LIMIT` categories are seen (Deequ's histogram threshold is 120). The HyperLogLog is a
   few lines of numpy over polars' 64-bit hashes: DataSketches' HLL takes one value per Python call,
@@ -21,14 +22,17 @@ number column Fractional; a text column is typed as Deequ types text (regular ex
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from engine.monitor.sketch import KllSketch
 
 __all__ = ["CATEGORY_LIMIT", "KLL_K", "FeatureProfile", "InferredType", "Profile", "profile_batches"]
 
@@ -39,12 +43,6 @@ CATEGORY_LIMIT = 120
 _FRACTIONAL = r"^(-|\+)? ?\d*\.\d*$"
 _INTEGRAL = r"^(-|\+)? ?\d*$"
 _BOOLEAN = r"^(true|false)$"
-
-
-def _kll() -> Any:
-    from datasketches import kll_doubles_sketch
-
-    return kll_doubles_sketch(KLL_K)
 
 
 _HLL_P = 12
@@ -104,24 +102,11 @@ class FeatureProfile:
     total: float = 0.0
     minimum: float = math.inf
     maximum: float = -math.inf
-    kll: Any = None
+    seed: int = 0  # of the sketch's random bits: a run is reproducible
+    kll: KllSketch | None = None
     first: list[float] | None = field(default_factory=list)  # the first k values, in order, while n <= k
     hll: HyperLogLog | None = None
     categories: Counter[str] | None = field(default_factory=Counter)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled for the worker processes of a parallel profile: the sketch travels as its bytes.
-        state = dict(self.__dict__)
-        if self.kll is not None:
-            state["kll"] = self.kll.serialize()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("kll"), bytes):
-            from datasketches import kll_doubles_sketch
-
-            state["kll"] = kll_doubles_sketch.deserialize(state["kll"])
-        self.__dict__.update(state)
 
     @property
     def inferred_type(self) -> InferredType:
@@ -146,11 +131,11 @@ class FeatureProfile:
         mean = total / count
         d = values - mean
         self._merge_moments(count, mean, float(np.einsum("i,i->", d, d)), total)  # not BLAS: its threads spin
+        if self.kll is None:
+            self.kll = KllSketch(KLL_K, seed=self.seed)
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
-        if self.kll is None:
-            self.kll = _kll()
-        self.kll.update(np.ascontiguousarray(values, dtype=np.float64) if values.flags.writeable else values.copy())
+        self.kll.update(values)
         if self.first is not None:
             if self.n <= KLL_K:
                 self.first.extend(values.tolist())
@@ -165,17 +150,24 @@ class FeatureProfile:
         self.n = n
         self.total += total
 
-    def add_strings(self, values: pa.Array) -> _Encoded | None:
+    def add_strings(self, values: pa.Array, *, trim: bool = False) -> _Encoded | None:
         """Add non-null text values: counted by category, distinct-counted, and kinds by Deequ's patterns.
 
         Everything is computed on the distinct values (one hash pass: a dictionary encoding) weighted by
-        their counts, so a column of a dozen categories costs one pass over its rows, not five.
+        their counts, so a column of a dozen categories costs one pass over its rows, not five. With `trim`
+        the values count without their surrounding white space (trimmed once each distinct value).
         """
         if not len(values):
             return None
         enc = pc.dictionary_encode(values)
         uniq = enc.dictionary
         idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        if trim:
+            trimmed = pc.utf8_trim_whitespace(uniq)
+            if not trimmed.equals(uniq):  # " a" and "a" are one value: encoded anew, the rows re-pointed
+                again = pc.dictionary_encode(trimmed)
+                uniq = again.dictionary
+                idx = np.asarray(again.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[idx]
         counts = np.bincount(idx, minlength=len(uniq))
         if self.hll is None:
             self.hll = _hll()
@@ -209,8 +201,9 @@ class FeatureProfile:
             self.minimum = min(self.minimum, other.minimum)
             self.maximum = max(self.maximum, other.maximum)
             if self.kll is None:
-                self.kll = _kll()
-            self.kll.merge(other.kll)
+                self.kll = KllSketch(KLL_K, seed=self.seed)
+            if other.kll is not None:
+                self.kll.merge(other.kll)
             if self.first is not None and other.first is not None and self.n <= KLL_K:
                 self.first.extend(other.first)
             else:
@@ -252,13 +245,17 @@ class Profile:
 
     items: int = 0
     features: dict[str, FeatureProfile] = field(default_factory=dict)
+    stream: int = 0  # parts of one source (worker processes, groups) draw their sketches' random bits apart
 
     def add(self, batch: pa.RecordBatch | pa.Table, columns: Iterable[str] | None = None) -> None:
         """Profile the `columns` of a batch (all of them by default); vectorized per column."""
         names = list(columns) if columns is not None else batch.schema.names
         self.items += batch.num_rows
         for name in names:
-            feature = self.features.setdefault(name, FeatureProfile(name))
+            feature = self.features.get(name)
+            if feature is None:
+                seed = zlib.crc32(name.encode()) ^ (self.stream << 32)
+                feature = self.features[name] = FeatureProfile(name, seed=seed)
             if name not in batch.schema.names:
                 feature.missing += batch.num_rows
                 continue
@@ -278,17 +275,18 @@ class Profile:
 
 
 def _add_column(feature: FeatureProfile, column: pa.Array) -> None:
-    valid = column.drop_null()
+    valid = column.drop_null() if column.null_count else column
     t = column.type
     if pa.types.is_floating(t):
         values = np.asarray(valid.to_numpy(zero_copy_only=False), dtype=np.float64)
         finite = np.isfinite(values)
         # NaN and infinities are text to Deequ ("NaN", "inf"): the column becomes String, as it would.
-        feature.text += int((~finite).sum())
-        numbers = values[finite]
-        whole = numbers == np.floor(numbers)
-        feature.integral += int(whole.sum())
-        feature.fractional += int((~whole).sum())
+        odd = len(values) - int(np.count_nonzero(finite))
+        feature.text += odd
+        numbers = values[finite] if odd else values
+        whole = int(np.count_nonzero(numbers == np.floor(numbers)))
+        feature.integral += whole
+        feature.fractional += len(numbers) - whole
         feature.add_numbers(numbers)
     elif pa.types.is_integer(t):
         values = np.asarray(valid.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -297,8 +295,7 @@ def _add_column(feature: FeatureProfile, column: pa.Array) -> None:
     elif pa.types.is_boolean(t):
         feature.add_strings(pc.cast(valid, pa.string()))  # "true" / "false": Deequ's boolean pattern counts them
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        text = pc.utf8_trim_whitespace(valid.cast(pa.string()))
-        enc = feature.add_strings(text)
+        enc = feature.add_strings(valid.cast(pa.string()), trim=True)
         if enc is not None:
             numeric = enc.numeric & _mask(pc.match_substring_regex(enc.values, r"\d"))  # "." and "-" hold no number
             if numeric.any():

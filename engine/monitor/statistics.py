@@ -30,7 +30,7 @@ def _buckets(f: FeatureProfile) -> list[dict[str, float]]:
         return [{"lower_bound": lo, "upper_bound": hi, "count": float(f.n)}]
     edges = np.linspace(lo, hi, BUCKETS + 1)
     # Fraction of values below each inner edge (exclusive rank), so a value on an edge opens its bucket.
-    below = np.asarray(f.kll.get_cdf(edges[1:-1].tolist(), inclusive=False)[:-1], dtype=np.float64)
+    below = f.kll.cdf(edges[1:-1], inclusive=False)
     cum = np.concatenate([[0.0], below * f.n, [float(f.n)]])
     counts = np.round(np.diff(cum))
     return [
@@ -44,7 +44,7 @@ def _sketch_data(f: FeatureProfile) -> list[list[float]]:
         return []
     if f.first is not None:
         return [list(f.first)]
-    return [f.kll.get_quantiles(np.linspace(0, 1, min(KLL_K, 512)).tolist())]
+    return [f.kll.quantiles(np.linspace(0, 1, min(KLL_K, 512))).tolist()]
 
 
 def _feature(f: FeatureProfile) -> dict[str, Any]:

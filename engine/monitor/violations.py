@@ -76,10 +76,10 @@ def numerical_distance(stats: dict[str, Any], f: FeatureProfile) -> float | None
     order = np.argsort(points, kind="stable")
     points, weights = points[order], weights[order]
     cum = np.cumsum(weights) / weights.sum()
-    grid = np.unique(np.concatenate([points, f.kll.get_quantiles(np.linspace(0, 1, 1025).tolist())]))
+    grid = np.unique(np.concatenate([points, f.kll.quantiles(np.linspace(0, 1, 1025))]))
     # CDFs at every grid point, inclusive: the share of values <= x on each side.
     base = np.concatenate([[0.0], cum])[np.searchsorted(points, grid, side="right")]
-    window = np.asarray(f.kll.get_cdf(grid.tolist(), inclusive=True)[:-1], dtype=np.float64)
+    window = f.kll.cdf(grid, inclusive=True)
     return float(np.max(np.abs(base - window)))
 
 
