@@ -23,8 +23,10 @@ from typing import Any
 
 import duckdb
 
+from benchmarks._harness import REPO
+from benchmarks._harness import machine as _machine
+from benchmarks._harness import run_process as _run_process
 from benchmarks.data import DEFAULT_ROOT, ensure_data
-from benchmarks.run import REPO, _machine, _run_process
 from engine.options import parse_size
 
 __all__ = ["main"]
@@ -53,7 +55,7 @@ def _run(src: Path, dest: Path, extra: list[str], logs: Path) -> tuple[float, fl
     # Spark tasks of 64 MiB: 16 per GB, enough for two cores to stay busy to the end.
     tasks = ["--task-size", "64MiB"] if "--executor" in extra else []
     cmd = [sys.executable, "-m", "engine", "realtime", str(src), str(dest), "-q", *tasks, *extra]
-    run = _run_process(cmd, logs / dest.name)
+    run = run_process(cmd, logs / dest.name)
     if run.exit_code:
         raise SystemExit(f"{' '.join(cmd)} failed ({run.exit_code}):\n{run.stderr_tail}")
     report = json.loads((dest / "_SUCCESS").read_text())
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scaling_1_to_2_job": round(j1 / j2, 3),
         "load_average": os.getloadavg(),
         "results": rows,
-        "machine": _machine(),
+        "machine": machine(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
