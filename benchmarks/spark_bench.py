@@ -23,9 +23,7 @@ from typing import Any
 
 import duckdb
 
-from benchmarks._harness import REPO
-from benchmarks._harness import machine as _machine
-from benchmarks._harness import run_process as _run_process
+from benchmarks._harness import REPO, machine, run_process
 from benchmarks.data import DEFAULT_ROOT, ensure_data
 from engine.options import parse_size
 
