@@ -130,7 +130,7 @@ $(VENV)-sagemaker/.done:
 	touch $@
 
 monitor-sdk: $(VENV)/.dev $(VENV)-sagemaker/.done ## Load the monitoring outputs with the SageMaker SDK's own classes (boto3: a venv of its own)
-	MONITOR_SDK_PYTHON=$(VENV)-sagemaker/bin/python $(PY) -m pytest tests/test_monitor_sdk.py -q -p no:cacheprovider
+	MONITOR_SDK_PYTHON=$(VENV)-sagemaker/bin/python $(PY) -m pytest tests/monitor/test_monitor_sdk.py -q -p no:cacheprovider
 
 clean: ## Remove the virtual environment and generated files
 	rm -rf $(VENV) $(VENV)-monitor-peers $(VENV)-sagemaker $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis benchmarks/.data

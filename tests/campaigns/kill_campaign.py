@@ -1,4 +1,4 @@
-"""Kill and concurrency campaigns against the commit (run by hand; a seeded subset runs in tests/test_commit.py).
+"""Kill and concurrency campaigns against the commit (run by hand; a seeded subset runs in tests/sinks/test_commit.py).
 
     python -m tests.campaigns.kill_campaign kill --trials 120 --seed 1
     python -m tests.campaigns.kill_campaign concurrency --trials 20 --seed 1

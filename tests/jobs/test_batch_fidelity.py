@@ -17,7 +17,7 @@ from hypothesis import given, settings
 
 from engine import MergeOptions, run_merge
 from tests.conftest import QUOTED_CSV
-from tests.test_batch import HOUR, ID, Tree
+from tests.jobs.test_batch import HOUR, ID, Tree
 
 T_TEXT = "2022-08-30T00:49:15Z"
 

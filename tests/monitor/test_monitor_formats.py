@@ -27,7 +27,7 @@ from engine.monitor.statistics import statistics_document
 from engine.monitor.violations import chi_squared_p_value, violations_document
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 # Trimmed real files as the reference quotes them (SageMaker SDK test data), so the schemas are checked to take
 # what the analyzer writes, not only what this engine writes.
 REAL_STATISTICS = {

@@ -14,7 +14,7 @@ import pytest
 from engine import RealtimeOptions, run_realtime
 from engine.kernels.payload import parse_column_spec
 from tests.conftest import WriteCapture
-from tests.test_payload import CSV_IN, CSV_OUT, _decode, event
+from tests.kernels.test_payload import CSV_IN, CSV_OUT, _decode, event
 
 JSON = ("application/json", "JSON")
 HOUR = "2026/11/01/10"

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.s3_server"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 11, 1, 13, 5, 9, tzinfo=timezone.utc)
 TIME = "2026-11-01T13:05:09Z"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests import test_merge
 from tests.conftest import WriteCapture, record
-from tests.test_merge import label, merge
+from tests.jobs.test_merge import label, merge
 
 gt = test_merge.gt  # the ground-truth writer fixture
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_batch import ID, Tree
+from tests.jobs.test_batch import ID, Tree
 
 
 @pytest.fixture
