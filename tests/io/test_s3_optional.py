@@ -9,7 +9,13 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-S3_MODULES = ["test_s3.py", "test_s3_jobs.py", "test_commit_s3.py", "test_merge_s3.py", "test_secrets.py"]
+S3_MODULES = [
+    "io/test_s3.py",
+    "jobs/test_s3_jobs.py",
+    "sinks/test_commit_s3.py",
+    "jobs/test_merge_s3.py",
+    "io/test_secrets.py",
+]
 
 
 def test_without_s3fs_the_s3_modules_collect_and_their_tests_skip(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests import test_merge
 from tests.conftest import WriteCapture, record
+from tests.jobs import test_merge
 from tests.jobs.test_merge import label, merge
 
 gt = test_merge.gt  # the ground-truth writer fixture
