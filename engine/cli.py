@@ -111,12 +111,15 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {k: v for k, v in flags.items() if v is not None}
     if args.require_data:
         opts["require_data"] = True
-    if args.storage_option:  # flags win key by key over CAPTURE_ENGINE_STORAGE_OPTIONS
-        env = environment_values(JobOptions).get("storage_options", {})
-        opts["storage_options"] = {**env, **arguments.storage_options(args.storage_option)}
-    if args.columns:
-        storage = opts.get("storage_options") or environment_values(JobOptions).get("storage_options", {})
-        opts["columns"] = load_column_spec(args.columns, storage)
+    if args.storage_option or args.columns:  # flags win key by key over CAPTURE_ENGINE_STORAGE_OPTIONS
+        storage = {
+            **environment_values(JobOptions).get("storage_options", {}),
+            **arguments.storage_options(args.storage_option),
+        }
+        if args.storage_option:
+            opts["storage_options"] = storage
+        if args.columns:
+            opts["columns"] = load_column_spec(args.columns, storage)
     if args.decode or args.columns:
         opts["decode"] = True
     return opts
