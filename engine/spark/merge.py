@@ -44,7 +44,7 @@ from engine.spark.jobs import _executor_info, _tasks, transform_file_sizes
 from engine.spark.merge_tasks import KEYS, LABEL_SIDE, SEGMENT_BITS, join_function, prediction_options, read_side
 from engine.spark.plan import Task, encode_objects, encode_transform_files, file_ids, pack
 
-__all__ = ["run_merge"]
+__all__ = ["run_merge", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,18 @@ def _join(
     return len(segments)
 
 
+def unsupported(predictions: str | None, options: MergeOptions) -> str | None:
+    """Why this merge cannot run on Spark (a one-line message), or None.
+
+    Checked before a session starts (the CLI calls it ahead of the JVM), so a refusal costs nothing.
+    """
+    if predictions is not None:
+        return "merge --executor spark reads --captures or --batch; a --predictions dataset: run locally"
+    if options.sagemaker_format:
+        return "merge --executor spark writes Parquet only; --format sagemaker: run locally"
+    return None
+
+
 def run_merge(
     spark: Any,
     *,
@@ -180,10 +192,9 @@ def run_merge(
     options = options or MergeOptions()
     spark_options = spark_options or SparkOptions()
     source = one_prediction_source(captures, batch, predictions, options)
-    if predictions is not None:
-        raise OptionsError("merge --executor spark reads --captures or --batch; a --predictions dataset: run locally")
-    if options.sagemaker_format:
-        raise OptionsError("merge --executor spark writes Parquet only; --format sagemaker: run locally")
+    refusal = unsupported(predictions, options)
+    if refusal is not None:
+        raise OptionsError(refusal)
     check_location("ground_truth", ground_truth)
     check_location("dest", dest)
     kind = "captures" if captures is not None else "batch"

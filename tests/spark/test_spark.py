@@ -398,3 +398,59 @@ def test_a_run_killed_while_its_tasks_write_commits_nothing_and_a_rerun_complete
     run_realtime(str(capture), str(tmp_path / "local"), options=options)
     espark.run_realtime(spark, str(capture), str(dest), options=options)
     assert_same_dataset(tmp_path / "local", dest)
+
+
+@pytest.mark.s3
+def test_merge_on_s3_matches_local(
+    spark: Any, capture: Path, tmp_path: Path, s3_server: S3Endpoint, s3_bucket: str
+) -> None:
+    # The side files (labels, keys, prediction segments) go to and come back from S3 through s3fs.
+    ground_truth = capture.parent / "ground-truth"
+    if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
+        _relabel(ground_truth)
+    fs = s3_server.filesystem()
+    fs.put(str(capture), f"{s3_bucket}/mcapture", recursive=True)
+    fs.put(str(ground_truth), f"{s3_bucket}/mground-truth", recursive=True)
+    options = MergeOptions(max_reject_ratio=1.0, how="left", storage_options=s3_server.storage_options())
+    sources = {"captures": f"s3://{s3_bucket}/mcapture", "ground_truth": f"s3://{s3_bucket}/mground-truth"}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.counts["duplicate_labels"] and local.rejected
+    remote = espark.run_merge(
+        spark,
+        dest=f"s3://{s3_bucket}/mout",
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=120_000),
+        **sources,
+    )
+    fs.get(f"{s3_bucket}/mout", str(tmp_path / "spark"), recursive=True)
+    assert not [p for p in fs.find(f"{s3_bucket}/mout") if "/_temporary/" in p]
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--predictions", "{root}/predictions"], "a --predictions dataset: run locally"),
+        (["--captures", "{root}/capture", "--format", "sagemaker"], "--format sagemaker: run locally"),
+    ],
+)
+def test_merge_options_spark_cannot_run_are_refused_before_a_jvm_starts(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    # No java reachable: had the CLI started a session first, it would fail on that, not with the refusal.
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env.update({"JAVA_HOME": str(tmp_path / "no-java"), "PATH": os.path.dirname(sys.executable)})
+    args = [*(a.format(root=tmp_path) for a in extra), "--ground-truth", str(tmp_path / "gt"), str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "merge", *args, "--executor", "spark"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
