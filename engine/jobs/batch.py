@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from engine.errors import NoDataError
-from engine.io.concurrency import ordered_map, prefetch
+from engine.io.concurrency import ordered_map
 from engine.io.listing import looks_like
 from engine.io.storage import Location, open_location
+from engine.jobs.executor import Executor, LocalExecutor
+from engine.jobs.pipelines import account, transform_units
 from engine.jobs.run import JobRun
-from engine.kernels.batch_records import _NOTES_KEPT, Decoded, _Decoder, _Format, sniff
 from engine.options import BatchOptions
 from engine.report import Counts, RunReport
 from engine.sources.manifests import (
@@ -32,17 +33,20 @@ from engine.sources.manifests import (
     pair_manifests,
     read_manifest,
 )
-from engine.sources.transform import Unit, iter_units
 from engine.tables import rejects_schema, table_spec
 
-__all__ = ["BatchOptions", "iter_batch", "read_batch", "run_batch"]
+__all__ = ["BatchOptions", "iter_batch", "plan_transform_files", "read_batch", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
 
-def _manifests(
+def plan_transform_files(
     loc: Location, options: BatchOptions, report: RunReport
 ) -> tuple[list[TransformFile], list[ManifestProblem]]:
+    """The window's transform files (output with its input) from the manifests, and the manifests' problems.
+
+    The plan every executor runs; manifests and transform files are counted into `report`.
+    """
     t0 = time.perf_counter()
     inputs, outputs = list_manifests(loc, hours=options.manifest_hours(), concurrency=options.fetch_concurrency)
     parsed: list[Manifest] = []
@@ -82,55 +86,10 @@ def _problem_rejects(problems: list[ManifestProblem]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=rejects_schema())
 
 
-def _decoded(
-    source: str, options: BatchOptions, report: RunReport
-) -> tuple[Iterator[Decoded], pa.RecordBatch, list[TransformFile]]:
-    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    files, problems = _manifests(loc, options, report)
-    units = iter_units(
-        loc,
-        files,
-        unit_bytes=options.unit_bytes,
-        max_record_bytes=options.max_line_bytes,
-        concurrency=min(options.fetch_concurrency, 4) if loc.is_local else options.fetch_concurrency,
-    )
-    decoder = _Decoder(options)
-
-    def timed(job: tuple[Unit, _Format]) -> Decoded:
-        t0 = time.perf_counter()
-        d = decoder(job)
-        report.add_time("decode", time.perf_counter() - t0)
-        return d
-
-    def with_formats() -> Iterator[tuple[Unit, _Format]]:
-        # Sniffed in order here, so that the units of one file can then be decoded in parallel.
-        fmt = _Format()
-        for unit in units:
-            if unit.first_line == 1:
-                fmt = sniff(unit)
-            yield unit, fmt
-
-    # Reading runs in its own thread, so that the caller's thread (writing Parquet) never waits on it.
-    jobs = prefetch(with_formats(), depth=2)
-    decoded = ordered_map(timed, jobs, workers=options.workers, lookahead=options.workers + 1)
-    return decoded, _problem_rejects(problems), files
-
-
 def _problem_counts(problems: pa.RecordBatch) -> Counts:
     """Manifest and file problems are records too (one reject each): counted like a unit's rejects."""
     n = problems.num_rows
     return Counts(records=n, rejected=n, reasons=Counter(problems.column("reason").to_pylist()))
-
-
-def _account(report: RunReport, d: Decoded) -> None:
-    report.add(d.counts())
-    if d.note is not None:
-        kind, uri = d.note
-        report.counts[kind + "s"] = report.counts.get(kind + "s", 0) + 1
-        kept = report.notes.setdefault(kind + "s", [])
-        if len(kept) < _NOTES_KEPT:
-            kept.append(uri)
-        logger.warning("%s: %s", kind.replace("_", " "), uri)
 
 
 def iter_batch(
@@ -152,7 +111,10 @@ def iter_batch(
     """
     options = options or BatchOptions()
     report = report or RunReport(command="read", source=source, dest=None, options={})
-    decoded, problems, _ = _decoded(source, options, report)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+    files, listed_problems = plan_transform_files(loc, options, report)
+    problems = _problem_rejects(listed_problems)
+    decoded = transform_units(loc, files, options, report)
     report.objects += report.counts.get("transform_files", 0)
 
     def rejected(batch: pa.RecordBatch) -> None:
@@ -167,9 +129,9 @@ def iter_batch(
         report.add(_problem_counts(problems))
         rejected(problems)
         for d in decoded:
-            _account(report, d)
+            account(report, d)
             rejected(d.rejects)
-            yield from (b for b in d.rows if b.num_rows)
+            yield from (b for b in d.outputs() if b.num_rows)
 
     return rows()
 
@@ -206,8 +168,12 @@ def run_batch(
     *,
     options: BatchOptions | None = None,
     progress: Callable[[RunReport, int], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunReport:
     """Read batch transform capture under `source` into hour-partitioned Parquet under `dest`.
+
+    The manifests are listed and paired here (the plan); `executor` decodes the transform files (default:
+    `LocalExecutor`; `engine.spark.run_batch` passes one that runs them as Spark tasks).
 
     Raises:
         SourceError: the source does not exist or cannot be read.
@@ -218,10 +184,11 @@ def run_batch(
     options = options or BatchOptions()
     run = JobRun(dest, command="batch", source=source, options=options, endpoint_rejects=False)
     report = run.report
-    decoded, problems, files = _decoded(source, options, report)
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+    files, listed_problems = plan_transform_files(loc, options, report)
+    problems = _problem_rejects(listed_problems)
     report.objects = report.counts.get("transform_files", 0)
     empty_message = "the window held no batch transform records (nothing to write)"
-    loc = open_location(source, options.storage_options)
     if not report.counts.get("manifests") and (what := looks_like(loc, job="batch")) is not None:
         # Pointed at the wrong data: say so, rather than commit an empty dataset without a word.
         empty_message = f"no batch capture manifests under {source}: it looks like {what}"
@@ -234,16 +201,8 @@ def run_batch(
         # The rejects of every manifest hour read are replaced, so a fixed input clears old rejects.
         for hour in {f.hour for f in files} | set(problems.column("source_hour").to_pylist()):
             run.rejects.touch((None, None, None if hour is None else int(hour.timestamp()) // 3600))
-        run.rejects.write(problems)
-        for d in decoded:
-            _account(report, d)
-            t0 = time.perf_counter()
-            for b in d.rows:
-                data.write(b)
-            run.rejects.write(d.rejects)
-            report.add_time("write", time.perf_counter() - t0)
-            if progress is not None:
-                progress(report, report.objects)
+        run.rejects.write(problems)  # manifest problems are found while planning: written here
+        (executor or LocalExecutor(progress=progress)).run_transform(run, data, loc, files, options)
         return run.commit(
             data,
             empty_message=empty_message,

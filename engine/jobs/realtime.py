@@ -1,4 +1,4 @@
-"""The real-time capture job: list -> fetch -> decode -> partition -> write -> commit.
+"""The real-time capture job: list (the plan) -> an executor's fetch and decode -> partition -> write -> commit.
 
 Each stage is a function over iterators; only bounded work is in flight at any time
 (`fetch_concurrency` objects, `workers` decode units), so memory follows the batch size.
@@ -9,20 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pyarrow as pa
 
 from engine.errors import NoDataError, OptionsError
-from engine.io.concurrency import ordered_map
-from engine.io.fetch import fetch_threads, group_units, iter_pieces
 from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.io.storage import Location, open_location
+from engine.jobs.executor import Executor, LocalExecutor, ProgressCallback
+from engine.jobs.pipelines import account, capture_units
 from engine.jobs.run import JobRun
-from engine.kernels.envelope import decode_unit
-from engine.kernels.payload import ColumnSpec, decode_payloads, payload_rejects
-from engine.kernels.rejects import concat_rejects
-from engine.kernels.result import UnitResult
 from engine.options import RealtimeOptions, check_location
 from engine.report import RunReport
 from engine.tables import capture_schema
@@ -40,44 +35,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-ProgressCallback = Callable[[RunReport, int], None]  # report so far, objects in total
-
-
-def _decoded_units(
-    loc: Location, objects: list[CaptureObject], options: RealtimeOptions, report: RunReport
-) -> Iterator[UnitResult]:
-    """Fetch and decode, `workers` units at a time, in input order."""
-    concurrency = fetch_threads(loc, options.fetch_concurrency)
-    pieces = iter_pieces(
-        loc, objects, block=options.unit_bytes, concurrency=concurrency, max_line_bytes=options.max_line_bytes
-    )
-
-    def decode(unit: list[Any]) -> UnitResult:
-        t0 = time.perf_counter()
-        d = decode_unit(unit, max_line_bytes=options.max_line_bytes, start=options.start, end=options.end)
-        t1 = time.perf_counter()
-        report.add_time("decode", t1 - t0)
-        if options.decode:
-            _decode_payloads(d, options.columns or ColumnSpec())
-            report.add_time("payload", time.perf_counter() - t1)
-        return d
-
-    units = group_units(pieces, options.unit_bytes)
-    yield from ordered_map(decode, units, workers=options.workers, lookahead=options.workers + 1)
-
-
-def _decode_payloads(d: UnitResult, spec: ColumnSpec) -> None:
-    """Replace the unit's envelope rows by payload records; events that do not decode become rejects."""
-    records, rejected = decode_payloads(d.rows, spec)
-    failed = sum(len(f) for _, f in rejected)
-    if failed:
-        extra = payload_rejects(rejected)
-        d.rejects = concat_rejects([d.rejects, extra])
-        d.reasons.update(r for _, fs in rejected for r in (f.reason for f in fs))
-    d.events = d.rows.num_rows - failed
-    d.records_out = records
-
-
 def _stream(
     loc: Location,
     objects: list[CaptureObject],
@@ -88,15 +45,15 @@ def _stream(
     """The rows (or payload records) of `objects`, every unit's counts added to `report`, rejects handed on."""
     report.objects += len(objects)
     report.bytes_total += sum(o.size for o in objects)
-    for d in _decoded_units(loc, objects, options, report):
-        report.add(d.counts())
+    for d in capture_units(loc, objects, options, report):
+        account(report, d)
         if d.rejects.num_rows:
             if on_rejects is not None:
                 for rejected in d.reject_batches():
                     on_rejects(rejected)
             else:
                 logger.warning("%d records rejected in %s", d.rejects.num_rows, loc.uri(loc.root))
-        yield from (b for b in (d.records_out if d.records_out is not None else [d.rows]) if b.num_rows)
+        yield from (b for b in d.outputs() if b.num_rows)
 
 
 def _listed(source: str, options: RealtimeOptions) -> tuple[Location, list[CaptureObject]]:
@@ -203,10 +160,13 @@ def run_realtime(
     options: RealtimeOptions | None = None,
     command: str = "realtime",
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> RunReport:
     """Decode real-time capture under `source` into hive-partitioned Parquet under `dest`.
 
-    Returns the run report (also written as ``DEST/_SUCCESS``).
+    Returns the run report (also written as ``DEST/_SUCCESS``). The listing and the commit happen here;
+    `executor` runs the kernels over the listed objects (default: `LocalExecutor`, threads in this process;
+    `engine.spark.run_realtime` passes one that runs them as Spark tasks).
 
     Raises:
         SourceError: the source does not exist or cannot be read.
@@ -226,16 +186,7 @@ def run_realtime(
     with run:
         data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
         replace_read_hours(run, objects)
-        for d in _decoded_units(src, objects, options, report):
-            report.add(d.counts())
-            t1 = time.perf_counter()
-            for batch in d.records_out if d.records_out is not None else [d.rows]:
-                data.write(batch)
-            for rejected in d.reject_batches():
-                run.rejects.write(rejected)
-            report.add_time("write", time.perf_counter() - t1)
-            if progress is not None:
-                progress(report, len(objects))
+        (executor or LocalExecutor(progress=progress)).run_capture(run, data, src, objects, options)
         refuse_if_not_capture(src, objects, report)
         return run.commit(
             data,

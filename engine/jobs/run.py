@@ -90,6 +90,7 @@ class JobRun:
         self.started = time.perf_counter()
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.options = options
+        self.source, self.dest = source, dest  # as given (the report's are redacted): executors reopen them
         register_secrets(options.storage_options, dest)
         register_secrets(None, source)
         self.report = RunReport(

@@ -59,6 +59,12 @@ class Decoded:
     reasons: Counter[str] = field(default_factory=Counter)
     note: tuple[str, str] | None = None  # (kind, uri) for the report
 
+    def outputs(self) -> list[pa.RecordBatch]:
+        return self.rows
+
+    def reject_batches(self) -> list[pa.RecordBatch]:
+        return [self.rejects]
+
     def counts(self) -> Counts:
         return Counts(
             records=self.records,

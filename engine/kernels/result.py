@@ -30,6 +30,10 @@ class UnitResult:
     events: int | None = None
     records_out: list[pa.RecordBatch] | None = None
 
+    def outputs(self) -> list[pa.RecordBatch]:
+        """What the unit writes: its payload records when they were decoded, else its envelope rows."""
+        return self.records_out if self.records_out is not None else [self.rows]
+
     def reject_batches(self) -> Iterator[pa.RecordBatch]:
         """The unit's rejects in the ``_rejects`` schema, a bounded slice at a time."""
         return plain_batches(self.rejects)

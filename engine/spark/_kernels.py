@@ -14,21 +14,20 @@ import pyarrow as pa
 from engine import interrupts
 from engine.io.listing import CaptureObject, list_capture_objects, looks_like, looks_like_object
 from engine.io.storage import Location, open_location, redact
-from engine.jobs.batch import _account as account_batch_unit
-from engine.jobs.batch import _manifests as plan_transform_files
 from engine.jobs.batch import _problem_counts as manifest_problem_counts
 from engine.jobs.batch import _problem_rejects as manifest_problem_rejects
+from engine.jobs.batch import plan_transform_files
+from engine.jobs.batch import run_batch as run_batch_job
 from engine.jobs.labels import iter_labels
 from engine.jobs.merge import _COUNTS as MERGE_COUNTS
 from engine.jobs.merge import _Merger as Merger
 from engine.jobs.merge import _one_source as one_prediction_source
 from engine.jobs.merge import _say_if_nothing_matched as say_if_nothing_matched
-from engine.jobs.realtime import _decoded_units as decoded_capture_units
-from engine.jobs.realtime import plan_capture, refuse_if_not_capture, replace_read_hours
+from engine.jobs.pipelines import Sink, account, capture_units, deliver, transform_units
+from engine.jobs.realtime import plan_capture
+from engine.jobs.realtime import run_realtime as run_realtime_job
 from engine.jobs.run import JobRun
 from engine.jobs.spill import DuplicateCounter
-from engine.kernels.batch_records import _Decoder as BatchDecoder
-from engine.kernels.batch_records import sniff as sniff_transform_unit
 from engine.kernels.join import _COMPACT as COMPACT_LABELS
 from engine.kernels.join import LabelIndex, join_key, key_hash
 from engine.kernels.partition import PartitionKey
@@ -38,7 +37,6 @@ from engine.sinks.dataset import TEMPORARY, DatasetWriter
 from engine.sinks.manifest import read_manifest
 from engine.sources.labels import list_label_objects
 from engine.sources.manifests import TransformFile
-from engine.sources.transform import iter_units as transform_units
 from engine.tables import TableSpec, capture_schema, table_spec
 from engine.times import TIME_TYPE
 
@@ -47,7 +45,6 @@ __all__ = [
     "MERGE_COUNTS",
     "TEMPORARY",
     "TIME_TYPE",
-    "BatchDecoder",
     "BatchOptions",
     "CaptureObject",
     "DatasetWriter",
@@ -61,15 +58,16 @@ __all__ = [
     "PartitionKey",
     "RealtimeOptions",
     "RunReport",
+    "Sink",
     "TableSpec",
     "TransformFile",
-    "account_batch_unit",
-    "account_capture_unit",
+    "account",
     "adopt_files",
     "capture_schema",
+    "capture_units",
     "check_location",
     "committed_names",
-    "decoded_capture_units",
+    "deliver",
     "interrupts",
     "iter_labels",
     "join_key",
@@ -86,10 +84,9 @@ __all__ = [
     "plan_capture",
     "plan_transform_files",
     "redact",
-    "refuse_if_not_capture",
-    "replace_read_hours",
+    "run_batch_job",
+    "run_realtime_job",
     "say_if_nothing_matched",
-    "sniff_transform_unit",
     "table_spec",
     "transform_units",
     "written_files",
@@ -123,8 +120,3 @@ def committed_names(loc: Location) -> set[str]:
     """File names the dataset's manifest lists (a run's new names must differ from them)."""
     manifest: dict[str, Any] | None = read_manifest(loc)
     return {rel.rsplit("/", 1)[-1] for rel in (manifest or {}).get("files", {})}
-
-
-def account_capture_unit(report: RunReport, unit: Any) -> None:
-    """A capture unit's counts into the run's report: the one accounting path (`RunReport.add`)."""
-    report.add(unit.counts())

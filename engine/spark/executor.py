@@ -31,19 +31,17 @@ import pyarrow as pa
 from engine.errors import EngineError
 from engine.spark._kernels import (
     TEMPORARY,
-    BatchDecoder,
     BatchOptions,
     DatasetWriter,
     JobOptions,
     Location,
     RealtimeOptions,
     RunReport,
+    Sink,
     TableSpec,
-    account_batch_unit,
-    account_capture_unit,
-    decoded_capture_units,
+    capture_units,
+    deliver,
     open_location,
-    sniff_transform_unit,
     transform_units,
     written_files,
 )
@@ -145,7 +143,7 @@ def _run_task(ctx: JobContext, row: dict[str, Any]) -> pa.RecordBatch:
     decode = _realtime if ctx.job == "realtime" else _batch
 
     def body(report: RunReport, data: DatasetWriter, rejects: DatasetWriter, folder: Location) -> list[SideFile]:
-        decode(options, ctx.source, row["inputs"], report, data.write, rejects)
+        decode(options, ctx.source, row["inputs"], report, data.write, rejects.write)
         return []
 
     return run_attempt(ctx, task, row["file_id"], body)
@@ -211,58 +209,19 @@ def run_attempt(ctx: JobContext, task: int, file_id: str, body: TaskBody) -> pa.
     return _rows([*files, _task_row(task, attempt, report)])
 
 
-def _realtime(
-    options: JobOptions,
-    source: str,
-    inputs: str,
-    report: RunReport,
-    write: Callable[[pa.RecordBatch], None],
-    rejects: DatasetWriter,
-) -> None:
+def _realtime(options: JobOptions, source: str, inputs: str, report: RunReport, write: Sink, rejects: Sink) -> None:
     assert isinstance(options, RealtimeOptions)
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     # One decode thread: Spark runs one task per core, so its cores are the parallelism.
-    for d in decoded_capture_units(src, decode_objects(inputs), replace(options, workers=1), report):
-        account_capture_unit(report, d)
-        t0 = time.perf_counter()
-        for batch in d.records_out if d.records_out is not None else [d.rows]:
-            write(batch)
-        for rejected in d.reject_batches():
-            rejects.write(rejected)
-        report.add_time("write", time.perf_counter() - t0)
+    for d in capture_units(src, decode_objects(inputs), replace(options, workers=1), report):
+        deliver(report, d, write, rejects)
 
 
-def _batch(
-    options: JobOptions,
-    source: str,
-    inputs: str,
-    report: RunReport,
-    write: Callable[[pa.RecordBatch], None],
-    rejects: DatasetWriter,
-) -> None:
+def _batch(options: JobOptions, source: str, inputs: str, report: RunReport, write: Sink, rejects: Sink) -> None:
     assert isinstance(options, BatchOptions)
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    units = transform_units(
-        src,
-        decode_transform_files(inputs),
-        unit_bytes=options.unit_bytes,
-        max_record_bytes=options.max_line_bytes,
-        concurrency=min(options.fetch_concurrency, 4) if src.is_local else options.fetch_concurrency,
-    )
-    decoder = BatchDecoder(options)
-    fmt = None
-    for unit in units:
-        t0 = time.perf_counter()
-        if unit.first_line == 1 or fmt is None:  # a file's first record says what the whole file is
-            fmt = sniff_transform_unit(unit)
-        d = decoder((unit, fmt))
-        report.add_time("decode", time.perf_counter() - t0)
-        account_batch_unit(report, d)
-        t1 = time.perf_counter()
-        for b in d.rows:
-            write(b)
-        rejects.write(d.rejects)
-        report.add_time("write", time.perf_counter() - t1)
+    for d in transform_units(src, decode_transform_files(inputs), replace(options, workers=1), report):
+        deliver(report, d, write, rejects)
 
 
 def _maybe_fail(ctx: JobContext, task: int) -> None:

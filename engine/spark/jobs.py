@@ -1,39 +1,36 @@
 """The jobs on a SparkSession: list and plan on the driver, kernels in mapInArrow, commit on the driver.
 
-Each job keeps the local job's contract step for step (same listing, same messages for an empty or a
-wrong source, same rejects replaced per source hour, same `JobRun.commit`: reject limit, `require_data`,
-partitions replaced, manifest, `_SUCCESS` last), and differs only in where the kernels run.
+Each job is the local job itself (`engine.jobs.realtime.run_realtime`, `engine.jobs.batch.run_batch`:
+the same listing, messages for an empty or a wrong source, rejects replaced per source hour, and
+`JobRun.commit`: reject limit, `require_data`, partitions replaced, manifest, `_SUCCESS` last) given a
+`SparkExecutor`, which packs the plan into tasks and runs the kernels there instead of on local threads.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import NoDataError
 from engine.spark._kernels import (
     BatchOptions,
+    CaptureObject,
+    DatasetWriter,
     JobRun,
+    Location,
     RealtimeOptions,
     RunReport,
     TransformFile,
-    check_location,
     committed_names,
-    looks_like,
-    manifest_problem_rejects,
-    open_location,
-    plan_capture,
-    plan_transform_files,
-    refuse_if_not_capture,
-    replace_read_hours,
+    run_batch_job,
+    run_realtime_job,
 )
 from engine.spark.driver import SparkOptions, absorb, run_tasks
 from engine.spark.executor import JobContext
-from engine.spark.plan import Task, encode_objects, encode_transform_files, file_ids, pack
+from engine.spark.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 
-__all__ = ["run_batch", "run_realtime", "transform_file_sizes"]
+__all__ = ["SparkExecutor", "run_batch", "run_realtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +71,26 @@ def _execute(
     absorb(results, tasks, run.report, {"data": data, "rejects": run.rejects})
 
 
+@dataclass(frozen=True)
+class SparkExecutor:
+    """An executor (`engine.jobs.executor.Executor`) that runs a plan's kernels as Spark tasks of `task_bytes`."""
+
+    spark: Any
+    options: SparkOptions
+
+    def run_capture(
+        self, run: JobRun, data: DatasetWriter, src: Location, objects: list[CaptureObject], options: RealtimeOptions
+    ) -> None:
+        tasks = _tasks(run, pack_capture_objects(objects, self.options.task_bytes))
+        _execute(self.spark, run, data, tasks, "realtime", run.source, run.dest, options)
+
+    def run_transform(
+        self, run: JobRun, data: DatasetWriter, src: Location, files: list[TransformFile], options: BatchOptions
+    ) -> None:
+        groups = pack_transform_files(src, files, options.fetch_concurrency, self.options.task_bytes)
+        _execute(self.spark, run, data, _tasks(run, groups), "batch", run.source, run.dest, options)
+
+
 def run_realtime(
     spark: Any,
     source: str,
@@ -87,45 +104,8 @@ def run_realtime(
 
     Raises: as `engine.run_realtime` (SourceError, SinkError, RejectLimitError, NoDataError, OptionsError).
     """
-    options = options or RealtimeOptions()
-    spark_options = spark_options or SparkOptions()
-    check_location("source", source)
-    check_location("dest", dest)
-    run = JobRun(dest, command=command, source=source, options=options)
-    report = run.report
-    src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-
-    objects, empty_message = plan_capture(src, source, options, report)
-
-    with run:
-        data = run.writer("capture", time_column="inference_time", dynamic=options.decode)
-        replace_read_hours(run, objects)
-        groups = pack(objects, lambda o: o.size, spark_options.task_bytes)
-        tasks = _tasks(run, [(sum(o.size for o in g), encode_objects(g)) for g in groups])
-        _execute(spark, run, data, tasks, "realtime", source, dest, options)
-        refuse_if_not_capture(src, objects, report)
-        return run.commit(
-            data,
-            empty_message=empty_message,
-            no_data_error=f"no capture records in the window under {source}",
-        )
-
-
-def transform_file_sizes(loc: Any, files: list[TransformFile], concurrency: int) -> list[int]:
-    """Bytes of each file's output and input object (0 for a missing one: its task reports it), concurrently."""
-
-    def size(uri: str | None) -> int:
-        if uri is None:
-            return 0
-        try:
-            return int(loc.fs.info(loc.fs._strip_protocol(uri)).get("size") or 0)
-        except (OSError, ValueError):
-            return 0
-
-    uris = [u for f in files for u in (f.output, f.input)]
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(uris) or 1))) as pool:
-        sizes = list(pool.map(size, uris))
-    return [sizes[2 * i] + sizes[2 * i + 1] for i in range(len(files))]
+    executor = SparkExecutor(spark, spark_options or SparkOptions())
+    return run_realtime_job(source, dest, options=options, command=command, executor=executor)
 
 
 def run_batch(
@@ -140,35 +120,4 @@ def run_batch(
 
     Raises: as `engine.run_batch`.
     """
-    options = options or BatchOptions()
-    spark_options = spark_options or SparkOptions()
-    run = JobRun(dest, command="batch", source=source, options=options, endpoint_rejects=False)
-    report = run.report
-    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    files, problems = plan_transform_files(loc, options, report)
-    problem_rows = manifest_problem_rejects(problems)
-    report.objects = report.counts.get("transform_files", 0)
-    empty_message = "the window held no batch transform records (nothing to write)"
-    if not report.counts.get("manifests") and (what := looks_like(loc, job="batch")) is not None:
-        empty_message = f"no batch capture manifests under {source}: it looks like {what}"
-        if options.require_data:
-            raise NoDataError(empty_message)
-        logger.warning("%s", empty_message)
-    report.records += problem_rows.num_rows
-    report.rejected += problem_rows.num_rows
-    report.rejects_by_reason.update(problem_rows.column("reason").to_pylist())
-    with run:
-        data = run.writer("batch", time_column="inference_time", dynamic=options.decode)
-        for hour in {f.hour for f in files} | set(problem_rows.column("source_hour").to_pylist()):
-            run.rejects.touch((None, None, None if hour is None else int(hour.timestamp()) // 3600))
-        run.rejects.write(problem_rows)  # manifest problems are found on the driver: written there
-        sizes = transform_file_sizes(loc, files, options.fetch_concurrency)
-        indexed = list(zip(files, sizes, strict=True))
-        groups = pack(indexed, lambda fs: max(fs[1], 1), spark_options.task_bytes)
-        tasks = _tasks(run, [(sum(s for _, s in g), encode_transform_files([f for f, _ in g])) for g in groups])
-        _execute(spark, run, data, tasks, "batch", source, dest, options)
-        return run.commit(
-            data,
-            empty_message=empty_message,
-            no_data_error=f"no batch transform records in the window under {source}",
-        )
+    return run_batch_job(source, dest, options=options, executor=SparkExecutor(spark, spark_options or SparkOptions()))

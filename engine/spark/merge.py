@@ -24,6 +24,7 @@ from typing import Any
 from engine.errors import NoDataError, OptionsError, SinkError
 from engine.spark._kernels import (
     MERGE_COUNTS,
+    BatchOptions,
     JobRun,
     MergeOptions,
     RunReport,
@@ -40,9 +41,9 @@ from engine.spark._kernels import (
 )
 from engine.spark.driver import SparkOptions, absorb, collect_results, map_in_arrow, run_tasks, spark_schema, with_hooks
 from engine.spark.executor import JobContext
-from engine.spark.jobs import _executor_info, _tasks, transform_file_sizes
+from engine.spark.jobs import _executor_info, _tasks
 from engine.spark.merge_tasks import KEYS, LABEL_SIDE, SEGMENT_BITS, join_function, prediction_options, read_side
-from engine.spark.plan import Task, encode_objects, encode_transform_files, file_ids, pack
+from engine.spark.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 
 __all__ = ["run_merge", "unsupported"]
 
@@ -215,17 +216,13 @@ def run_merge(
         objects = list_capture_objects(src, hours=popts.window_hours(), concurrency=options.fetch_concurrency)
         report.objects += len(objects)
         report.bytes_total += sum(o.size for o in objects)
-        groups = [
-            (sum(o.size for o in g), encode_objects(g))
-            for g in pack(objects, lambda o: o.size, spark_options.task_bytes)
-        ]
+        groups = pack_capture_objects(objects, spark_options.task_bytes)
     else:
-        files, problems = plan_transform_files(src, popts, report)  # type: ignore[arg-type]
+        assert isinstance(popts, BatchOptions)
+        files, problems = plan_transform_files(src, popts, report)
         report.objects += report.counts.get("transform_files", 0)
         problem_rows = manifest_problem_rejects(problems)
-        sized = list(zip(files, transform_file_sizes(src, files, options.fetch_concurrency), strict=True))
-        packed = pack(sized, lambda fs: max(fs[1], 1), spark_options.task_bytes)
-        groups = [(sum(s for _, s in g), encode_transform_files([f for f, _ in g])) for g in packed]
+        groups = pack_transform_files(src, files, options.fetch_concurrency, spark_options.task_bytes)
 
     with run:
         for o in labels:
@@ -248,8 +245,7 @@ def run_merge(
             )
 
         t1 = time.perf_counter()
-        label_groups = pack(labels, lambda o: o.size, spark_options.task_bytes)
-        label_plan = [(sum(o.size for o in g), encode_objects(g)) for g in label_groups]
+        label_plan = pack_capture_objects(labels, spark_options.task_bytes)
         planned = _tasks(run, [*label_plan, *groups])  # one call: every task's file id distinct
         label_tasks, pred_tasks = planned[: len(label_plan)], planned[len(label_plan) :]
         with ThreadPoolExecutor(max_workers=2) as pool:

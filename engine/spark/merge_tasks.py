@@ -180,7 +180,7 @@ def merge_body(ctx: JobContext, task: int, inputs: str) -> TaskBody:
         side = _PredictionSide(folder, task)
         decode = realtime_task if kind == "captures" else batch_task
         try:
-            decode(prediction_options(options, kind), ctx.source, inputs, report, side.write, rejects)
+            decode(prediction_options(options, kind), ctx.source, inputs, report, side.write, rejects.write)
         finally:
             files = side.close()
         return files

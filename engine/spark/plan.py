@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import orjson
 
-from engine.spark._kernels import CaptureObject, TransformFile
+from engine.spark._kernels import CaptureObject, Location, TransformFile
 
 __all__ = [
     "Task",
@@ -26,6 +27,9 @@ __all__ = [
     "encode_transform_files",
     "file_ids",
     "pack",
+    "pack_capture_objects",
+    "pack_transform_files",
+    "transform_file_sizes",
 ]
 
 T = TypeVar("T")
@@ -115,3 +119,34 @@ def decode_transform_files(text: str) -> list[TransformFile]:
         )
         for manifest, hour, inp, out in orjson.loads(text)
     ]
+
+
+def pack_capture_objects(objects: Sequence[CaptureObject], task_bytes: int) -> list[tuple[int, str]]:
+    """The capture objects as tasks' (bytes, inputs) of about `task_bytes` each, in listing order."""
+    return [(sum(o.size for o in g), encode_objects(g)) for g in pack(objects, lambda o: o.size, task_bytes)]
+
+
+def transform_file_sizes(loc: Location, files: Sequence[TransformFile], concurrency: int) -> list[int]:
+    """Bytes of each file's output and input object (0 for a missing one: its task reports it), concurrently."""
+
+    def size(uri: str | None) -> int:
+        if uri is None:
+            return 0
+        try:
+            return int(loc.fs.info(loc.fs._strip_protocol(uri)).get("size") or 0)
+        except (OSError, ValueError):
+            return 0
+
+    uris = [u for f in files for u in (f.output, f.input)]
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(uris) or 1))) as pool:
+        sizes = list(pool.map(size, uris))
+    return [sizes[2 * i] + sizes[2 * i + 1] for i in range(len(files))]
+
+
+def pack_transform_files(
+    loc: Location, files: Sequence[TransformFile], concurrency: int, task_bytes: int
+) -> list[tuple[int, str]]:
+    """The transform files as tasks' (bytes, inputs), sized by their objects (a missing one counts 1 byte)."""
+    sized = list(zip(files, transform_file_sizes(loc, files, concurrency), strict=True))
+    groups = pack(sized, lambda fs: max(fs[1], 1), task_bytes)
+    return [(sum(s for _, s in g), encode_transform_files([f for f, _ in g])) for g in groups]

@@ -18,23 +18,20 @@ import pyarrow as pa
 
 from engine.errors import OptionsError
 from engine.spark._kernels import (
-    BatchDecoder,
     BatchOptions,
     RealtimeOptions,
     RunReport,
     capture_schema,
-    decoded_capture_units,
+    capture_units,
     list_capture_objects,
     open_location,
     plan_transform_files,
-    sniff_transform_unit,
     table_spec,
     transform_units,
 )
 from engine.spark.driver import SparkOptions
 from engine.spark.executor import TASK_SCHEMA
-from engine.spark.jobs import transform_file_sizes
-from engine.spark.plan import decode_objects, decode_transform_files, encode_objects, encode_transform_files, pack
+from engine.spark.plan import decode_objects, decode_transform_files, pack_capture_objects, pack_transform_files
 
 __all__ = ["read_batch", "read_capture", "spark_type"]
 
@@ -106,7 +103,7 @@ def read_capture(
         )
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
     objects = list_capture_objects(src, hours=options.window_hours(), concurrency=options.fetch_concurrency)
-    groups = [encode_objects(g) for g in pack(objects, lambda o: o.size, spark_options.task_bytes)]
+    groups = [inputs for _, inputs in pack_capture_objects(objects, spark_options.task_bytes)]
     schema = _arrow_out(capture_schema())
     one = replace(options, workers=1)
 
@@ -115,7 +112,7 @@ def read_capture(
         for batch in batches:
             for row in batch.to_pylist():
                 report = RunReport(command="read", source=source, dest=None, options={})
-                for d in decoded_capture_units(loc, decode_objects(row["inputs"]), one, report):
+                for d in capture_units(loc, decode_objects(row["inputs"]), one, report):
                     if d.rejects.num_rows:
                         logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
                     if d.rows.num_rows:
@@ -141,30 +138,18 @@ def read_batch(
     )
     if problems:
         logger.warning("%d manifest entries rejected under %s", len(problems), source)
-    sized = list(zip(files, transform_file_sizes(loc, files, options.fetch_concurrency), strict=True))
-    groups = [
-        encode_transform_files([f for f, _ in g])
-        for g in pack(sized, lambda fs: max(fs[1], 1), spark_options.task_bytes)
-    ]
+    packed = pack_transform_files(loc, files, options.fetch_concurrency, spark_options.task_bytes)
+    groups = [inputs for _, inputs in packed]
     schema = _arrow_out(table_spec("batch").schema)
 
+    one = replace(options, workers=1)
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-        decoder = BatchDecoder(options)
+        src = open_location(source, one.storage_options, connections=one.fetch_concurrency)
         for batch in batches:
             for row in batch.to_pylist():
-                units = transform_units(
-                    src,
-                    decode_transform_files(row["inputs"]),
-                    unit_bytes=options.unit_bytes,
-                    max_record_bytes=options.max_line_bytes,
-                    concurrency=min(options.fetch_concurrency, 4),
-                )
-                fmt = None
-                for unit in units:
-                    if unit.first_line == 1 or fmt is None:
-                        fmt = sniff_transform_unit(unit)
-                    d = decoder((unit, fmt))
+                report = RunReport(command="read", source=source, dest=None, options={})
+                for d in transform_units(src, decode_transform_files(row["inputs"]), one, report):
                     if d.rejects.num_rows:
                         logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
                     yield from (_conform(b, schema) for b in d.rows if b.num_rows)
