@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from engine import errors
 from engine.errors import EngineError, SinkError
+from engine.jobs.plan import Task
 from engine.spark._kernels import DatasetWriter, RunReport, adopt_files, interrupts
 from engine.spark.executor import FAIL_ONCE_ENV, PAUSE_ENV, RESULT_SCHEMA, TASK_SCHEMA, JobContext, task_function
-from engine.spark.plan import Task
 
 __all__ = [
     "SparkOptions",

@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from engine.errors import EngineError
+from engine.jobs.plan import decode_objects, decode_transform_files
 from engine.spark._kernels import (
     TEMPORARY,
     BatchOptions,
@@ -45,7 +46,6 @@ from engine.spark._kernels import (
     transform_units,
     written_files,
 )
-from engine.spark.plan import decode_objects, decode_transform_files
 
 __all__ = [
     "FAIL_ONCE_ENV",

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from engine.jobs.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 from engine.spark._kernels import (
     BatchOptions,
     CaptureObject,
@@ -28,7 +29,6 @@ from engine.spark._kernels import (
 )
 from engine.spark.driver import SparkOptions, absorb, run_tasks
 from engine.spark.executor import JobContext
-from engine.spark.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 
 __all__ = ["SparkExecutor", "run_batch", "run_realtime"]
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from engine.errors import NoDataError, OptionsError, SinkError
+from engine.jobs.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 from engine.spark._kernels import (
     MERGE_COUNTS,
     BatchOptions,
@@ -43,7 +44,6 @@ from engine.spark.driver import SparkOptions, absorb, collect_results, map_in_ar
 from engine.spark.executor import JobContext
 from engine.spark.jobs import _executor_info, _tasks
 from engine.spark.merge_tasks import KEYS, LABEL_SIDE, SEGMENT_BITS, join_function, prediction_options, read_side
-from engine.spark.plan import Task, file_ids, pack_capture_objects, pack_transform_files
 
 __all__ = ["run_merge", "unsupported"]
 

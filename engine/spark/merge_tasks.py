@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.jobs.plan import decode_objects
 from engine.spark._kernels import (
     COMPACT_LABELS,
     TIME_TYPE,
@@ -47,7 +48,6 @@ from engine.spark._kernels import (
     open_location,
 )
 from engine.spark.executor import JobContext, SideFile, TaskBody, batch_task, realtime_task, run_attempt
-from engine.spark.plan import decode_objects
 
 __all__ = ["KEYS", "LABEL_SIDE", "SEGMENT_BITS", "join_function", "merge_body", "prediction_options", "read_side"]
 

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.errors import OptionsError
+from engine.jobs.plan import decode_objects, decode_transform_files, pack_capture_objects, pack_transform_files
 from engine.spark._kernels import (
     BatchOptions,
     RealtimeOptions,
@@ -31,7 +32,6 @@ from engine.spark._kernels import (
 )
 from engine.spark.driver import SparkOptions
 from engine.spark.executor import TASK_SCHEMA
-from engine.spark.plan import decode_objects, decode_transform_files, pack_capture_objects, pack_transform_files
 
 __all__ = ["read_batch", "read_capture", "spark_type"]
 
@@ -84,6 +84,24 @@ def _frame(
     return map_in_arrow(frame, fn, _struct(schema))
 
 
+def _task_rows(
+    source: str, options: RealtimeOptions | BatchOptions, schema: pa.Schema, units: Callable[..., Iterator[Any]]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The mapInArrow function of a reader: each task row's inputs through `units`, rejects to the log."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+        for batch in batches:
+            for row in batch.to_pylist():
+                report = RunReport(command="read", source=source, dest=None, options={})
+                for d in units(loc, row["inputs"], report):
+                    if d.rejects.num_rows:
+                        logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
+                    yield from (_conform(b, schema) for b in d.outputs() if b.num_rows)
+
+    return run
+
+
 def read_capture(
     spark: Any, source: str, *, options: RealtimeOptions | None = None, spark_options: SparkOptions | None = None
 ) -> Any:
@@ -107,18 +125,10 @@ def read_capture(
     schema = _arrow_out(capture_schema())
     one = replace(options, workers=1)
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        loc = open_location(source, one.storage_options, connections=one.fetch_concurrency)
-        for batch in batches:
-            for row in batch.to_pylist():
-                report = RunReport(command="read", source=source, dest=None, options={})
-                for d in capture_units(loc, decode_objects(row["inputs"]), one, report):
-                    if d.rejects.num_rows:
-                        logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
-                    if d.rows.num_rows:
-                        yield _conform(d.rows, schema)
+    def units(loc: Any, inputs: str, report: RunReport) -> Iterator[Any]:
+        return capture_units(loc, decode_objects(inputs), one, report)
 
-    return _frame(spark, groups, run, schema)
+    return _frame(spark, groups, _task_rows(source, one, schema, units), schema)
 
 
 def read_batch(
@@ -144,14 +154,7 @@ def read_batch(
 
     one = replace(options, workers=1)
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        src = open_location(source, one.storage_options, connections=one.fetch_concurrency)
-        for batch in batches:
-            for row in batch.to_pylist():
-                report = RunReport(command="read", source=source, dest=None, options={})
-                for d in transform_units(src, decode_transform_files(row["inputs"]), one, report):
-                    if d.rejects.num_rows:
-                        logger.warning("%d records rejected in %s", d.rejects.num_rows, source)
-                    yield from (_conform(b, schema) for b in d.rows if b.num_rows)
+    def units(loc: Any, inputs: str, report: RunReport) -> Iterator[Any]:
+        return transform_units(loc, decode_transform_files(inputs), one, report)
 
-    return _frame(spark, groups, run, schema)
+    return _frame(spark, groups, _task_rows(source, one, schema, units), schema)

@@ -25,11 +25,7 @@ from engine.io.listing import CaptureObject
 from engine.io.storage import Location
 from engine.jobs.batch import run_batch
 from engine.jobs.executor import LocalExecutor
-from engine.jobs.realtime import run_realtime
-from engine.jobs.run import JobRun
-from engine.sinks.dataset import DatasetWriter
-from engine.sources.manifests import TransformFile
-from engine.spark.plan import (
+from engine.jobs.plan import (
     decode_objects,
     decode_transform_files,
     encode_objects,
@@ -38,6 +34,10 @@ from engine.spark.plan import (
     pack_capture_objects,
     pack_transform_files,
 )
+from engine.jobs.realtime import run_realtime
+from engine.jobs.run import JobRun
+from engine.sinks.dataset import DatasetWriter
+from engine.sources.manifests import TransformFile
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 
 _COUNTS = ("records", "events_written", "rejected", "out_of_window", "blank_lines", "objects", "rejects_by_reason")

@@ -1,4 +1,4 @@
-"""Planning on the driver: the listed inputs bin-packed into tasks, serialisable, one Spark task each.
+"""The plan: a job's listed inputs bin-packed into tasks, serialisable, one unit of distributed work each.
 
 A task is plain data (URIs, sizes, what the key says, a file id): no filesystem, no open handle, so it
 travels to any executor as one row of a DataFrame. Inputs are packed in listing order (endpoint, variant,
@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from engine.spark._kernels import CaptureObject, Location, TransformFile
+from engine.io.listing import CaptureObject
+from engine.io.storage import Location
+from engine.sources.manifests import TransformFile
 
 __all__ = [
     "Task",
