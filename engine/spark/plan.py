@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 
 import orjson
 
-from engine.spark._kernels import CaptureObject, TransformFile
+from engine.spark._kernels import CaptureObject, DatasetPart, TransformFile
 
 __all__ = [
     "Task",
+    "decode_dataset_parts",
     "decode_objects",
     "decode_transform_files",
+    "encode_dataset_parts",
     "encode_objects",
     "encode_transform_files",
     "file_ids",
@@ -114,4 +116,15 @@ def decode_transform_files(text: str) -> list[TransformFile]:
             output=out,
         )
         for manifest, hour, inp, out in orjson.loads(text)
+    ]
+
+
+def encode_dataset_parts(parts: Sequence[DatasetPart]) -> str:
+    return orjson.dumps([[p.path, p.row_group, p.bytes, [list(kv) for kv in p.partition]] for p in parts]).decode()
+
+
+def decode_dataset_parts(text: str) -> list[DatasetPart]:
+    return [
+        DatasetPart(path=path, row_group=rg, bytes=size, partition=tuple((k, v) for k, v in partition))
+        for path, rg, size, partition in orjson.loads(text)
     ]
