@@ -511,3 +511,34 @@ def test_merge_on_s3_matches_local(
     assert not [p for p in fs.find(f"{s3_bucket}/mout") if "/_temporary/" in p]
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
     assert local.counts == remote.counts
+
+
+@pytest.mark.s3
+def test_merge_on_batch_on_s3_in_sagemaker_format_matches_local(
+    spark: Any, tmp_path: Path, s3_server: S3Endpoint, s3_bucket: str
+) -> None:
+    # Transform files listed through manifests on S3, and JSON Lines written by the executors to S3 and committed.
+    so = s3_server.storage_options()
+    shape = BatchSynthOptions(jobs=1, files_per_job=2, records_per_file=40)
+    summary = synth_batch(f"s3://{s3_bucket}/bsynth", shape, storage_options=so)
+    twin = synth_batch(str(tmp_path / "s"), shape)  # the same seed: the same labels, re-labelled on local disk
+    _relabel(Path(twin.ground_truth_root))
+    fs = s3_server.filesystem()
+    fs.put(twin.ground_truth_root, f"{s3_bucket}/bground-truth", recursive=True)
+    sources = {"batch": summary.capture_root, "ground_truth": f"s3://{s3_bucket}/bground-truth"}
+    options = MergeOptions(max_reject_ratio=1.0, how="left", sagemaker_format=True, storage_options=so)
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.rejected
+    remote = espark.run_merge(
+        spark,
+        dest=f"s3://{s3_bucket}/bout",
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=30_000),
+        **sources,
+    )
+    fs.get(f"{s3_bucket}/bout", str(tmp_path / "spark"), recursive=True)
+    assert not [p for p in fs.find(f"{s3_bucket}/bout") if "/_temporary/" in p]
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
+    records = _sagemaker_records(tmp_path / "local")
+    assert records and _sagemaker_records(tmp_path / "spark") == records
