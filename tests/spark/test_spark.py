@@ -372,8 +372,8 @@ def _sagemaker_records(dest: Path) -> dict[str, list[Any]]:
     return {k: sorted(v, key=lambda r: json.dumps(r, sort_keys=True)) for k, v in folders.items()}
 
 
-def test_merge_from_a_predictions_dataset_in_sagemaker_format_matches_local(
-    spark: Any, capture: Path, tmp_path: Path
+def test_merge_from_a_predictions_dataset_in_sagemaker_format_matches_local_with_a_join_task_retried(
+    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ground_truth = capture.parent / "ground-truth"
     if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
@@ -396,6 +396,10 @@ def test_merge_from_a_predictions_dataset_in_sagemaker_format_matches_local(
     local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
     assert local.counts["matched"] and local.counts["duplicate_labels"] >= 3 and local.counts["unmatched_labels"]
     assert set(local.rejects_by_reason) >= {"invalid_json", "corrupt_gzip"}  # of the labels
+    # A join task fails once after writing its Parquet and JSON Lines: only the retry's files may be committed.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:*:merge-join")
     remote = espark.run_merge(
         spark,
         dest=str(tmp_path / "spark"),
@@ -403,6 +407,7 @@ def test_merge_from_a_predictions_dataset_in_sagemaker_format_matches_local(
         spark_options=espark.SparkOptions(task_bytes=70_000),  # row groups of one file in two tasks
         **sources,
     )
+    assert (markers / "merge-join-task-any").exists()
     assert assert_same_dataset(tmp_path / "local", tmp_path / "spark")["options"]["executor"]["tasks"] >= 5
     assert local.counts == remote.counts
     records = _sagemaker_records(tmp_path / "local")
