@@ -49,7 +49,7 @@ from engine.report import RunReport
 from engine.sinks.dataset import DatasetWriter
 from engine.sinks.merged_jsonl import MergedJsonWriter, required_columns
 from engine.sources.labels import list_label_objects
-from engine.sources.predictions import Predictions, batch_predictions, capture_predictions, dataset_predictions
+from engine.sources.predictions import Kind, Predictions, batch_predictions, capture_predictions, dataset_predictions
 
 __all__ = ["iter_merge", "read_merge", "run_merge"]
 
@@ -219,6 +219,15 @@ def _predictions(
     return dataset_predictions(predictions, options, report)
 
 
+def _check_sagemaker(options: MergeOptions, kind: Kind, raw: bool, source: str) -> None:
+    """SageMaker's records are built from the raw bodies: decoded predictions cannot be rendered."""
+    if options.sagemaker_format and not raw:
+        raise OptionsError(
+            f"the sagemaker format needs raw predictions (with {', '.join(required_columns(kind))}); "
+            f"{source} holds decoded payload records"
+        )
+
+
 def _say_if_nothing_matched(report: RunReport, gt: Location, options: MergeOptions) -> None:
     """A merge that matched no prediction says so, and names label folders just outside its label window."""
     predictions, matched = report.counts.get("predictions", 0), report.counts.get("matched", 0)
@@ -317,11 +326,7 @@ def run_merge(
         store.close()
 
         preds = _predictions(captures, batch, predictions, options, report, run.rejects.write)
-        if options.sagemaker_format and not preds.raw:
-            raise OptionsError(
-                f"the sagemaker format needs raw predictions (with {', '.join(required_columns(preds.kind))}); "
-                f"{source} holds decoded payload records"
-            )
+        _check_sagemaker(options, preds.kind, preds.raw, source)
         table = "merged" if preds.kind == "realtime" else "merged_batch"
         data = run.writer(table, time_column="inference_time", dynamic=True)
         jsonl = None

@@ -20,16 +20,20 @@ import orjson
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location
 from engine.sources.manifests import TransformFile
+from engine.sources.predictions import DatasetPart
 
 __all__ = [
     "Task",
+    "decode_dataset_parts",
     "decode_objects",
     "decode_transform_files",
+    "encode_dataset_parts",
     "encode_objects",
     "encode_transform_files",
     "file_ids",
     "pack",
     "pack_capture_objects",
+    "pack_dataset_parts",
     "pack_transform_files",
     "transform_file_sizes",
 ]
@@ -152,3 +156,20 @@ def pack_transform_files(
     sized = list(zip(files, transform_file_sizes(loc, files, concurrency), strict=True))
     groups = pack(sized, lambda fs: max(fs[1], 1), task_bytes)
     return [(sum(s for _, s in g), encode_transform_files([f for f, _ in g])) for g in groups]
+
+
+def encode_dataset_parts(parts: Sequence[DatasetPart]) -> str:
+    return orjson.dumps([[p.path, p.row_group, p.bytes, [list(kv) for kv in p.partition]] for p in parts]).decode()
+
+
+def decode_dataset_parts(text: str) -> list[DatasetPart]:
+    return [
+        DatasetPart(path=path, row_group=rg, bytes=size, partition=tuple((k, v) for k, v in partition))
+        for path, rg, size, partition in orjson.loads(text)
+    ]
+
+
+def pack_dataset_parts(parts: Sequence[DatasetPart], task_bytes: int) -> list[tuple[int, str]]:
+    """A dataset's row groups as tasks' (bytes, inputs), in the plan's order (an empty group counts 1 byte)."""
+    groups = pack(parts, lambda p: max(p.bytes, 1), task_bytes)
+    return [(sum(p.bytes for p in g), encode_dataset_parts(g)) for g in groups]

@@ -163,6 +163,7 @@ class _Partition:
     files: list[str] = field(default_factory=list)
     buffer: list[bytes] = field(default_factory=list)
     buffered: int = 0
+    buffered_rows: int = 0
 
 
 class MergedJsonWriter:
@@ -190,6 +191,7 @@ class MergedJsonWriter:
         self.partitions: dict[PartitionKey, _Partition] = {}
         self.buffered = 0
         self.rows = 0
+        self.file_rows: dict[str, int] = {}  # records per file written (or adopted)
 
     def _rel(self, key: PartitionKey) -> str:
         endpoint, variant, hour = key
@@ -228,6 +230,7 @@ class MergedJsonWriter:
             data = _text_bytes(rows.column("line"))
             part.buffer.append(data)
             part.buffered += len(data)
+            part.buffered_rows += rows.num_rows
             part.rows += rows.num_rows
             self.buffered += len(data)
             self.rows += rows.num_rows
@@ -241,13 +244,30 @@ class MergedJsonWriter:
             return
         data = b"".join(part.buffer)
         self.buffered -= part.buffered
-        part.buffer, part.buffered = [], 0
+        rows = part.buffered_rows
+        part.buffer, part.buffered, part.buffered_rows = [], 0, 0
         path = self.loc.join(TEMPORARY, self.run_id, part.rel, f"part-{self.run_id}-{len(part.files):05d}.jsonl")
         with translate_errors(self.loc.uri(path), sink=True):
             if self.loc.is_local:
                 self.loc.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.loc.fs.pipe_file(path, data)
         part.files.append(path)
+        self.file_rows[path] = rows
+
+    def written(self) -> list[tuple[PartitionKey, str, int]]:
+        """After `close`: (partition key, temporary path, records) of every file written."""
+        return [(key, path, self.file_rows[path]) for key, part in self.partitions.items() for path in part.files]
+
+    def adopt(self, key: PartitionKey, path: str, rows: int) -> None:
+        """Make a file another writer wrote under the run's `_temporary/` (a Spark task's) one of this writer's,
+        so that the run commits it into its hour folder as if written here."""
+        part = self.partitions.get(key)
+        if part is None:
+            part = self.partitions[key] = _Partition(self._rel(key))
+        part.files.append(path)
+        part.rows += rows
+        self.rows += rows
+        self.file_rows[path] = rows
 
     def close(self) -> dict[str, tuple[int, list[str]]]:
         """Flush everything; returns {folder: (records, temporary files)} for the commit."""
@@ -258,5 +278,5 @@ class MergedJsonWriter:
     def abort(self) -> None:
         """Nothing is open between flushes: dropping the buffers is enough (the run removes its files)."""
         for part in self.partitions.values():
-            part.buffer, part.buffered = [], 0
+            part.buffer, part.buffered, part.buffered_rows = [], 0, 0
         self.buffered = 0

@@ -34,7 +34,16 @@ from engine.options import JobOptions, RealtimeOptions
 from engine.report import RunReport
 from engine.times import epoch_us, in_window
 
-__all__ = ["Predictions", "batch_predictions", "capture_predictions", "dataset_predictions"]
+__all__ = [
+    "DatasetPart",
+    "DatasetPlan",
+    "Predictions",
+    "batch_predictions",
+    "capture_predictions",
+    "dataset_predictions",
+    "plan_dataset",
+    "scan_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -181,13 +190,36 @@ def _filesystem(loc: Location) -> pafs.FileSystem:
 
 
 @dataclass(frozen=True)
-class _RowGroup:
-    """One row group to read, with its file's footer and the partition values its path holds."""
+class DatasetPart:
+    """One row group to read: plain data (a Spark task's input), no footer and no open handle.
+
+    Attributes:
+        path: the Parquet file, as the dataset's `Location` names it.
+        row_group: the row group's index in that file.
+        bytes: its compressed size (what reading it costs), for packing parts into tasks.
+        partition: the partition values its path holds (endpoint, variant of a real-time dataset).
+    """
 
     path: str
-    index: int
-    metadata: pq.FileMetaData
+    row_group: int
+    bytes: int
     partition: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """What a dataset's window holds: its kind, whether raw, the files listed and the row groups to read."""
+
+    kind: Kind
+    raw: bool
+    files: tuple[tuple[str, int], ...]  # (path, size) of every file listed in the window's hours
+    parts: tuple[DatasetPart, ...]  # the row groups whose statistics overlap the window, in file order
+
+    def count(self, report: RunReport) -> None:
+        """The plan's files as read: the rows were decoded by an earlier run, so objects and bytes only."""
+        report.objects += len(self.files)
+        report.bytes_read += sum(size for _, size in self.files)
+        report.bytes_total += sum(size for _, size in self.files)
 
 
 def _partition_values(root: str, path: str, names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
@@ -210,22 +242,14 @@ def _to_us(value: Any) -> int:
     return epoch_us(value) if isinstance(value, datetime) else int(value)
 
 
-def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> Predictions:
-    """The prediction rows of a dataset a `realtime` or `batch` run wrote, within the window.
+def _compressed_bytes(metadata: pq.FileMetaData, rg: int) -> int:
+    group = metadata.row_group(rg)
+    return sum(group.column(i).total_compressed_size for i in range(group.num_columns))
 
-    Only the window's hour partitions are listed; row groups outside [start, end) are skipped by their
-    statistics. Each file keeps its own columns (decoded datasets vary by endpoint and variant). The rows were
-    decoded by an earlier run, so they count as objects and bytes read only.
 
-    Raises:
-        SourceError: the dataset does not exist, cannot be read, or is not in either layout.
-    """
-    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+def _plan(loc: Location, options: JobOptions) -> tuple[DatasetPlan, dict[str, pq.FileMetaData]]:
+    """The plan of `plan_dataset`, and the footers it read (the local scan reuses them)."""
     kind, files = _list_dataset(loc, options)
-    report.objects += len(files)
-    report.bytes_read += sum(size for _, size in files)
-    report.bytes_total += sum(size for _, size in files)
-    logger.info("found %d %s prediction files under %s", len(files), kind, source)
     fs = _filesystem(loc)
     paths = [p for p, _ in files]
 
@@ -248,33 +272,74 @@ def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> 
     names = ("endpoint", "variant") if kind == "realtime" else ()
     lo = None if options.start is None else _us(options.start)
     hi = None if options.end is None else _us(options.end)
-    groups = []
+    parts: list[DatasetPart] = []
     for path, metadata in zip(paths, footers, strict=True):
         # Parquet numbers leaf columns (a list column has its own leaves), so look the time column up by path.
         leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
         column = leaves.index("inference_time") if "inference_time" in leaves else None
         partition = _partition_values(loc.root, path, names)
-        groups += [
-            _RowGroup(path, rg, metadata, partition)
+        parts += [
+            DatasetPart(path, rg, _compressed_bytes(metadata, rg), partition)
             for rg in range(metadata.num_row_groups)
             if _overlaps(metadata, rg, column, lo, hi)
         ]
-    return Predictions(kind, raw, _scan(loc, fs, groups, options))
+    plan = DatasetPlan(kind, raw, tuple(files), tuple(parts))
+    return plan, dict(zip(paths, footers, strict=True))
 
 
-def _scan(loc: Location, fs: pafs.FileSystem, groups: list[_RowGroup], options: JobOptions) -> Iterator[pa.RecordBatch]:
-    """The row groups' rows in batches, decoded a batch at a time by a background thread, at most `_PREFETCH`
-    batches ahead: memory follows the batch size, not the row-group size."""
+def plan_dataset(loc: Location, options: JobOptions) -> DatasetPlan:
+    """List a dataset a `realtime` or `batch` run wrote and plan the reading of its window (on a driver).
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for group in groups:
-            with translate_errors(loc.uri(group.path)):
-                f = pq.ParquetFile(group.path, filesystem=fs, metadata=group.metadata)
-                for batch in f.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group.index], use_threads=True):
-                    for name, value in group.partition:
-                        batch = batch.append_column(name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
-                    kept = _in_window(batch, options)
-                    if kept.num_rows:
-                        yield kept
+    Only the window's hour partitions are listed; every file's footer is read once, and the row groups whose
+    `inference_time` statistics lie outside [start, end) are left out. The plan is plain data: its parts can
+    be read anywhere, in any grouping, by `scan_dataset`.
 
-    yield from prefetch(batches(), _PREFETCH)
+    Raises:
+        SourceError: the dataset does not exist, cannot be read, or is not in either layout.
+    """
+    return _plan(loc, options)[0]
+
+
+def scan_dataset(
+    loc: Location,
+    parts: Iterable[DatasetPart],
+    options: JobOptions,
+    footers: Mapping[str, pq.FileMetaData] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows of `parts` within the window, in batches, with their partition columns appended.
+
+    A file's footer comes from `footers` (the planner's) or is read once per run of consecutive parts of
+    that file. Memory follows the batch size, not the row-group size.
+    """
+    fs = _filesystem(loc)
+    opened: tuple[str, pq.ParquetFile] | None = None
+    for part in parts:
+        with translate_errors(loc.uri(part.path)):
+            if opened is None or opened[0] != part.path:
+                metadata = None if footers is None else footers.get(part.path)
+                opened = (part.path, pq.ParquetFile(part.path, filesystem=fs, metadata=metadata))
+            batches = opened[1].iter_batches(batch_size=_BATCH_ROWS, row_groups=[part.row_group], use_threads=True)
+            for batch in batches:
+                for name, value in part.partition:
+                    batch = batch.append_column(name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
+                kept = _in_window(batch, options)
+                if kept.num_rows:
+                    yield kept
+
+
+def dataset_predictions(source: str, options: JobOptions, report: RunReport) -> Predictions:
+    """The prediction rows of a dataset a `realtime` or `batch` run wrote, within the window.
+
+    Planned by `plan_dataset` (the window's hour partitions, row groups pruned by their statistics) and read
+    by `scan_dataset`, a batch at a time by a background thread, at most `_PREFETCH` batches ahead. Each file
+    keeps its own columns (decoded datasets vary by endpoint and variant). The rows were decoded by an
+    earlier run, so they count as objects and bytes read only.
+
+    Raises:
+        SourceError: the dataset does not exist, cannot be read, or is not in either layout.
+    """
+    loc = open_location(source, options.storage_options, connections=options.fetch_concurrency)
+    plan, footers = _plan(loc, options)
+    plan.count(report)
+    logger.info("found %d %s prediction files under %s", len(plan.files), plan.kind, source)
+    return Predictions(plan.kind, plan.raw, prefetch(scan_dataset(loc, plan.parts, options, footers), _PREFETCH))

@@ -20,6 +20,7 @@ from engine.jobs.batch import plan_transform_files
 from engine.jobs.batch import run_batch as run_batch_job
 from engine.jobs.labels import iter_labels
 from engine.jobs.merge import _COUNTS as MERGE_COUNTS
+from engine.jobs.merge import _check_sagemaker as check_sagemaker
 from engine.jobs.merge import _Merger as Merger
 from engine.jobs.merge import _one_source as one_prediction_source
 from engine.jobs.merge import _say_if_nothing_matched as say_if_nothing_matched
@@ -35,8 +36,10 @@ from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptio
 from engine.report import RunReport
 from engine.sinks.dataset import TEMPORARY, DatasetWriter
 from engine.sinks.manifest import read_manifest
+from engine.sinks.merged_jsonl import MergedJsonWriter
 from engine.sources.labels import list_label_objects
 from engine.sources.manifests import TransformFile
+from engine.sources.predictions import DatasetPart, DatasetPlan, plan_dataset, scan_dataset
 from engine.tables import TableSpec, capture_schema, table_spec
 from engine.times import TIME_TYPE
 
@@ -47,6 +50,8 @@ __all__ = [
     "TIME_TYPE",
     "BatchOptions",
     "CaptureObject",
+    "DatasetPart",
+    "DatasetPlan",
     "DatasetWriter",
     "DuplicateCounter",
     "JobOptions",
@@ -54,6 +59,7 @@ __all__ = [
     "LabelIndex",
     "Location",
     "MergeOptions",
+    "MergedJsonWriter",
     "Merger",
     "PartitionKey",
     "RealtimeOptions",
@@ -66,6 +72,7 @@ __all__ = [
     "capture_schema",
     "capture_units",
     "check_location",
+    "check_sagemaker",
     "committed_names",
     "deliver",
     "interrupts",
@@ -82,11 +89,13 @@ __all__ = [
     "open_location",
     "parse_size",
     "plan_capture",
+    "plan_dataset",
     "plan_transform_files",
     "redact",
     "run_batch_job",
     "run_realtime_job",
     "say_if_nothing_matched",
+    "scan_dataset",
     "table_spec",
     "transform_units",
     "written_files",
@@ -102,12 +111,17 @@ def written_files(writer: DatasetWriter) -> list[tuple[PartitionKey, str, int, p
     ]
 
 
-def adopt_files(writer: DatasetWriter, key: PartitionKey, path: str, rows: int, schema: pa.Schema) -> None:
+def adopt_files(
+    writer: DatasetWriter | MergedJsonWriter, key: PartitionKey, path: str, rows: int, schema: pa.Schema
+) -> None:
     """Make a file an executor wrote under the run's `_temporary/` one of `writer`'s, as if it had written it.
 
     The driver's `JobRun.commit` then treats it like a local file: partitions replaced, cut hours, one
-    schema per table, manifest, `_SUCCESS`.
+    schema per table, manifest, `_SUCCESS` (merge's JSON Lines: their hour folders replaced).
     """
+    if isinstance(writer, MergedJsonWriter):
+        writer.adopt(key, path, rows)
+        return
     part = writer._partition(key)
     part.files.append(path)
     part.rows += rows

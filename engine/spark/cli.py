@@ -46,13 +46,7 @@ def run(args: argparse.Namespace, options: Any) -> RunReport:
     """Run the parsed `realtime`, `batch` or `merge` command on Spark."""
     from engine.errors import OptionsError
     from engine.spark import SparkOptions, get_session, run_batch, run_merge, run_realtime
-    from engine.spark.merge import unsupported
 
-    if args.command == "merge":
-        # Before the session: a refusal must not wait for (or need) a JVM.
-        refusal = unsupported(args.predictions, options)
-        if refusal is not None:
-            raise OptionsError(refusal)
     spark = get_session(args.spark_master)
     spark_options = SparkOptions(task_bytes=args.task_size) if args.task_size else SparkOptions()
     if args.command == "realtime":

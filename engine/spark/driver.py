@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 from engine import errors
 from engine.errors import EngineError, SinkError
 from engine.jobs.plan import Task
-from engine.spark._kernels import DatasetWriter, RunReport, adopt_files, interrupts
+from engine.spark._kernels import DatasetWriter, MergedJsonWriter, RunReport, adopt_files, interrupts
 from engine.spark.executor import FAIL_ONCE_ENV, PAUSE_ENV, RESULT_SCHEMA, TASK_SCHEMA, JobContext, task_function
 
 __all__ = [
@@ -153,9 +153,12 @@ def _remote_error(row: dict[str, Any]) -> EngineError:
 
 
 def absorb(
-    results: list[dict[str, Any]], tasks: list[Task], report: RunReport, writers: dict[str, DatasetWriter]
+    results: list[dict[str, Any]],
+    tasks: list[Task],
+    report: RunReport,
+    writers: Mapping[str, DatasetWriter | MergedJsonWriter],
 ) -> None:
-    """Add the tasks' counts to `report` and hand their files to `writers` ("data", "rejects").
+    """Add the tasks' counts to `report` and hand their files to `writers` ("data", "rejects", "sagemaker").
 
     Raises:
         EngineError: the first task (in plan order) that stopped on one, as it was raised there.

@@ -36,6 +36,7 @@ from engine.spark._kernels import (
     DatasetWriter,
     JobOptions,
     Location,
+    PartitionKey,
     RealtimeOptions,
     RunReport,
     Sink,
@@ -149,8 +150,9 @@ def _run_task(ctx: JobContext, row: dict[str, Any]) -> pa.RecordBatch:
     return run_attempt(ctx, task, row["file_id"], body)
 
 
-# A file a task wrote for a later stage of its job (not a dataset file): (table, path, rows, schema).
-SideFile = tuple[str, str, int, pa.Schema]
+# A file a task wrote besides its data and rejects: (table, partition key, path, rows, schema). Either for a
+# later stage of its job (key (None, None, None)) or for a writer of the driver's ("sagemaker": JSON Lines).
+SideFile = tuple[str, PartitionKey, str, int, pa.Schema]
 TaskBody = Callable[[RunReport, DatasetWriter, DatasetWriter, Location], list[SideFile]]
 
 
@@ -203,9 +205,7 @@ def run_attempt(ctx: JobContext, task: int, file_id: str, body: TaskBody) -> pa.
     report.add_time("task", time.perf_counter() - t0)
     files = [_file_row(task, attempt, "data", f) for f in written_files(data)]
     files += [_file_row(task, attempt, "rejects", f) for f in written_files(rejects)]
-    files += [
-        _file_row(task, attempt, table, ((None, None, None), path, n, schema)) for table, path, n, schema in sides
-    ]
+    files += [_file_row(task, attempt, table, (key, path, n, schema)) for table, key, path, n, schema in sides]
     return _rows([*files, _task_row(task, attempt, report)])
 
 

@@ -2,12 +2,14 @@
 
     driver:    list the label window and the predictions (as the local job), plan tasks
     stage 1:   label tasks -> label side files (read order numbered) + rejects
-               prediction tasks -> prediction segments (Arrow IPC) + their keys + rejects
+               prediction tasks (capture objects, transform files or a dataset's row groups)
+                 -> prediction segments (Arrow IPC) + their keys + rejects
     Spark:     latest label per key (a window over read order: the local rule, re-labels included),
                keys x latest labels (Spark's join), the counts (distinct labels, unmatched labels,
                duplicate prediction keys) as Spark aggregations
     stage 2:   per prediction segment, its rows joined to the labels Spark sent it and written by the
-               engine's writer (`engine.spark.merge_tasks`)
+               engine's writer (`engine.spark.merge_tasks`), and with ``--format sagemaker`` rendered by the
+               local job's `MergedJsonWriter` into the attempt's folder
     driver:    the files of the kept attempts committed with the engine's protocol, `_SUCCESS` last
 
 Side files live under the run's ``_temporary/`` folder and are read back through the engine's storage seam
@@ -21,15 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from engine.errors import NoDataError, OptionsError, SinkError
-from engine.jobs.plan import Task, file_ids, pack_capture_objects, pack_transform_files
+from engine.errors import NoDataError, SinkError
+from engine.jobs.plan import Task, file_ids, pack_capture_objects, pack_dataset_parts, pack_transform_files
 from engine.spark._kernels import (
     MERGE_COUNTS,
     BatchOptions,
     JobRun,
+    MergedJsonWriter,
     MergeOptions,
     RunReport,
     check_location,
+    check_sagemaker,
     committed_names,
     list_capture_objects,
     list_label_objects,
@@ -37,15 +41,24 @@ from engine.spark._kernels import (
     manifest_problem_rejects,
     one_prediction_source,
     open_location,
+    plan_dataset,
     plan_transform_files,
     say_if_nothing_matched,
 )
 from engine.spark.driver import SparkOptions, absorb, collect_results, map_in_arrow, run_tasks, spark_schema, with_hooks
 from engine.spark.executor import JobContext
 from engine.spark.jobs import _executor_info, _tasks
-from engine.spark.merge_tasks import KEYS, LABEL_SIDE, SEGMENT_BITS, join_function, prediction_options, read_side
+from engine.spark.merge_tasks import (
+    KEYS,
+    LABEL_SIDE,
+    SEGMENT_BITS,
+    Kind,
+    join_function,
+    prediction_options,
+    read_side,
+)
 
-__all__ = ["run_merge", "unsupported"]
+__all__ = ["run_merge"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +106,9 @@ def _join(
     writers: dict[str, Any],
     shuffle: int,
     taken: set[str],
+    *,
+    raw: bool,
+    kind: Kind,
 ) -> int:
     """Spark's part: the latest labels, the join's counts, then the join tasks (stage 2); their number."""
     from pyspark.sql import Window
@@ -151,24 +167,12 @@ def _join(
         rows = wanted.unionByName(markers).repartition(min(len(order), shuffle), "segment")
         rows = rows.sortWithinPartitions("segment")
         ctx = with_hooks(ctx)
-        fn = join_function(ctx, by_segment, raw=not ctx.options.decode)
+        fn = join_function(ctx, by_segment, raw=raw, kind=kind)
         results = collect_results(spark, ctx, map_in_arrow(rows, fn, None), len(join_tasks))
         absorb(results, join_tasks, report, writers)
     latest.unpersist()
     keys.unpersist()
     return len(segments)
-
-
-def unsupported(predictions: str | None, options: MergeOptions) -> str | None:
-    """Why this merge cannot run on Spark (a one-line message), or None.
-
-    Checked before a session starts (the CLI calls it ahead of the JVM), so a refusal costs nothing.
-    """
-    if predictions is not None:
-        return "merge --executor spark reads --captures or --batch; a --predictions dataset: run locally"
-    if options.sagemaker_format:
-        return "merge --executor spark writes Parquet only; --format sagemaker: run locally"
-    return None
 
 
 def run_merge(
@@ -185,20 +189,18 @@ def run_merge(
 ) -> RunReport:
     """`engine.run_merge` on Spark: the same merged dataset, rejects and `_SUCCESS` counts.
 
-    Predictions come from `captures` or `batch` (decoded on the executors); a `predictions` dataset and
-    `options.sagemaker_format` are not supported on Spark yet (OptionsError).
+    Predictions come from `captures` or `batch` (decoded on the executors) or a `predictions` dataset (its
+    row groups planned here and read on the executors); `options.sagemaker_format` also writes SageMaker's
+    merged JSON Lines, from the join tasks, committed with the run.
 
     Raises: as `engine.run_merge`.
     """
     options = options or MergeOptions()
     spark_options = spark_options or SparkOptions()
     source = one_prediction_source(captures, batch, predictions, options)
-    refusal = unsupported(predictions, options)
-    if refusal is not None:
-        raise OptionsError(refusal)
     check_location("ground_truth", ground_truth)
     check_location("dest", dest)
-    kind = "captures" if captures is not None else "batch"
+    kind = "captures" if captures is not None else "batch" if batch is not None else "predictions"
     run = JobRun(dest, command=command, source=source, options=options, endpoint_rejects=kind == "captures")
     report = run.report
     report.notes["ground_truth"] = [ground_truth]
@@ -210,14 +212,23 @@ def run_merge(
     report.add_time("list", time.perf_counter() - t0)
     report.objects += len(labels)
     report.bytes_total += sum(o.size for o in labels)
-    popts = prediction_options(options, kind)
     src = open_location(source, options.storage_options, connections=options.fetch_concurrency)
-    if kind == "captures":
+    rows_kind: Kind = "realtime" if kind == "captures" else "batch"
+    raw = not options.decode
+    if kind == "predictions":
+        # The local listing and row-group pruning, as plain data: row groups packed into tasks by their size.
+        plan = plan_dataset(src, options)
+        plan.count(report)
+        rows_kind, raw = plan.kind, plan.raw
+        groups = pack_dataset_parts(plan.parts, spark_options.task_bytes)
+    elif kind == "captures":
+        popts = prediction_options(options, kind)
         objects = list_capture_objects(src, hours=popts.window_hours(), concurrency=options.fetch_concurrency)
         report.objects += len(objects)
         report.bytes_total += sum(o.size for o in objects)
         groups = pack_capture_objects(objects, spark_options.task_bytes)
     else:
+        popts = prediction_options(options, kind)
         assert isinstance(popts, BatchOptions)
         files, problems = plan_transform_files(src, popts, report)
         report.objects += report.counts.get("transform_files", 0)
@@ -228,9 +239,14 @@ def run_merge(
         for o in labels:
             # Rejects of every label hour read are replaced, so a fixed input clears old rejects.
             run.rejects.touch((None, None, None if o.hour is None else int(o.hour.timestamp()) // 3600))
-        table = "merged" if kind == "captures" else "merged_batch"
+        check_sagemaker(options, rows_kind, raw, source)
+        table = "merged" if rows_kind == "realtime" else "merged_batch"
         data = run.writer(table, time_column="inference_time", dynamic=True)
-        writers = {"data": data, "rejects": run.rejects}
+        writers: dict[str, Any] = {"data": data, "rejects": run.rejects}
+        if options.sagemaker_format:
+            writers["sagemaker"] = run.track(
+                MergedJsonWriter(run.out, run_id=run.run_id, kind=rows_kind, schedule_name=options.schedule_name)
+            )
 
         def context(job: str, job_source: str) -> JobContext:
             return JobContext(
@@ -269,7 +285,8 @@ def run_merge(
         try:
             # The join's part files are named apart from the dataset's and from this run's other tasks'.
             taken = committed_names(run.out) | {f"part-{t.file_id}-0.parquet" for t in [*label_tasks, *pred_tasks]}
-            joined = _join(spark, run, context("merge-join", source), label_files, pred_files, writers, shuffle, taken)
+            ctx = context("merge-join", source)
+            joined = _join(spark, run, ctx, label_files, pred_files, writers, shuffle, taken, raw=raw, kind=rows_kind)
         finally:
             spark.conf.set("spark.sql.shuffle.partitions", previous)
         n_tasks += joined

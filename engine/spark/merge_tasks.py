@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.jobs.plan import decode_objects
+from engine.jobs.plan import decode_dataset_parts, decode_objects
 from engine.spark._kernels import (
     COMPACT_LABELS,
     TIME_TYPE,
@@ -38,14 +38,17 @@ from engine.spark._kernels import (
     JobOptions,
     LabelIndex,
     Location,
+    MergedJsonWriter,
     MergeOptions,
     Merger,
+    PartitionKey,
     RealtimeOptions,
     RunReport,
     iter_labels,
     join_key,
     key_hash,
     open_location,
+    scan_dataset,
 )
 from engine.spark.executor import JobContext, SideFile, TaskBody, batch_task, realtime_task, run_attempt
 
@@ -65,6 +68,9 @@ LABEL_SIDE = pa.schema(
     ]
 )
 KEYS = pa.schema([("key", pa.string()), ("record_index", pa.int64()), ("segment", pa.int64())])
+Kind = Literal["realtime", "batch"]
+_NO_KEY: PartitionKey = (None, None, None)  # side files belong to no partition
+_NO_SCHEMA = pa.schema([])  # JSON Lines files have none
 
 
 def prediction_options(options: MergeOptions, kind: str) -> RealtimeOptions | BatchOptions:
@@ -105,7 +111,7 @@ class _ParquetSide:
             return []
         self._writer.close()
         self._file.close()
-        return [(self.name.split("-")[0], self.path, self.rows, self.schema)]
+        return [(self.name.split("-")[0], _NO_KEY, self.path, self.rows, self.schema)]
 
 
 class _PredictionSide:
@@ -146,7 +152,7 @@ class _PredictionSide:
         writer.close()
         sink.close()
         # The file's name numbers the segment within its task: the driver derives its id from both.
-        self.segments.append(("predictions", path, self._rows, schema))
+        self.segments.append(("predictions", _NO_KEY, path, self._rows, schema))
         self._open, self._rows = None, 0
 
     def close(self) -> list[SideFile]:
@@ -178,9 +184,18 @@ def merge_body(ctx: JobContext, task: int, inputs: str) -> TaskBody:
     def predictions(report: RunReport, data: DatasetWriter, rejects: DatasetWriter, folder: Location) -> list[SideFile]:
         kind = ctx.job.removeprefix("merge-")
         side = _PredictionSide(folder, task)
-        decode = realtime_task if kind == "captures" else batch_task
         try:
-            decode(prediction_options(options, kind), ctx.source, inputs, report, side.write, rejects.write)
+            if kind == "predictions":
+                # A dataset an earlier run decoded: its row groups read by the local scan, window applied. The
+                # driver counted its files when it planned them (as the local job counts them when listing).
+                src = open_location(ctx.source, options.storage_options, connections=options.fetch_concurrency)
+                t0 = time.perf_counter()
+                for batch in scan_dataset(src, decode_dataset_parts(inputs), options):
+                    side.write(batch)
+                report.add_time("predictions", time.perf_counter() - t0)
+            else:
+                decode = realtime_task if kind == "captures" else batch_task
+                decode(prediction_options(options, kind), ctx.source, inputs, report, side.write, rejects.write)
         finally:
             files = side.close()
         return files
@@ -217,12 +232,13 @@ def _label_index(labels: pa.Table) -> LabelIndex:
 
 
 def join_function(
-    ctx: JobContext, segments: dict[int, tuple[str, str]], raw: bool
+    ctx: JobContext, segments: dict[int, tuple[str, str]], *, raw: bool, kind: Kind
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The stage-2 mapInArrow function: rows (segment, labels...) sorted by segment in, result rows out.
 
     Every segment has at least one row (a marker with a null event_id), so each is joined and written once
-    per attempt; `segments` maps a segment to its part files' id and its prediction file.
+    per attempt; `segments` maps a segment to its part files' id and its prediction file. `raw` and `kind`
+    are the predictions' (raw bodies or decoded records; real-time or batch rows, for SageMaker's layout).
     """
     options = ctx.options
     assert isinstance(options, MergeOptions)
@@ -235,8 +251,12 @@ def join_function(
             t0 = time.perf_counter()
             index = _label_index(labels.filter(pc.is_valid(labels.column("event_id"))))
             report.add_time("index", time.perf_counter() - t0)
+            # SageMaker's records with the same writer as locally, into this attempt's folder; the driver commits.
+            jsonl = None
+            if options.sagemaker_format:
+                jsonl = MergedJsonWriter(folder, run_id=file_id, kind=kind, schedule_name=options.schedule_name)
             with tempfile.TemporaryDirectory(prefix="capture-engine-merge-") as tmp:
-                merger = Merger(options, report, data, None, DuplicateCounter(Path(tmp)), raw=raw)
+                merger = Merger(options, report, data, jsonl, DuplicateCounter(Path(tmp)), raw=raw)
                 predictions = matched = 0
                 for batch in read_side(src, path):
                     joined = merger.join(index, batch)
@@ -244,8 +264,13 @@ def join_function(
                     matched += joined.matched
                     if joined.merged is not None:
                         data.write(joined.merged)
+                        if jsonl is not None:
+                            jsonl.write(joined.rendered)
             report.counts.update(predictions=predictions, matched=matched)
-            return []
+            if jsonl is None:
+                return []
+            jsonl.close()
+            return [("sagemaker", key, p, rows, _NO_SCHEMA) for key, p, rows in jsonl.written()]
 
         return run_attempt(ctx, segment, file_id, body)
 

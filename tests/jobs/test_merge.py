@@ -30,9 +30,11 @@ from engine import (
     read_ground_truth,
     run_merge,
 )
+from engine.io.storage import open_location
 from engine.jobs.realtime import iter_capture, run_realtime
 from engine.options import parse_duration
 from engine.report import RunReport
+from engine.sources.predictions import dataset_predictions, plan_dataset, scan_dataset
 from engine.synth import SynthOptions, synth
 from engine.tables import table_spec
 from tests.conftest import QUOTED_CSV, QUOTED_MIXED, WriteCapture, record
@@ -455,6 +457,31 @@ def test_batch_predictions_join_on_inference_id(tmp_path: Path, gt: Callable[...
     assert report.records == 3  # the labels; the dataset's rows were decoded by the batch run
     # The rejects of a run without capture have no endpoint level either.
     assert not (tmp_path / "out" / "_rejects").exists()
+
+
+def test_a_dataset_plan_is_plain_data_and_its_parts_read_in_any_grouping_give_the_same_rows(tmp_path: Path) -> None:
+    # The plan a distributed executor ships to its workers: row groups as data, read back by the same scan.
+    s = synth(str(tmp_path / "sample"), SynthOptions(records=600, hours=2, endpoints=1, variants=2))
+    run_realtime(
+        s.capture_root, str(tmp_path / "rt"), options=RealtimeOptions(unit_bytes=20_000, row_group_bytes=5_000)
+    )
+    options = MergeOptions(start="2026-11-01T00:00:00Z", end="2026-11-01T01:30:00Z")
+    loc = open_location(str(tmp_path / "rt"))
+    plan = plan_dataset(loc, options)
+    assert plan.kind == "realtime" and plan.raw and len({p.path for p in plan.parts}) < len(plan.parts)
+    every = plan_dataset(loc, MergeOptions())
+    assert len(plan.parts) < len(every.parts)  # the later hour's partitions and row groups are left out
+    assert all(p.bytes > 0 and dict(p.partition)["variant"] in p.path for p in plan.parts)
+    report = RunReport(command="merge", source="", dest=None, options={})
+    expected = pa.Table.from_batches(list(dataset_predictions(str(tmp_path / "rt"), options, report).batches))
+    assert report.objects == len(plan.files) and report.records == 0
+    for grouping in ([list(plan.parts)], [[p] for p in reversed(plan.parts)]):
+        rows = [b for parts in grouping for b in scan_dataset(loc, parts, options)]
+        got = pa.Table.from_batches(rows)
+        assert got.num_rows == expected.num_rows > 0
+        assert got.sort_by("event_id").equals(expected.sort_by("event_id"))
+    times = expected.column("inference_time").cast(pa.int64()).to_numpy()
+    assert times.max() < 5_400_000_000 + int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1e6)
 
 
 # -- SageMaker's merged layout ------------------------------------------------------------------------------

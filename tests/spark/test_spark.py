@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from engine import BatchOptions, MergeOptions, RealtimeOptions, parse_column_spec, run_batch, run_merge, run_realtime
+from engine.errors import OptionsError
 from engine.report import RunReport
 from engine.synth import BatchSynthOptions, SynthOptions, synth, synth_batch
 from engine.tables import capture_schema, table_spec
@@ -227,7 +229,7 @@ def test_realtime_decode_with_a_spec_and_without_matches_local(spark: Any, paylo
             str(payloads),
             str(tmp_path / f"spark-{name}"),
             options=options,
-            spark_options=espark.SparkOptions(task_bytes=60_000),
+            spark_options=espark.SparkOptions(task_bytes=70_000),  # row groups of one file in two tasks
         )
         assert_same_dataset(tmp_path / f"local-{name}", tmp_path / f"spark-{name}")
     _, _, names = _digest(tmp_path / "spark-spec", "")
@@ -361,6 +363,94 @@ def test_merge_on_decoded_batch_matches_local(spark: Any, tmp_path: Path) -> Non
     assert_same_dataset(tmp_path / "local", tmp_path / "spark")
 
 
+def _sagemaker_records(dest: Path) -> dict[str, list[Any]]:
+    """SageMaker's merged records under ``DEST/_sagemaker``, parsed, per hour folder (in a canonical order)."""
+    folders: dict[str, list[Any]] = {}
+    for path in sorted((dest / "_sagemaker").glob("**/*.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        folders.setdefault(path.parent.relative_to(dest).as_posix(), []).extend(records)
+    return {k: sorted(v, key=lambda r: json.dumps(r, sort_keys=True)) for k, v in folders.items()}
+
+
+def test_merge_from_a_predictions_dataset_in_sagemaker_format_matches_local_with_a_join_task_retried(
+    spark: Any, capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ground_truth = capture.parent / "ground-truth"
+    if not (ground_truth / "2026/11/01/02/0000-relabel.jsonl").exists():
+        _relabel(ground_truth)
+    # The dataset an earlier realtime run wrote, in small row groups: tasks are row groups, some of one file.
+    predictions = tmp_path / "rt"
+    small = RealtimeOptions(max_reject_ratio=1.0, unit_bytes=20_000, row_group_bytes=5_000)
+    run_realtime(str(capture), str(predictions), options=small)
+    files = list(predictions.glob("endpoint=*/**/*.parquet"))
+    assert max(pq.ParquetFile(f).num_row_groups for f in files) >= 3
+    # A window of the first hour and a half: row groups of the later hour pruned, the rest cut by rows.
+    options = MergeOptions(
+        max_reject_ratio=1.0,
+        how="left",
+        sagemaker_format=True,
+        start="2026-11-01T00:00:00Z",
+        end="2026-11-01T01:30:00Z",
+    )
+    sources = {"predictions": str(predictions), "ground_truth": str(ground_truth)}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.counts["duplicate_labels"] >= 3 and local.counts["unmatched_labels"]
+    assert set(local.rejects_by_reason) >= {"invalid_json", "corrupt_gzip"}  # of the labels
+    # A join task fails once after writing its Parquet and JSON Lines: only the retry's files may be committed.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"{markers}:*:merge-join")
+    remote = espark.run_merge(
+        spark,
+        dest=str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=70_000),  # row groups of one file in two tasks
+        **sources,
+    )
+    assert (markers / "merge-join-task-any").exists()
+    assert assert_same_dataset(tmp_path / "local", tmp_path / "spark")["options"]["executor"]["tasks"] >= 5
+    assert local.counts == remote.counts
+    records = _sagemaker_records(tmp_path / "local")
+    assert sum(len(v) for v in records.values()) == local.counts["matched"]
+    assert all(k.startswith("_sagemaker/merge/") for k in records)
+    assert _sagemaker_records(tmp_path / "spark") == records
+
+
+def test_merge_on_raw_batch_in_sagemaker_format_matches_local(spark: Any, tmp_path: Path) -> None:
+    summary = synth_batch(str(tmp_path / "s"), BatchSynthOptions(jobs=1, files_per_job=3, records_per_file=60))
+    _relabel(Path(summary.ground_truth_root))
+    options = MergeOptions(max_reject_ratio=1.0, sagemaker_format=True, schedule_name="nightly")
+    sources = {"batch": summary.capture_root, "ground_truth": summary.ground_truth_root}
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.rejected
+    espark.run_merge(
+        spark,
+        dest=str(tmp_path / "spark"),
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=20_000),
+        **sources,
+    )
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    records = _sagemaker_records(tmp_path / "local")
+    assert records and all(k.startswith("_sagemaker/merge/nightly/") for k in records)
+    assert _sagemaker_records(tmp_path / "spark") == records
+
+
+def test_merge_of_a_decoded_dataset_in_sagemaker_format_fails_as_locally(
+    spark: Any, payloads: Path, tmp_path: Path
+) -> None:
+    run_realtime(str(payloads), str(tmp_path / "decoded"), options=RealtimeOptions(decode=True, max_reject_ratio=1.0))
+    (tmp_path / "no-labels").mkdir()
+    options = MergeOptions(sagemaker_format=True)
+    sources = {"predictions": str(tmp_path / "decoded"), "ground_truth": str(tmp_path / "no-labels")}
+    with pytest.raises(OptionsError) as local:
+        run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    with pytest.raises(OptionsError) as remote:
+        espark.run_merge(spark, dest=str(tmp_path / "spark"), options=options, **sources)
+    assert "holds decoded payload records" in str(local.value) and str(remote.value) == str(local.value)
+    assert not (tmp_path / "spark" / "_SUCCESS").exists()
+
+
 # -- faults ------------------------------------------------------------------------------------------------
 
 
@@ -428,29 +518,32 @@ def test_merge_on_s3_matches_local(
     assert local.counts == remote.counts
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--predictions", "{root}/predictions"], "a --predictions dataset: run locally"),
-        (["--captures", "{root}/capture", "--format", "sagemaker"], "--format sagemaker: run locally"),
-    ],
-)
-def test_merge_options_spark_cannot_run_are_refused_before_a_jvm_starts(
-    tmp_path: Path, extra: list[str], message: str
+@pytest.mark.s3
+def test_merge_on_batch_on_s3_in_sagemaker_format_matches_local(
+    spark: Any, tmp_path: Path, s3_server: S3Endpoint, s3_bucket: str
 ) -> None:
-    # No java reachable: had the CLI started a session first, it would fail on that, not with the refusal.
-    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
-    env.update({"JAVA_HOME": str(tmp_path / "no-java"), "PATH": os.path.dirname(sys.executable)})
-    args = [*(a.format(root=tmp_path) for a in extra), "--ground-truth", str(tmp_path / "gt"), str(tmp_path / "out")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "merge", *args, "--executor", "spark"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    # Transform files listed through manifests on S3, and JSON Lines written by the executors to S3 and committed.
+    so = s3_server.storage_options()
+    shape = BatchSynthOptions(jobs=1, files_per_job=2, records_per_file=40)
+    summary = synth_batch(f"s3://{s3_bucket}/bsynth", shape, storage_options=so)
+    twin = synth_batch(str(tmp_path / "s"), shape)  # the same seed: the same labels, re-labelled on local disk
+    _relabel(Path(twin.ground_truth_root))
+    fs = s3_server.filesystem()
+    fs.put(twin.ground_truth_root, f"{s3_bucket}/bground-truth", recursive=True)
+    sources = {"batch": summary.capture_root, "ground_truth": f"s3://{s3_bucket}/bground-truth"}
+    options = MergeOptions(max_reject_ratio=1.0, how="left", sagemaker_format=True, storage_options=so)
+    local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
+    assert local.counts["matched"] and local.rejected
+    remote = espark.run_merge(
+        spark,
+        dest=f"s3://{s3_bucket}/bout",
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=30_000),
+        **sources,
     )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "out").exists()
+    fs.get(f"{s3_bucket}/bout", str(tmp_path / "spark"), recursive=True)
+    assert not [p for p in fs.find(f"{s3_bucket}/bout") if "/_temporary/" in p]
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
+    records = _sagemaker_records(tmp_path / "local")
+    assert records and _sagemaker_records(tmp_path / "spark") == records
