@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from engine import interrupts
 from engine.errors import SinkError
 from engine.io.storage import Location, translate_errors
-from engine.sinks.dataset import SUCCESS, TEMPORARY, parquet_writer
+from engine.sinks.dataset import SUCCESS, TEMPORARY
+from engine.sinks.formats import parquet_writer
 from engine.sinks.lock import DestinationLock
 from engine.sinks.manifest import (
     JOURNAL,

@@ -236,6 +236,7 @@ def run_merge(
         writers = {"data": data, "rejects": run.rejects}
 
         def context(job: str, job_source: str) -> JobContext:
+            assert data.spec is not None and run.rejects.spec is not None  # tables' writers
             return JobContext(
                 job=job,
                 source=job_source,
