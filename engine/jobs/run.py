@@ -115,6 +115,7 @@ class JobRun:
         self.replace_read_hours = command in ("realtime", "batch") if replace_read_hours is None else replace_read_hours
         self.lock: DestinationLock | None = None
         self._writers: list[SideWriter] = []
+        self._side: list[SideWriter] = []  # tracked: committed as they are (no cut hours, no schemas)
         # Rejects of sources without endpoints (batch, labels) are partitioned by hour only, so that
         # readers need not type an all-null endpoint=/variant= level.
         spec = table_spec("rejects")
@@ -142,6 +143,7 @@ class JobRun:
     def track(self, writer: W) -> W:
         """Commit (or abort) `writer`'s files with this run's, like a side table."""
         self._writers.append(writer)
+        self._side.append(writer)
         return writer
 
     def __enter__(self) -> JobRun:
@@ -182,7 +184,7 @@ class JobRun:
         file_rows: dict[str, int] = {}
         file_schemas: dict[str, Any] = {}
         for w in self._writers:
-            if not isinstance(w, DatasetWriter):
+            if any(w is t for t in self._side) or not isinstance(w, DatasetWriter):
                 if w is not data:
                     side.update(w.close())  # side tables (e.g. merge's JSON Lines)
                 continue

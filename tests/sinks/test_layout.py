@@ -14,6 +14,7 @@ from engine.kernels.partition import HIVE_NULL
 from engine.sinks.dataset import TEMPORARY, DatasetWriter
 from engine.sinks.formats import JsonLines
 from engine.sinks.layout import CAPTURE, HIVE, HIVE_HOURS, MAX_SEGMENT_BYTES, hive, sagemaker_merged
+from engine.sinks.merged_jsonl import SAGEMAKER_ROOT, merged_writer
 from engine.tables import table_spec
 from engine.times import TIME_TYPE
 
@@ -48,7 +49,7 @@ def test_sagemaker_merged_folders() -> None:
     assert sagemaker_merged("batch", "my-schedule").folder((None, None, H)) == "merge/my-schedule/2026/11/01/13"
     # No hour: one default-partition folder where the four hour folders would be; names as they are.
     assert sagemaker_merged("realtime").folder(("a b", None, None)) == f"merge/a b/{HIVE_NULL}/{HIVE_NULL}"
-    assert sagemaker_merged("realtime").under("_sagemaker").folder(("e", "v", H)) == (
+    assert sagemaker_merged("realtime").under(SAGEMAKER_ROOT).folder(("e", "v", H)) == (
         "_sagemaker/merge/e/v/2026/11/01/13"
     )
 
@@ -63,6 +64,28 @@ def _rendered(endpoint: str, hour: int, lines: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(
         {"endpoint": [endpoint] * len(lines), "variant": ["v"] * len(lines), "inference_time": t, "line": lines}
     )
+
+
+def test_json_lines_part_files_roll_at_their_text_size(tmp_path: Path) -> None:
+    """One file per flush, each flushed when its folder's text (not its Arrow size) reaches the buffer size."""
+    line = '{"a":"xy"}\n'  # 11 bytes
+    w = merged_writer(open_location(str(tmp_path)), run_id="r1", kind="realtime", buffer_bytes=3 * len(line))
+    for i in range(7):
+        w.write(_rendered("ep", H, [line.replace("xy", f"{i:02d}")]))
+    w.write(_rendered("other", H + 1, [line]))
+    written = w.close()
+    base = tmp_path / TEMPORARY / "r1"
+    files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    assert files == [
+        "_sagemaker/merge/ep/v/2026/11/01/13/part-r1-00000.jsonl",
+        "_sagemaker/merge/ep/v/2026/11/01/13/part-r1-00001.jsonl",
+        "_sagemaker/merge/ep/v/2026/11/01/13/part-r1-00002.jsonl",
+        "_sagemaker/merge/other/v/2026/11/01/14/part-r1-00000.jsonl",
+    ]
+    texts = [(base / f).read_text() for f in files[:3]]
+    assert [t.count("\n") for t in texts] == [3, 3, 1]
+    assert "".join(texts) == "".join(line.replace("xy", f"{i:02d}") for i in range(7))
+    assert written["_sagemaker/merge/ep/v/2026/11/01/13"][0] == 7
 
 
 def test_one_writer_with_parquet_hive_and_json_lines_hive(tmp_path: Path) -> None:
@@ -88,3 +111,10 @@ def test_one_writer_with_parquet_hive_and_json_lines_hive(tmp_path: Path) -> Non
     assert table.column("line").to_pylist() == ['{"a":1}\n', '{"a":2}\n']
     text = (tmp_path / TEMPORARY / "r2" / "lines" / folder / "part-r2-00000.jsonl").read_text()
     assert text == '{"a":1}\n{"a":2}\n'
+
+
+def test_an_aborted_json_lines_writer_leaves_no_file(tmp_path: Path) -> None:
+    w = merged_writer(open_location(str(tmp_path)), run_id="r1", kind="realtime")
+    w.write(_rendered("ep", H, ['{"a":1}\n']))
+    w.abort()
+    assert not (tmp_path / TEMPORARY).exists()
