@@ -150,25 +150,25 @@ def _text_range(lines: pa.Array) -> tuple[int, int]:
     return int(offsets[0]), int(offsets[-1])
 
 
-def _text_bytes(lines: pa.Array) -> bytes:
-    """The concatenated values of a string array slice: its data buffer between the first and last offset."""
+def _text(lines: pa.Array) -> pa.Buffer:
+    """The concatenated values of a string array slice: its data buffer between the first and last offset,
+    a view (no copy)."""
     data = lines.buffers()[2]
     if data is None or not len(lines):
-        return b""
+        return pa.py_buffer(b"")
     start, end = _text_range(lines)
-    text: bytes = data.slice(start, end - start).to_pybytes()  # a zero-copy view, one copy of just this range
-    return text
+    return data.slice(start, end - start)
 
 
 @dataclass
 class _JsonLinesFile:
     loc: Location
     path: str
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[pa.Buffer] = field(default_factory=list)  # views of the buffered lines, joined once at close
 
     def write(self, table: pa.Table) -> None:
         for lines in table.column(0).chunks:
-            self.parts.append(_text_bytes(lines))
+            self.parts.append(_text(lines))
 
     def close(self) -> None:
         with translate_errors(self.loc.uri(self.path), sink=True):
