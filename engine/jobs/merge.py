@@ -47,7 +47,7 @@ from engine.kernels.join import LabelIndex, join_key, key_hash
 from engine.options import MergeOptions, check_location
 from engine.report import RunReport
 from engine.sinks.dataset import DatasetWriter
-from engine.sinks.merged_jsonl import MergedJsonWriter, required_columns
+from engine.sinks.merged_jsonl import MergedJson, merged_writer, required_columns
 from engine.sources.labels import list_label_objects
 from engine.sources.predictions import Kind, Predictions, batch_predictions, capture_predictions, dataset_predictions
 
@@ -88,7 +88,7 @@ class _Merger:
         options: MergeOptions,
         report: RunReport,
         data: DatasetWriter | None,
-        jsonl: MergedJsonWriter | None,
+        jsonl: MergedJson | None,
         duplicates: DuplicateCounter,
         *,
         raw: bool,
@@ -331,9 +331,8 @@ def run_merge(
         data = run.writer(table, time_column="inference_time", dynamic=True)
         jsonl = None
         if options.sagemaker_format:
-            jsonl = run.track(
-                MergedJsonWriter(run.out, run_id=run.run_id, kind=preds.kind, schedule_name=options.schedule_name)
-            )
+            writer = merged_writer(run.out, run_id=run.run_id, kind=preds.kind, schedule_name=options.schedule_name)
+            jsonl = MergedJson(preds.kind, run.track(writer))
         merger = _Merger(options, report, data, jsonl, DuplicateCounter(spill_dir), raw=preds.raw)
         rows = _timed(preds.batches, report, "predictions")
         if progress is not None:

@@ -14,10 +14,10 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from engine import interrupts
 from engine.errors import NoDataError, OptionsError, RejectLimitError
@@ -31,7 +31,7 @@ from engine.sinks.lock import DestinationLock
 from engine.sinks.manifest import FAILED
 from engine.tables import TableSpec, table_spec
 
-__all__ = ["JobRun", "SideWriter", "iso"]
+__all__ = ["JobRun", "SideWriter", "Verdict", "iso", "verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,31 @@ class SideWriter(Protocol):
 
 
 W = TypeVar("W", bound=SideWriter)
+Partitions = dict[str, tuple[int, list[str]]]  # relative folder -> (rows, temporary files)
+Verdict = Literal["commit", "reject_limit", "no_data"]
+
+
+def verdict(report: RunReport, options: JobOptions) -> Verdict:
+    """The policy of a run's end, apart from how it commits: `reject_limit` when more records were rejected
+    than `max_reject_ratio` allows (the rejects are committed, no data), `no_data` when nothing was read and
+    `require_data` is set (nothing is committed), else `commit`."""
+    if report.records and report.reject_ratio > options.max_reject_ratio:
+        return "reject_limit"
+    if report.records == 0 and options.require_data:
+        return "no_data"
+    return "commit"
+
+
+@dataclass
+class _Closed:
+    """Every writer of a run closed: what the commit replaces, and what it needs to know of the files."""
+
+    data: Partitions = field(default_factory=dict)  # the data writer's partitions (reported per partition)
+    side: Partitions = field(default_factory=dict)  # other tables and side writers, committed with the data
+    rejects: Partitions = field(default_factory=dict)  # committed even when the data is not
+    cuts: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    file_rows: dict[str, int] = field(default_factory=dict)
+    file_schemas: dict[str, Any] = field(default_factory=dict)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -116,6 +141,7 @@ class JobRun:
         self.replace_read_hours = command in ("realtime", "batch") if replace_read_hours is None else replace_read_hours
         self.lock: DestinationLock | None = None
         self._writers: list[SideWriter] = []
+        self._side: list[SideWriter] = []  # tracked: committed as they are (no cut hours, no schemas)
         # Rejects of sources without endpoints (batch, labels) are partitioned by hour only, so that
         # readers need not type an all-null endpoint=/variant= level.
         spec = table_spec("rejects")
@@ -143,6 +169,7 @@ class JobRun:
     def track(self, writer: W) -> W:
         """Commit (or abort) `writer`'s files with this run's, like a side table."""
         self._writers.append(writer)
+        self._side.append(writer)
         return writer
 
     def __enter__(self) -> JobRun:
@@ -173,51 +200,22 @@ class JobRun:
         check_reasons(report.rejects_by_reason, self.out.uri(self.out.root))
         interrupts.check()
         t0 = time.perf_counter()
-        if self.replace_read_hours:
-            for key in list(self.rejects.partitions):
-                data.touch(key)
-        data_parts = data.close()
-        side: dict[str, tuple[int, list[str]]] = {}
-        rejects_written: dict[str, tuple[int, list[str]]] = {}
-        cuts: dict[str, tuple[str, int, int]] = {}
-        file_rows: dict[str, int] = {}
-        file_schemas: dict[str, Any] = {}
-        for w in self._writers:
-            if not isinstance(w, DatasetWriter):
-                if w is not data:
-                    side.update(w.close())  # side tables (e.g. merge's JSON Lines)
-                continue
-            parts = data_parts if w is data else w.close()
-            file_rows.update(w.file_rows)
-            file_schemas.update(w.file_schemas)
-            if w is self.rejects:
-                rejects_written = parts  # rejects belong to the source hours read: replaced whole
-                continue
-            for rel, rng in w.time_ranges(options.start, options.end).items():
-                if rng is None:
-                    continue
-                if rng[0] >= rng[1]:  # a source hour listed only as slack: outside the window
-                    if rel in parts and not parts[rel][1]:
-                        del parts[rel]
-                    continue
-                cuts[rel] = (w.time_column, rng[0], rng[1])
-            if w is not data:
-                side.update(parts)
-        data_written = {**side, **data_parts}
+        closed = self._close(data)
         interrupts.phase("commit:start")  # every file written under _temporary/<run>/, nothing committed
         interrupts.check()
         report.add_time("write", time.perf_counter() - t0)
-        report.partitions = {rel: rows for rel, (rows, files) in sorted(data_parts.items()) if rows or files}
+        report.partitions = {rel: rows for rel, (rows, files) in sorted(closed.data.items()) if rows or files}
         report.rows_written = data.rows
         report.wall_seconds = time.perf_counter() - self.started
         commit_args: dict[str, Any] = {
-            "cuts": cuts,
-            "file_rows": file_rows,
-            "file_schemas": file_schemas,
+            "cuts": closed.cuts,
+            "file_rows": closed.file_rows,
+            "file_schemas": closed.file_schemas,
             "compression": None if options.compression == "none" else options.compression,
         }
 
-        if report.records and report.reject_ratio > options.max_reject_ratio:
+        decision = verdict(report, options)
+        if decision == "reject_limit":
             # Keep the rejects (the user needs them to see why) but commit no data and no _SUCCESS.
             report.status = "failed"
             report.message = (
@@ -228,14 +226,14 @@ class JobRun:
             commit_run(
                 self.out,
                 self.run_id,
-                rejects_written,
+                closed.rejects,
                 reports={FAILED: report.to_json(), SUCCESS: None},
                 run_entry=self._run_entry(report, rejects_only=True),
                 **commit_args,
             )
             abort_run(self.out, self.run_id)
             raise RejectLimitError(report.message)
-        if report.records == 0 and options.require_data:
+        if decision == "no_data":
             abort_run(self.out, self.run_id)
             report.status = "failed"
             report.message = no_data_error
@@ -249,7 +247,7 @@ class JobRun:
         stats = commit_run(
             self.out,
             self.run_id,
-            {**data_written, **rejects_written},
+            {**closed.side, **closed.data, **closed.rejects},
             reports={SUCCESS: None, FAILED: None},
             run_entry=self._run_entry(report),
             **commit_args,
@@ -272,6 +270,36 @@ class JobRun:
             report.out_of_window,
         )
         return report
+
+    def _close(self, data: DatasetWriter) -> _Closed:
+        """Close every writer; a table's partitions the window cuts get their cut, slack-only ones are dropped."""
+        options = self.options
+        if self.replace_read_hours:
+            for key in list(self.rejects.partitions):
+                data.touch(key)
+        closed = _Closed(data=data.close())
+        for w in self._writers:
+            if any(w is t for t in self._side) or not isinstance(w, DatasetWriter):
+                if w is not data:
+                    closed.side.update(w.close())  # side tables (e.g. merge's JSON Lines)
+                continue
+            parts = closed.data if w is data else w.close()
+            closed.file_rows.update(w.file_rows)
+            closed.file_schemas.update(w.file_schemas)
+            if w is self.rejects:
+                closed.rejects = parts  # rejects belong to the source hours read: replaced whole
+                continue
+            for rel, rng in w.time_ranges(options.start, options.end).items():
+                if rng is None:
+                    continue
+                if rng[0] >= rng[1]:  # a source hour listed only as slack: outside the window
+                    if rel in parts and not parts[rel][1]:
+                        del parts[rel]
+                    continue
+                closed.cuts[rel] = (w.time_column, rng[0], rng[1])
+            if w is not data:
+                closed.side.update(parts)
+        return closed
 
     def _run_entry(self, report: RunReport, *, rejects_only: bool = False) -> dict[str, Any]:
         """What the dataset manifest records of this run."""

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -16,50 +13,8 @@ from engine.times import TIME_TYPE, US_PER_HOUR
 __all__ = ["HIVE_NULL", "PartitionKey", "split_by_hour"]
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 PartitionKey = tuple[str | None, str | None, int | None]  # endpoint, variant, epoch hour
-
-
-# Filesystems limit a name to 255 bytes; `endpoint=` plus an escaped name must fit, with room to spare.
-MAX_SEGMENT_BYTES = 200
-
-
-def _escape(value: str | None) -> str:
-    # Hive escapes path-unsafe characters with %XX; SageMaker names are [a-zA-Z0-9-], so this is rare.
-    if value is None:
-        return HIVE_NULL
-    escaped = quote(value, safe="-_.~ ")
-    if escaped == HIVE_NULL:
-        # Readers take this exact name (however escaped) for null: a folder really named so gets a suffix.
-        return f"{HIVE_NULL}~{hashlib.sha256(value.encode()).hexdigest()[:16]}"
-    if len(escaped) <= MAX_SEGMENT_BYTES:
-        return escaped
-    # Too long for a folder name (100 non-ASCII letters escape to 900 bytes): keep the escaped prefix of
-    # whole characters that fits, plus a hash of the whole name, so distinct names stay distinct.
-    head: list[str] = []
-    size = 0
-    for ch in value:
-        q = quote(ch, safe="-_.~ ")
-        if size + len(q) > MAX_SEGMENT_BYTES - 17:
-            break
-        head.append(q)
-        size += len(q)
-    return "".join(head) + "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
-
-
-def partition_path(key: PartitionKey, *, with_names: bool = True) -> str:
-    """``endpoint=e/variant=v/year=YYYY/month=MM/day=DD/hour=HH`` (zero-padded, UTC)."""
-    endpoint, variant, hour = key
-    parts = []
-    if with_names:
-        parts += [f"endpoint={_escape(endpoint)}", f"variant={_escape(variant)}"]
-    if hour is None:
-        parts += [f"year={HIVE_NULL}", f"month={HIVE_NULL}", f"day={HIVE_NULL}", f"hour={HIVE_NULL}"]
-    else:
-        t = _EPOCH + timedelta(hours=hour)  # also before 1970; %Y would not zero-pad year 1 on glibc
-        parts += [f"year={t.year:04d}", f"month={t:%m}", f"day={t:%d}", f"hour={t:%H}"]
-    return "/".join(parts)
 
 
 def _codes(col: pa.Array) -> tuple[np.ndarray, list[str | None]]:

@@ -1,2 +1,2 @@
-"""Writers: the hive-partitioned dataset and its commit protocol (`dataset`), and SageMaker's merged JSON Lines
-layout (`merged_jsonl`)."""
+"""Writers: one partitioned writer (`dataset`) over file formats (`formats`) and path layouts (`layout`), its
+commit protocol (`commit`, `manifest`, `lock`), and SageMaker's merged records (`merged_jsonl`)."""

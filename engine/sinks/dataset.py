@@ -1,6 +1,8 @@
-"""Sink: hive-partitioned Parquet part files under a run's `_temporary/` folder, one open file per partition.
+"""Sink: partitioned part files under a run's `_temporary/` folder, one open file per partition.
 
-The commit protocol that turns them into the dataset is in `engine.sinks.commit`.
+The writer buffers rows per partition and rolls part files; what a file holds is its `FileFormat`
+(`engine.sinks.formats`: Parquet, JSON Lines), where it goes its `Layout` (`engine.sinks.layout`: hive by
+default). The commit protocol that turns the files into the dataset is in `engine.sinks.commit`.
 """
 
 from __future__ import annotations
@@ -12,57 +14,28 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine import interrupts
-from engine.io.storage import Location, translate_errors
-from engine.kernels.partition import PartitionKey, partition_path, split_by_hour
+from engine.io.storage import Location
+from engine.kernels.partition import PartitionKey, split_by_hour
+from engine.sinks.formats import FileFormat, Parquet, PartFile
+from engine.sinks.layout import Layout, hive
 from engine.tables import TableSpec
 
-__all__ = ["SUCCESS", "TEMPORARY", "DatasetWriter", "parquet_writer", "widen_schemas"]
+__all__ = ["SUCCESS", "TEMPORARY", "DatasetWriter", "widen_schemas"]
 
 logger = logging.getLogger(__name__)
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
-# Low-cardinality columns; payloads and ids are unique per row, where dictionaries only cost time.
-_DICTIONARY = {
-    "event_version",
-    "input_content_type",
-    "input_encoding",
-    "output_content_type",
-    "output_encoding",
-    "source_file",
-    "manifest_file",
-    "input_file",
-    "output_file",
-    "reason",
-    "detail",
-    "label_encoding",
-    "label_file",
-}
-_NO_STATISTICS = {"input_data", "output_data", "custom_attributes", "raw", "detail"}
-
-
-def parquet_writer(f: Any, schema: pa.Schema, compression: str | None) -> pq.ParquetWriter:
-    return pq.ParquetWriter(
-        f,
-        schema,
-        compression=compression,
-        use_dictionary=[c for c in schema.names if c in _DICTIONARY],
-        # Min/max of payload strings cost time and prune nothing; ids and times do prune.
-        write_statistics=[c for c in schema.names if c not in _NO_STATISTICS],
-    )
 
 
 @dataclass
 class _Open:
-    writer: pq.ParquetWriter
-    handle: Any
+    file: PartFile
     path: str
     last: Future[None] | None = None  # its latest row group in the write pool (row groups go in order)
 
@@ -126,20 +99,28 @@ def _cast_column(col: pa.Array, target: pa.DataType) -> pa.Array:
 
 
 class DatasetWriter:
-    """Buffers record batches per partition and writes them as row groups of bounded size.
+    """Buffers record batches per partition and writes them as row groups (or files) of bounded size.
 
-    Row groups are encoded and written on a small thread pool (`write_threads`; pyarrow releases the GIL
-    while it encodes and compresses), so the caller goes on partitioning and decoding meanwhile; one file's
-    row groups are written one after the other, in order. At most `2 * write_threads` row groups wait in the
-    pool (the caller waits for the oldest beyond that), so memory stays bounded. `write_threads=0` writes in
-    the caller's thread. Errors of a pool write are raised by the next `write` or `close`.
+    `file_format` (default: Parquet with `compression`) says what a part file holds and whether it stays
+    open across flushes; `layout` (default: the hive layout of `spec`) where each partition's folder is,
+    below `prefix`. Without `spec` the rows are written with the columns they come with (the format keeps
+    what it needs). Part files are named ``part-<run>-<n><extension>``, `n` counting per partition.
+    A flush happens at `row_group_bytes` per partition, and the largest first when all buffers hold more
+    than twice that.
+
+    Row groups of appending formats (Parquet) are encoded and written on a small thread pool (`write_threads`;
+    pyarrow releases the GIL while it encodes and compresses), so the caller goes on partitioning and decoding
+    meanwhile; one file's row groups are written one after the other, in order. At most `2 * write_threads`
+    row groups wait in the pool (the caller waits for the oldest beyond that), so memory stays bounded.
+    `write_threads=0` writes in the caller's thread. Errors of a pool write are raised by the next `write` or
+    `close`. A format writing one file per flush (JSON Lines) writes it in the caller's thread.
     """
 
     def __init__(
         self,
         loc: Location,
         *,
-        spec: TableSpec,
+        spec: TableSpec | None,
         time_column: str,
         dynamic: bool = False,
         run_id: str,
@@ -148,22 +129,25 @@ class DatasetWriter:
         row_group_bytes: int = 64 * 2**20,
         max_open: int = 64,
         write_threads: int | None = None,
+        file_format: FileFormat | None = None,
+        layout: Layout | None = None,
     ) -> None:
         self.loc = loc
         self.spec = spec
         self.time_column = time_column
         self.run_id = run_id
         self.prefix = prefix
-        self.compression = None if compression == "none" else compression
+        self.format: FileFormat = file_format or Parquet(None if compression == "none" else compression)
+        self.layout = layout or hive(spec.partition_by if spec is not None else ())
         self.row_group_bytes = row_group_bytes
         self.budget = 2 * row_group_bytes
         self.max_open = max_open
         # Fixed: every file has the table's schema. Dynamic (decoded payloads, whose columns come from
         # the data): each partition takes the schema of its first rows, and rows with new columns start
         # a new part file with the widened schema (readers merge them: union_by_name, missing_columns).
-        self.schema = spec.file_schema
+        self.schema = spec.file_schema if spec is not None else None
         self.dynamic = dynamic
-        self.drop = [c for c in spec.partition_by if c in spec.schema.names]
+        self.drop = [c for c in spec.partition_by if c in spec.schema.names] if spec is not None else []
         self.partitions: dict[PartitionKey, _Partition] = {}
         self.open: OrderedDict[PartitionKey, _Open] = OrderedDict()
         self.buffered = 0
@@ -182,8 +166,7 @@ class DatasetWriter:
     def _partition(self, key: PartitionKey) -> _Partition:
         part = self.partitions.get(key)
         if part is None:
-            path = partition_path(key, with_names="endpoint" in self.spec.partition_by)
-            rel = "/".join(p for p in (self.prefix, path) if p)
+            rel = "/".join(p for p in (self.prefix, self.layout.folder(key)) if p)
             part = self.partitions[key] = _Partition(rel=rel, hour=key[2])
         return part
 
@@ -211,11 +194,14 @@ class DatasetWriter:
         interrupts.check()
         for key, rows in split_by_hour(batch, self.time_column):
             part = self._partition(key)
-            rows = self._conform(key, part, rows)
+            rows = self.format.keep(self._conform(key, part, rows))
+            if part.schema is None:  # no table spec: the columns the rows come with
+                part.schema = rows.schema
+            size = self.format.measure(rows)
             part.buffer.append(rows)
-            part.buffered += rows.nbytes
+            part.buffered += size
             part.rows += rows.num_rows
-            self.buffered += rows.nbytes
+            self.buffered += size
             self.rows += rows.num_rows
             if part.buffered >= self.row_group_bytes:
                 self._flush(key)
@@ -226,6 +212,8 @@ class DatasetWriter:
             self._inflight.popleft().result()  # a failed pool write stops the run at the next batch
 
     def _conform(self, key: PartitionKey, part: _Partition, rows: pa.RecordBatch) -> pa.RecordBatch:
+        if self.schema is None:
+            return rows
         if not self.dynamic:
             part.schema = self.schema
             return rows.select(self.schema.names)
@@ -269,8 +257,12 @@ class DatasetWriter:
         else:
             self.open.move_to_end(key)
         self.file_rows[handle.path] = self.file_rows.get(handle.path, 0) + table.num_rows
+        if not self.format.appends:  # one whole file per flush
+            handle.file.write(table)
+            self._close(key)
+            return
         if self.write_threads <= 0:
-            _write_group(self.loc, handle, table, None)
+            _write_group(handle, table, None)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.write_threads, thread_name_prefix="parquet-write")
@@ -278,7 +270,7 @@ class DatasetWriter:
             self._inflight.popleft().result()  # back-pressure; raises a failed write here
         # The pool's queue is first in, first out: when this task starts, the file's previous row group
         # has started already on another thread, so waiting for it cannot deadlock the pool.
-        handle.last = self._pool.submit(_write_group, self.loc, handle, table, handle.last)
+        handle.last = self._pool.submit(_write_group, handle, table, handle.last)
         self._inflight.append(handle.last)
 
     def _settle(self, handle: _Open) -> None:
@@ -293,20 +285,16 @@ class DatasetWriter:
         while len(self.open) >= self.max_open:
             # Least recently written partition: its next rows go to a new part file.
             self._close(next(iter(self.open)))
-        name = f"part-{self.run_id}-{part.parts:05d}.parquet"
+        name = f"part-{self.run_id}-{part.parts:05d}{self.format.extension}"
         part.parts += 1
         path = self.loc.join(TEMPORARY, self.run_id, part.rel, name)
         schema = part.schema or self.schema
-        fs = self.loc.fs
-        with translate_errors(self.loc.uri(path), sink=True):
-            if self.loc.is_local:
-                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            f = fs.open(path, "wb")
-            writer = parquet_writer(f, schema, self.compression)
+        assert schema is not None  # set by the partition's first rows
+        file = self.format.open(self.loc, path, schema)
         part.files.append(path)
         self.file_schemas[path] = schema
         self.file_rows.setdefault(path, 0)
-        handle = self.open[key] = _Open(writer, f, path)
+        handle = self.open[key] = _Open(file, path)
         return handle
 
     def _close(self, key: PartitionKey) -> None:
@@ -314,29 +302,23 @@ class DatasetWriter:
         if handle is None:
             return
         self._settle(handle)
-        with translate_errors(self.loc.uri(handle.path), sink=True):
-            handle.writer.close()
-            handle.handle.close()
+        handle.file.close()
 
     def abort(self) -> None:
         """Drop open files without finishing them (after a failure; nothing of them is committed).
 
-        An object-store upload is aborted rather than completed, and the writer is marked closed so
-        that garbage collection does not try to write a footer to a dead connection. Row groups waiting
-        in the pool are dropped; one being written is waited for (a file cannot be dropped under it).
+        Each is discarded as its format does (an object-store upload aborted rather than completed). Row
+        groups waiting in the pool are dropped; one being written is waited for (a file cannot be dropped
+        under it). Buffers are dropped too.
         """
         self._stop_pool()
+        for part in self.partitions.values():
+            part.buffer, part.buffered = [], 0
+        self.buffered = 0
         for key in list(self.open):
             handle = self.open.pop(key)
-            handle.writer.is_open = False
             try:
-                if self.loc.is_local:
-                    handle.handle.close()
-                else:
-                    try:
-                        handle.handle.discard()
-                    finally:
-                        handle.handle.closed = True
+                handle.file.discard()
             except Exception:  # best effort: the store may be the thing that failed
                 logger.debug("could not discard %s", self.loc.uri(handle.path), exc_info=True)
 
@@ -361,11 +343,10 @@ class DatasetWriter:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_group(loc: Location, handle: _Open, table: pa.Table, after: Future[None] | None) -> None:
+def _write_group(handle: _Open, table: pa.Table, after: Future[None] | None) -> None:
     """One row group into `handle`'s file, once the row group before it (`after`) is written."""
     if after is not None and (failed := after.exception()) is not None:
         # The file is broken: this row group fails with the first error. A copy, not the error itself:
         # re-raising one exception object down a chain of row groups would grow its traceback each time.
         raise copy.copy(failed).with_traceback(None) from None
-    with translate_errors(loc.uri(handle.path), sink=True):
-        handle.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    handle.file.write(table)

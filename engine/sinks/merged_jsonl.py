@@ -12,32 +12,28 @@ that the JSON Lines never break ``ds.dataset(DEST)`` or ``pd.read_parquet(DEST)`
 
 Records are rendered for a whole batch at once with polars string
 expressions (values JSON-escaped by polars' own encoder), never a ``json.dumps`` per row. Absent values are
-left out, as SageMaker's Spark writer leaves out nulls.
+left out, as SageMaker's Spark writer leaves out nulls. They are written by the engine's one partitioned writer
+(`DatasetWriter`) in the `JsonLines` format and the `sagemaker_merged` layout.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.io.storage import Location, translate_errors
-from engine.kernels.partition import HIVE_NULL, PartitionKey, split_by_hour
-from engine.sinks.dataset import TEMPORARY
+from engine.io.storage import Location
+from engine.sinks.dataset import DatasetWriter
+from engine.sinks.formats import JsonLines
+from engine.sinks.layout import sagemaker_merged
 
 # The analyzers' "output" folder within DEST; a leading "_" keeps Parquet readers out of it.
 SAGEMAKER_ROOT = "_sagemaker"
 
-__all__ = ["MergedJsonWriter", "render_records"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SAGEMAKER_ROOT", "MergedJson", "merged_writer", "render_records", "required_columns"]
 
 Kind = Literal["realtime", "batch"]
 _REALTIME_COLUMNS = (
@@ -145,70 +141,43 @@ def render_records(batch: pa.RecordBatch, kind: Kind) -> pa.Array:
     return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
-def _text_bytes(lines: pa.Array) -> bytes:
-    """The concatenated values of a string array slice: its data buffer between the first and last offset."""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
-    data = lines.buffers()[2]
-    if data is None or not len(lines):
-        return b""
-    start, end = int(offsets[0]), int(offsets[-1])
-    text: bytes = data.slice(start, end - start).to_pybytes()  # a zero-copy view, one copy of just this range
-    return text
+def merged_writer(
+    loc: Location,
+    *,
+    run_id: str,
+    kind: Kind,
+    schedule_name: str | None = None,
+    buffer_bytes: int = 16 * 2**20,
+) -> DatasetWriter:
+    """The writer of rendered records: ``part-<run>-<n>.jsonl`` files per hour folder under ``_temporary/<run>/``.
 
-
-@dataclass
-class _Partition:
-    rel: str
-    rows: int = 0
-    files: list[str] = field(default_factory=list)
-    buffer: list[bytes] = field(default_factory=list)
-    buffered: int = 0
-    buffered_rows: int = 0
-
-
-class MergedJsonWriter:
-    """Writes rendered records as ``part-<run>-<n>.jsonl`` files per hour folder under ``_temporary/<run>/``.
-
-    Each flush writes a whole new part file (object stores cannot append), so buffers are flushed at
-    `buffer_bytes` per folder and the largest folder first when all buffers exceed twice that. Committed with
-    the run (`JobRun.track`), which replaces the folders it wrote.
+    Each flush writes a whole new part file (object stores cannot append), at `buffer_bytes` of text per
+    folder, the largest folder first when all buffers exceed twice that; written in the caller's thread.
+    Committed with the run (`JobRun.track`), which replaces the folders it wrote.
     """
+    return DatasetWriter(
+        loc,
+        spec=None,
+        time_column="inference_time",
+        run_id=run_id,
+        prefix=SAGEMAKER_ROOT,
+        row_group_bytes=buffer_bytes,
+        write_threads=0,
+        file_format=JsonLines("line"),
+        layout=sagemaker_merged(kind, schedule_name),
+    )
 
-    def __init__(
-        self,
-        loc: Location,
-        *,
-        run_id: str,
-        kind: Kind,
-        schedule_name: str | None = None,
-        buffer_bytes: int = 16 * 2**20,
-    ) -> None:
-        self.loc = loc
-        self.run_id = run_id
-        self.kind = kind
-        self.schedule_name = schedule_name
-        self.buffer_bytes = buffer_bytes
-        self.partitions: dict[PartitionKey, _Partition] = {}
-        self.buffered = 0
-        self.rows = 0
-        self.file_rows: dict[str, int] = {}  # records per file written (or adopted)
 
-    def _rel(self, key: PartitionKey) -> str:
-        endpoint, variant, hour = key
-        parts = [SAGEMAKER_ROOT, "merge"]
-        if self.kind == "realtime":
-            parts += [quote(v, safe="-_.~ ") if v is not None else HIVE_NULL for v in (endpoint, variant)]
-        elif self.schedule_name:
-            parts.append(self.schedule_name)
-        if hour is None:
-            parts.append(HIVE_NULL)
-        else:
-            parts.append(f"{datetime.fromtimestamp(hour * 3600, tz=timezone.utc):%Y/%m/%d/%H}")
-        return "/".join(parts)
+@dataclass(frozen=True)
+class MergedJson:
+    """A merge's SageMaker records: rendered on the join's threads (`render`), written by `writer` in one."""
+
+    kind: Kind
+    writer: DatasetWriter
 
     def render(self, merged: pa.RecordBatch) -> pa.RecordBatch | None:
         """The records of the matched rows of `merged` with their partition columns (unmatched rows have no
-        label); thread-safe, so that rendering runs on the join's threads."""
+        label); thread-safe."""
         matched = pc.is_valid(merged.column("label_file"))
         if not pc.any(matched).as_py():
             return None
@@ -221,62 +190,5 @@ class MergedJsonWriter:
 
     def write(self, rendered: pa.RecordBatch | None) -> None:
         """Buffer records `render` made, by hour folder; full buffers become part files."""
-        if rendered is None:
-            return
-        for key, rows in split_by_hour(rendered, "inference_time"):
-            part = self.partitions.get(key)
-            if part is None:
-                part = self.partitions[key] = _Partition(self._rel(key))
-            data = _text_bytes(rows.column("line"))
-            part.buffer.append(data)
-            part.buffered += len(data)
-            part.buffered_rows += rows.num_rows
-            part.rows += rows.num_rows
-            self.buffered += len(data)
-            self.rows += rows.num_rows
-            if part.buffered >= self.buffer_bytes:
-                self._flush(part)
-        while self.buffered > 2 * self.buffer_bytes:
-            self._flush(max(self.partitions.values(), key=lambda p: p.buffered))
-
-    def _flush(self, part: _Partition) -> None:
-        if not part.buffer:
-            return
-        data = b"".join(part.buffer)
-        self.buffered -= part.buffered
-        rows = part.buffered_rows
-        part.buffer, part.buffered, part.buffered_rows = [], 0, 0
-        path = self.loc.join(TEMPORARY, self.run_id, part.rel, f"part-{self.run_id}-{len(part.files):05d}.jsonl")
-        with translate_errors(self.loc.uri(path), sink=True):
-            if self.loc.is_local:
-                self.loc.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            self.loc.fs.pipe_file(path, data)
-        part.files.append(path)
-        self.file_rows[path] = rows
-
-    def written(self) -> list[tuple[PartitionKey, str, int]]:
-        """After `close`: (partition key, temporary path, records) of every file written."""
-        return [(key, path, self.file_rows[path]) for key, part in self.partitions.items() for path in part.files]
-
-    def adopt(self, key: PartitionKey, path: str, rows: int) -> None:
-        """Make a file another writer wrote under the run's `_temporary/` (a Spark task's) one of this writer's,
-        so that the run commits it into its hour folder as if written here."""
-        part = self.partitions.get(key)
-        if part is None:
-            part = self.partitions[key] = _Partition(self._rel(key))
-        part.files.append(path)
-        part.rows += rows
-        self.rows += rows
-        self.file_rows[path] = rows
-
-    def close(self) -> dict[str, tuple[int, list[str]]]:
-        """Flush everything; returns {folder: (records, temporary files)} for the commit."""
-        for part in self.partitions.values():
-            self._flush(part)
-        return {p.rel: (p.rows, p.files) for p in self.partitions.values()}
-
-    def abort(self) -> None:
-        """Nothing is open between flushes: dropping the buffers is enough (the run removes its files)."""
-        for part in self.partitions.values():
-            part.buffer, part.buffered, part.buffered_rows = [], 0, 0
-        self.buffered = 0
+        if rendered is not None:
+            self.writer.write(rendered)

@@ -36,7 +36,7 @@ from engine.options import BatchOptions, JobOptions, MergeOptions, RealtimeOptio
 from engine.report import RunReport
 from engine.sinks.dataset import TEMPORARY, DatasetWriter
 from engine.sinks.manifest import read_manifest
-from engine.sinks.merged_jsonl import MergedJsonWriter
+from engine.sinks.merged_jsonl import MergedJson, merged_writer
 from engine.sources.labels import list_label_objects
 from engine.sources.manifests import TransformFile
 from engine.sources.predictions import DatasetPart, DatasetPlan, plan_dataset, scan_dataset
@@ -59,7 +59,7 @@ __all__ = [
     "LabelIndex",
     "Location",
     "MergeOptions",
-    "MergedJsonWriter",
+    "MergedJson",
     "Merger",
     "PartitionKey",
     "RealtimeOptions",
@@ -85,6 +85,7 @@ __all__ = [
     "looks_like_object",
     "manifest_problem_counts",
     "manifest_problem_rejects",
+    "merged_writer",
     "one_prediction_source",
     "open_location",
     "parse_size",
@@ -111,17 +112,12 @@ def written_files(writer: DatasetWriter) -> list[tuple[PartitionKey, str, int, p
     ]
 
 
-def adopt_files(
-    writer: DatasetWriter | MergedJsonWriter, key: PartitionKey, path: str, rows: int, schema: pa.Schema
-) -> None:
+def adopt_files(writer: DatasetWriter, key: PartitionKey, path: str, rows: int, schema: pa.Schema) -> None:
     """Make a file an executor wrote under the run's `_temporary/` one of `writer`'s, as if it had written it.
 
     The driver's `JobRun.commit` then treats it like a local file: partitions replaced, cut hours, one
     schema per table, manifest, `_SUCCESS` (merge's JSON Lines: their hour folders replaced).
     """
-    if isinstance(writer, MergedJsonWriter):
-        writer.adopt(key, path, rows)
-        return
     part = writer._partition(key)
     part.files.append(path)
     part.rows += rows

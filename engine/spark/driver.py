@@ -24,7 +24,7 @@ import pyarrow as pa
 from engine import errors
 from engine.errors import EngineError, SinkError
 from engine.jobs.plan import Task
-from engine.spark._kernels import DatasetWriter, MergedJsonWriter, RunReport, adopt_files, interrupts
+from engine.spark._kernels import DatasetWriter, RunReport, adopt_files, interrupts
 from engine.spark.executor import FAIL_ONCE_ENV, PAUSE_ENV, RESULT_SCHEMA, TASK_SCHEMA, JobContext, task_function
 
 __all__ = [
@@ -156,7 +156,7 @@ def absorb(
     results: list[dict[str, Any]],
     tasks: list[Task],
     report: RunReport,
-    writers: Mapping[str, DatasetWriter | MergedJsonWriter],
+    writers: Mapping[str, DatasetWriter],
 ) -> None:
     """Add the tasks' counts to `report` and hand their files to `writers` ("data", "rejects", "sagemaker").
 

@@ -56,6 +56,7 @@ def _execute(
     spark: Any, run: JobRun, data: Any, tasks: list[Task], job: str, source: str, dest: str, options: Any
 ) -> None:
     """Run the tasks on Spark and take the files and counts of the attempts it kept into the run."""
+    assert run.rejects.spec is not None  # a table's writer
     ctx = JobContext(
         job=job,
         source=source,

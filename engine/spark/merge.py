@@ -9,7 +9,7 @@
                duplicate prediction keys) as Spark aggregations
     stage 2:   per prediction segment, its rows joined to the labels Spark sent it and written by the
                engine's writer (`engine.spark.merge_tasks`), and with ``--format sagemaker`` rendered by the
-               local job's `MergedJsonWriter` into the attempt's folder
+               local job's `merged_writer` into the attempt's folder
     driver:    the files of the kept attempts committed with the engine's protocol, `_SUCCESS` last
 
 Side files live under the run's ``_temporary/`` folder and are read back through the engine's storage seam
@@ -29,7 +29,6 @@ from engine.spark._kernels import (
     MERGE_COUNTS,
     BatchOptions,
     JobRun,
-    MergedJsonWriter,
     MergeOptions,
     RunReport,
     check_location,
@@ -39,6 +38,7 @@ from engine.spark._kernels import (
     list_label_objects,
     manifest_problem_counts,
     manifest_problem_rejects,
+    merged_writer,
     one_prediction_source,
     open_location,
     plan_dataset,
@@ -245,10 +245,11 @@ def run_merge(
         writers: dict[str, Any] = {"data": data, "rejects": run.rejects}
         if options.sagemaker_format:
             writers["sagemaker"] = run.track(
-                MergedJsonWriter(run.out, run_id=run.run_id, kind=rows_kind, schedule_name=options.schedule_name)
+                merged_writer(run.out, run_id=run.run_id, kind=rows_kind, schedule_name=options.schedule_name)
             )
 
         def context(job: str, job_source: str) -> JobContext:
+            assert data.spec is not None and run.rejects.spec is not None  # tables' writers
             return JobContext(
                 job=job,
                 source=job_source,

@@ -38,7 +38,7 @@ from engine.spark._kernels import (
     JobOptions,
     LabelIndex,
     Location,
-    MergedJsonWriter,
+    MergedJson,
     MergeOptions,
     Merger,
     PartitionKey,
@@ -47,8 +47,10 @@ from engine.spark._kernels import (
     iter_labels,
     join_key,
     key_hash,
+    merged_writer,
     open_location,
     scan_dataset,
+    written_files,
 )
 from engine.spark.executor import JobContext, SideFile, TaskBody, batch_task, realtime_task, run_attempt
 
@@ -254,7 +256,8 @@ def join_function(
             # SageMaker's records with the same writer as locally, into this attempt's folder; the driver commits.
             jsonl = None
             if options.sagemaker_format:
-                jsonl = MergedJsonWriter(folder, run_id=file_id, kind=kind, schedule_name=options.schedule_name)
+                writer = merged_writer(folder, run_id=file_id, kind=kind, schedule_name=options.schedule_name)
+                jsonl = MergedJson(kind, writer)
             with tempfile.TemporaryDirectory(prefix="capture-engine-merge-") as tmp:
                 merger = Merger(options, report, data, jsonl, DuplicateCounter(Path(tmp)), raw=raw)
                 predictions = matched = 0
@@ -269,8 +272,8 @@ def join_function(
             report.counts.update(predictions=predictions, matched=matched)
             if jsonl is None:
                 return []
-            jsonl.close()
-            return [("sagemaker", key, p, rows, _NO_SCHEMA) for key, p, rows in jsonl.written()]
+            jsonl.writer.close()
+            return [("sagemaker", key, p, rows, _NO_SCHEMA) for key, p, rows, _ in written_files(jsonl.writer)]
 
         return run_attempt(ctx, segment, file_id, body)
 
