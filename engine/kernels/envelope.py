@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -28,8 +27,8 @@ from engine.kernels.lines import (
     Lines,
     field_text,
     not_json,
+    parse_line,
     read_flat,
-    second_opinion,
     unverified_lines,
     value_at,
 )
@@ -58,13 +57,10 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
         if lines.lengths[i] > max_line_bytes:
             bad.append((i, "line_too_long", f"line of {int(lines.lengths[i])} bytes exceeds {max_line_bytes}"))
             continue
-        try:
-            rec = orjson.loads(lines.line(i))
-        except orjson.JSONDecodeError as exc:
-            rec = second_opinion(lines.line(i), _PARSE)
-            if rec is None:
-                bad.append((i, "invalid_json", str(exc)))
-                continue
+        rec, error = parse_line(lines.line(i), _PARSE)
+        if error is not None:
+            bad.append((i, "invalid_json", error))
+            continue
         if not isinstance(rec, dict):
             bad.append((i, "not_an_object", f"a JSON {type(rec).__name__} is not a capture record"))
             continue

@@ -25,8 +25,8 @@ from engine.kernels.lines import (
     FieldError,
     Lines,
     field_text,
+    parse_line,
     read_flat,
-    second_opinion,
     unverified_lines,
     value_at,
 )
@@ -66,13 +66,10 @@ def _slow(lines: Lines, max_line_bytes: int) -> tuple[pa.Table, np.ndarray, list
         if lines.lengths[i] > max_line_bytes:
             bad.append((i, "line_too_long", f"line of {int(lines.lengths[i])} bytes exceeds {max_line_bytes}", None))
             continue
-        try:
-            parsed = orjson.loads(lines.line(i))
-        except orjson.JSONDecodeError as exc:
-            parsed = second_opinion(lines.line(i), _PARSE)
-            if parsed is None:
-                bad.append((i, "invalid_json", str(exc), None))
-                continue
+        parsed, error = parse_line(lines.line(i), _PARSE)
+        if error is not None:
+            bad.append((i, "invalid_json", error, None))
+            continue
         if isinstance(parsed, list):
             if not parsed:
                 blank += 1  # "[]" holds no record

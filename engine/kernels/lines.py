@@ -27,6 +27,7 @@ __all__ = [
     "get_key",
     "nested_column",
     "not_json",
+    "parse_line",
     "read_flat",
     "read_unit",
     "second_opinion",
@@ -151,6 +152,19 @@ def valid_utf8(buf: bytes) -> bool:
     except pa.ArrowInvalid:
         return False
     return True
+
+
+def parse_line(line: bytes, parse: pj.ParseOptions) -> tuple[Any, str | None]:
+    """One line of the per-line path as JSON: ``(value, None)``, or ``(None, orjson's message)`` if it is not JSON.
+
+    orjson first; where it refuses, pyarrow's `second_opinion`, so that the per-line path accepts exactly what
+    the unit's fast path would have.
+    """
+    try:
+        return orjson.loads(line), None
+    except orjson.JSONDecodeError as exc:
+        row = second_opinion(line, parse)
+        return (row, None) if row is not None else (None, str(exc))
 
 
 def second_opinion(line: bytes, parse: pj.ParseOptions) -> dict[str, Any] | None:
