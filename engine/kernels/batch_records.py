@@ -210,7 +210,8 @@ def _repeat(value: Any, n: int, type_: pa.DataType) -> pa.Array:
         b = value.encode()
         if len(b) * n < 2**31:
             if b:
-                data = pc.binary_repeat(pa.scalar(b, pa.binary()), n).as_buffer()
+                # On a one-value array, not a scalar: a scalar's result is copied once more into the scalar.
+                data = pc.binary_repeat(pa.array([b], pa.binary()), n).buffers()[2]
                 offsets = np.arange(0, (n + 1) * len(b), len(b), dtype=np.int32)
             else:
                 data, offsets = pa.py_buffer(b""), np.zeros(n + 1, np.int32)

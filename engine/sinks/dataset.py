@@ -301,7 +301,11 @@ class DatasetWriter:
         with translate_errors(self.loc.uri(path), sink=True):
             if self.loc.is_local:
                 fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            f = fs.open(path, "wb")
+                # Arrow's own file: a Python file object takes the GIL for every page the pool writes, and
+                # the pool's writes then wait on the threads decoding (reading, for the batch job).
+                f: Any = pa.OSFile(path, "wb")
+            else:
+                f = fs.open(path, "wb")
             writer = parquet_writer(f, schema, self.compression)
         part.files.append(path)
         self.file_schemas[path] = schema
