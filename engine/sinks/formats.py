@@ -139,7 +139,9 @@ class Parquet:
     def open(self, loc: Location, path: str, schema: pa.Schema) -> PartFile:
         with translate_errors(loc.uri(path), sink=True):
             _makedirs(loc, path)
-            f = loc.fs.open(path, "wb")
+            # Locally, Arrow's own file: a Python file object takes the GIL for every page the write pool
+            # writes, and the pool's writes then wait on the threads decoding (reading, for the batch job).
+            f: Any = pa.OSFile(path, "wb") if loc.is_local else loc.fs.open(path, "wb")
             writer = parquet_writer(f, schema, self.compression)
         return _ParquetFile(loc, path, f, writer)
 

@@ -19,6 +19,8 @@ the next file. Memory stays at the block size; a gzip object costs a second read
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -65,11 +67,33 @@ class Unit:
     reject: tuple[str, str, str] | None = None  # (reason, URI of the object at fault, detail)
 
 
+_COUNT_SLICE = 2**20
+_scratch = threading.local()
+
+
+def _count_newlines(data: bytes) -> int:
+    """Newlines in `data`: numpy compares slices into one scratch mask per thread (no mask the size of the
+    data, and the GIL is released while it compares)."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    mask: np.ndarray | None = getattr(_scratch, "mask", None)
+    if mask is None:
+        mask = _scratch.mask = np.empty(_COUNT_SLICE, dtype=bool)
+    total = 0
+    for start in range(0, len(view), _COUNT_SLICE):
+        part = view[start : start + _COUNT_SLICE]
+        hit = mask[: len(part)]
+        np.equal(part, 10, out=hit)
+        total += int(np.count_nonzero(hit))
+    return total
+
+
 class _Stream:
     """Blocks of whole lines from one object, gunzipped when it starts with the gzip magic.
 
-    Reads are kept as a list of chunks with a running newline count and joined once per block,
-    so a block costs one copy, not one per read.
+    Reads are kept as a list of chunks with their newline counts and joined once per block, so a block
+    costs one copy, not one per read. Newlines are counted by numpy (``bytes.count`` held the GIL over
+    every byte read, which stalled the decode threads), and a block is cut inside the one chunk holding
+    its last line, never by joining everything and slicing that.
     """
 
     def __init__(self, handle: IO[bytes], uri: str, block: int, reopen: Callable[[], IO[bytes]]) -> None:
@@ -78,6 +102,7 @@ class _Stream:
         self.uri = uri
         self.block = block
         self.chunks: list[bytes] = []
+        self.counts: list[int] = []  # newlines in each chunk
         self.size = 0
         self.newlines = 0
         self.counted = 0  # newlines in what the last lines / take / rest returned
@@ -162,47 +187,61 @@ class _Stream:
     def _add(self, data: bytes) -> None:
         self.chunks.append(data)
         self.size += len(data)
-        self.newlines += data.count(b"\n")
+        n = _count_newlines(data)
+        self.counts.append(n)
+        self.newlines += n
 
     def _joined(self) -> bytes:
         if len(self.chunks) > 1:
             self.chunks = [b"".join(self.chunks)]
+            self.counts = [self.newlines]
         return self.chunks[0] if self.chunks else b""
 
-    def _split(self, cut: int, newlines: int) -> bytes:
-        """The first `cut` bytes, holding `newlines` newlines (known to the caller: no count of the bytes)."""
-        data = self._joined()
-        if cut == len(data):
-            out, rest = data, b""
+    def _cut(self, j: int, p: int, newlines: int) -> bytes:
+        """The buffer up to byte `p` of chunk `j` (inclusive), holding `newlines` newlines; the rest stays.
+
+        One copy: the chunks before `j` joined with a view of the head of chunk `j` (a whole single chunk is
+        handed on as it is); only the tail of chunk `j` is copied again, to stay buffered.
+        """
+        chunk = self.chunks[j]
+        if p + 1 == len(chunk):
+            out = b"".join(self.chunks[: j + 1]) if j else chunk
+            rest, counts = self.chunks[j + 1 :], self.counts[j + 1 :]
         else:
-            out, rest = data[:cut], data[cut:]
-        self.chunks = [rest] if rest else []
-        self.size = len(rest)
+            out = b"".join([*self.chunks[:j], memoryview(chunk)[: p + 1]]) if j else chunk[: p + 1]
+            tail = chunk[p + 1 :]
+            rest = [tail, *self.chunks[j + 1 :]]
+            counts = [sum(self.counts[: j + 1]) - newlines, *self.counts[j + 1 :]]
+        self.chunks, self.counts = rest, counts
+        self.size -= len(out)
         self.newlines -= newlines
         self.counted = newlines
         return out
 
+    def _split_all(self) -> bytes:
+        """Everything buffered."""
+        out = self._joined()
+        self.chunks, self.counts, self.size = [], [], 0
+        self.counted, self.newlines = self.newlines, 0
+        return out
+
     def _split_at_last_newline(self) -> bytes:
-        """Every whole line buffered: the chunks before the last one holding a newline are joined once, with
-        the head of that one (joining everything first, then cutting, copied the block twice)."""
+        """Every whole line buffered (joining everything first, then cutting, copied the block twice)."""
         j = len(self.chunks) - 1
-        while j >= 0 and (p := self.chunks[j].rfind(b"\n")) < 0:
+        while j >= 0 and not self.counts[j]:
             j -= 1
         if j < 0:
             self.counted = 0
             return b""
-        head, tail = self.chunks[j][: p + 1], self.chunks[j][p + 1 :]
-        out = b"".join([*self.chunks[:j], head]) if j else head
-        rest = [tail, *self.chunks[j + 1 :]] if tail else self.chunks[j + 1 :]
-        self.chunks = rest
-        self.size -= len(out)
-        self.counted = self.newlines  # a line break after the last one would be in `out`
-        self.newlines = 0
-        return out
+        return self._cut(j, self.chunks[j].rfind(b"\n"), self.newlines)
 
-    def peek(self) -> bytes:
-        """What is buffered, without consuming it."""
-        return self._joined()
+    def first_line(self) -> bytes:
+        """The first buffered line (or all that is buffered, without a newline), without consuming it."""
+        if self.chunks and (end := self.chunks[0].find(b"\n")) >= 0:
+            return self.chunks[0][:end]
+        data = self._joined()
+        end = data.find(b"\n")
+        return data if end < 0 else data[:end]
 
     def read_all(self, limit: int) -> bytes | None:
         """Everything, if it is at most `limit` bytes; else None (and what was read stays buffered)."""
@@ -221,17 +260,22 @@ class _Stream:
         while not self.eof and self.newlines < n:
             self._fill()
         if self.newlines < n:  # the object ended first
-            return self._split(self.size, self.newlines)
+            return self._split_all()
         if self.newlines == n:  # whatever follows the last newline belongs to the next lines
             return self._split_at_last_newline()
-        nl = np.flatnonzero(np.frombuffer(self._joined(), dtype=np.uint8) == 10)
-        return self._split(int(nl[n - 1]) + 1, n)
+        # The chunk holding the n-th newline, and that newline's place in it: only that chunk is searched.
+        j, before = 0, 0
+        while before + self.counts[j] < n:
+            before += self.counts[j]
+            j += 1
+        nl = np.flatnonzero(np.frombuffer(self.chunks[j], dtype=np.uint8) == 10)
+        return self._cut(j, int(nl[n - before - 1]), n)
 
     def rest(self) -> bytes:
         """Everything not read yet."""
         while not self.eof:
             self._fill()
-        return self._split(self.size, self.newlines)
+        return self._split_all()
 
     @property
     def done(self) -> bool:
@@ -257,9 +301,9 @@ def _open(loc: Location, uri: str, block: int) -> _Stream | None:
     return _Stream(first, uri, block, handle)
 
 
-def _starts_document(buf: bytes) -> bool:
+def _starts_document(line: bytes) -> bool:
     """The first line opens a JSON document it does not close (a pretty-printed SplitType=None record)."""
-    first = buf[: buf.find(b"\n")].strip() if b"\n" in buf else buf.strip()
+    first = line.strip()
     if first[:1] not in (b"{", b"["):
         return False
     try:
@@ -269,17 +313,28 @@ def _starts_document(buf: bytes) -> bool:
     return False
 
 
+_CONTENT = re.compile(rb"\S")
+_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips, and what \s matches in a bytes pattern
+
+
 def _single_record(text: bytes) -> bool:
-    """One record: one non-blank line, or one JSON document spread over lines (pretty-printed)."""
-    body = text.strip()
-    if not body:
+    """One record: one non-blank line, or one JSON document spread over lines (pretty-printed).
+
+    Asked of every object that fits in one unit, most of them many lines: the text is not stripped (a copy)
+    nor counted, only searched from the first content to the first newline after it.
+    """
+    first = _CONTENT.search(text)
+    if first is None:
         return False
-    if body.count(b"\n") == 0:
+    end = len(text)
+    while text[end - 1] in _SPACE:  # the trailing whitespace only: a few bytes
+        end -= 1
+    if text.find(b"\n", first.start(), end) < 0:
         return True
-    if body[:1] not in (b"{", b"["):
+    if text[first.start() : first.start() + 1] not in (b"{", b"["):
         return False
     try:
-        orjson.loads(body)
+        orjson.loads(memoryview(text)[first.start() : end])  # a JSON Lines text fails at its first line's end
     except orjson.JSONDecodeError:
         return False
     return True
@@ -352,7 +407,7 @@ def _file_units(loc: Location, tf: TransformFile, *, unit_bytes: int, max_record
             return
         # Most files are many lines: look at one block only, unless it starts a document spread over lines.
         small = lead.read_all(unit_bytes)
-        if small is None and _starts_document(lead.peek()):
+        if small is None and _starts_document(lead.first_line()):
             small = lead.read_all(max_record_bytes)
         if small is not None and _single_record(small):
             other = follow.read_all(max_record_bytes) if follow is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from engine.io.storage import open_location
 from engine.kernels.batch_records import _blank, _lines, _repeat, _safe_lines, _take
 from engine.sources.manifests import TransformFile
-from engine.sources.transform import iter_units
+from engine.sources.transform import _count_newlines, _single_record, iter_units
 
 # Bytes that make lines hard: CR (alone, doubled, before LF), whitespace of every kind Arrow trims, multi-byte
 # characters (a Unicode space among them), commas and the newline itself.
@@ -82,3 +83,35 @@ def test_units_keep_every_line_in_step_whatever_the_block_size(tmp_path: Path, u
     assert got_in == in_lines[:300]
     assert units[-1].last and units[-1].extra == ("input", (in_lines[300] + "\r\n").encode())
     assert sum(u.bytes_read for u in units) == (tmp_path / "a.out").stat().st_size + (tmp_path / "a").stat().st_size
+
+
+def _single_record_by_strip(text: bytes) -> bool:
+    """The definition `_single_record` replaced: strip, then one line, or one JSON document."""
+    body = text.strip()
+    if not body:
+        return False
+    if body.count(b"\n") == 0:
+        return True
+    if body[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+_RECORD_PIECES = [" ", "\t", "\r", "\n", "\x0b", "\x0c", "\u00a0", "{", "}", "[", "]", '"a"', ":", "1", ",", "x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_RECORD_PIECES), max_size=40).map("".join))
+def test_single_record_equals_the_strip_and_count_definition(text: str) -> None:
+    data = text.encode()
+    assert _single_record(data) == _single_record_by_strip(data)
+
+
+def test_newlines_are_counted_across_the_scratch_slices() -> None:
+    data = (b"x" * 999 + b"\n") * 3000 + b"tail"  # about 3 MB: three scratch slices and a part
+    assert _count_newlines(data) == data.count(b"\n") == 3000
+    assert _count_newlines(b"") == 0
