@@ -9,7 +9,7 @@ on threads in this process; `engine.spark` has one that runs them as Spark tasks
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +17,8 @@ from engine.io.listing import CaptureObject
 from engine.io.storage import Location
 from engine.jobs.pipelines import capture_units, deliver, transform_units
 from engine.jobs.run import JobRun
+from engine.kernels.batch_records import Decoded
+from engine.kernels.result import UnitResult
 from engine.options import BatchOptions, RealtimeOptions
 from engine.report import RunReport
 from engine.sinks.dataset import DatasetWriter
@@ -48,15 +50,15 @@ class LocalExecutor:
     def run_capture(
         self, run: JobRun, data: DatasetWriter, src: Location, objects: list[CaptureObject], options: RealtimeOptions
     ) -> None:
-        for d in capture_units(src, objects, options, run.report):
-            deliver(run.report, d, data.write, run.rejects.write)
-            if self.progress is not None:
-                self.progress(run.report, len(objects))
+        self._deliver_all(run, data, capture_units(src, objects, options, run.report), len(objects))
 
     def run_transform(
         self, run: JobRun, data: DatasetWriter, src: Location, files: list[TransformFile], options: BatchOptions
     ) -> None:
-        for d in transform_units(src, files, options, run.report):
+        self._deliver_all(run, data, transform_units(src, files, options, run.report), run.report.objects)
+
+    def _deliver_all(self, run: JobRun, data: DatasetWriter, units: Iterable[UnitResult | Decoded], total: int) -> None:
+        for d in units:
             deliver(run.report, d, data.write, run.rejects.write)
             if self.progress is not None:
-                self.progress(run.report, run.report.objects)
+                self.progress(run.report, total)

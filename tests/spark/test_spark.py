@@ -490,6 +490,30 @@ def test_a_run_killed_while_its_tasks_write_commits_nothing_and_a_rerun_complete
     assert_same_dataset(tmp_path / "local", dest)
 
 
+def _spark_merge_on_s3_matches(
+    spark: Any,
+    fs: Any,
+    out: str,
+    tmp_path: Path,
+    local: RunReport,
+    options: MergeOptions,
+    task_bytes: int,
+    sources: dict[str, str],
+) -> None:
+    """The Spark merge into s3://`out` leaves no temporary file and writes what the local run (in tmp/local) wrote."""
+    remote = espark.run_merge(
+        spark,
+        dest=f"s3://{out}",
+        options=options,
+        spark_options=espark.SparkOptions(task_bytes=task_bytes),
+        **sources,
+    )
+    fs.get(out, str(tmp_path / "spark"), recursive=True)
+    assert not [p for p in fs.find(out) if "/_temporary/" in p]
+    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
+    assert local.counts == remote.counts
+
+
 @pytest.mark.s3
 def test_merge_on_s3_matches_local(
     spark: Any, capture: Path, tmp_path: Path, s3_server: S3Endpoint, s3_bucket: str
@@ -505,17 +529,7 @@ def test_merge_on_s3_matches_local(
     sources = {"captures": f"s3://{s3_bucket}/mcapture", "ground_truth": f"s3://{s3_bucket}/mground-truth"}
     local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
     assert local.counts["matched"] and local.counts["duplicate_labels"] and local.rejected
-    remote = espark.run_merge(
-        spark,
-        dest=f"s3://{s3_bucket}/mout",
-        options=options,
-        spark_options=espark.SparkOptions(task_bytes=120_000),
-        **sources,
-    )
-    fs.get(f"{s3_bucket}/mout", str(tmp_path / "spark"), recursive=True)
-    assert not [p for p in fs.find(f"{s3_bucket}/mout") if "/_temporary/" in p]
-    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
-    assert local.counts == remote.counts
+    _spark_merge_on_s3_matches(spark, fs, f"{s3_bucket}/mout", tmp_path, local, options, 120_000, sources)
 
 
 @pytest.mark.s3
@@ -534,16 +548,6 @@ def test_merge_on_batch_on_s3_in_sagemaker_format_matches_local(
     options = MergeOptions(max_reject_ratio=1.0, how="left", sagemaker_format=True, storage_options=so)
     local = run_merge(dest=str(tmp_path / "local"), options=options, **sources)
     assert local.counts["matched"] and local.rejected
-    remote = espark.run_merge(
-        spark,
-        dest=f"s3://{s3_bucket}/bout",
-        options=options,
-        spark_options=espark.SparkOptions(task_bytes=30_000),
-        **sources,
-    )
-    fs.get(f"{s3_bucket}/bout", str(tmp_path / "spark"), recursive=True)
-    assert not [p for p in fs.find(f"{s3_bucket}/bout") if "/_temporary/" in p]
-    assert_same_dataset(tmp_path / "local", tmp_path / "spark")
-    assert local.counts == remote.counts
+    _spark_merge_on_s3_matches(spark, fs, f"{s3_bucket}/bout", tmp_path, local, options, 30_000, sources)
     records = _sagemaker_records(tmp_path / "local")
     assert records and _sagemaker_records(tmp_path / "spark") == records
