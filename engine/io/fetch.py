@@ -13,11 +13,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
+import numpy as np
+
 from engine.io.concurrency import ordered_map
 from engine.io.listing import CaptureObject
 from engine.io.storage import Location, translate_errors
 
-__all__ = ["Inflater", "Piece", "ReadFailure", "fetch_threads", "group_units", "iter_pieces"]
+__all__ = ["Inflater", "Piece", "ReadFailure", "fetch_threads", "group_units", "iter_pieces", "line_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ class Piece:
     """Whole lines of one object: `data` ends with a newline; `first_line` is 1-based.
 
     `error` marks bytes that could not be read (corrupt gzip): the rest of the object is lost and
-    becomes one reject.
+    becomes one reject. `braced`: every line of `data` starts with "{" (no blank or other lines), known
+    from the same scan that counted its lines; False where it was not computed.
     """
 
     obj: CaptureObject
@@ -55,6 +58,27 @@ class Piece:
     first_line: int
     lines: int  # newlines in `data`, i.e. its number of lines
     error: ReadFailure | None = None
+    braced: bool = False
+
+
+_NEWLINE = 10
+_OPEN_BRACE = ord("{")
+
+
+def line_stats(data: bytes) -> tuple[int, bool]:
+    """Newlines in `data` (which ends with one), and whether every line starts with "{".
+
+    One numpy pass instead of `bytes.count`, which holds the GIL (about 0.5 ns per byte for one byte and
+    1 ns for two, against 0.2 for both answers here, outside the GIL).
+    """
+    if not data:
+        return 0, False
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(arr == _NEWLINE)
+    starts = ends + 1
+    starts = starts[starts < len(arr)]  # the line after the last newline, if any (pieces end with one)
+    braced = data[0] == _OPEN_BRACE and bool((arr[starts] == _OPEN_BRACE).all())
+    return len(ends), braced
 
 
 def _split_lines(obj: CaptureObject, data: bytes, block: int, first_line: int = 1) -> list[Piece]:
@@ -71,8 +95,8 @@ def _split_lines(obj: CaptureObject, data: bytes, block: int, first_line: int = 
         if end <= start:  # one line longer than the block: keep it whole
             end = data.index(b"\n", start + block) + 1
         chunk = data[start:end] if (start, end) != (0, len(data)) else data
-        count = chunk.count(b"\n")
-        pieces.append(Piece(obj, chunk, line, count))
+        count, braced = line_stats(chunk)
+        pieces.append(Piece(obj, chunk, line, count, braced=braced))
         line += count
         start = end
     return pieces
@@ -171,8 +195,8 @@ def _chunk_pieces(
     pos_stream = 0  # where the next chunk starts in the object's (inflated) bytes
     start_stream = 0  # where the carried bytes start
 
-    def emit(data: bytes, start: int, lines: int) -> Iterator[Piece]:
-        piece = Piece(obj, data, line, lines)
+    def emit(data: bytes, start: int, lines: int, braced: bool = False) -> Iterator[Piece]:
+        piece = Piece(obj, data, line, lines, braced=braced)
         if check is None or check.error is None or start + len(data) <= check.verified:
             yield piece
         elif start >= check.verified or lines == 1:
@@ -221,8 +245,8 @@ def _chunk_pieces(
             begin = at + pos
         start_stream = at + last + 1
         carry += memoryview(chunk)[last + 1 :]
-        count = data.count(b"\n")
-        yield from emit(data, begin, count)
+        count, braced = line_stats(data)
+        yield from emit(data, begin, count, braced)
         line += count
     if carry and not skipping:
         yield from emit(bytes(carry) + b"\n", start_stream, 1)  # a truncated last line is decoded (and rejected)
