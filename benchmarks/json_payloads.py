@@ -294,8 +294,10 @@ def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float
 
 
 def _paths(bodies_path: Path, chunk: int) -> int:
-    """CPU s per GB of the whole decoder with the fast path and with the general path only, alternating in one
-    process on the same batches (twice each, the sum), so the neighbours on a shared machine weigh on both alike."""
+    """CPU s per GB of the whole decoder three ways, alternating in one process on the same batches (twice each,
+    the sum), so the neighbours on a shared machine weigh on both alike: as shipped (the fast path, pyarrow's
+    parse standing in for the strict validation of all but suspect units), the fast path with every unit
+    validated the strict way (the decoder before that), and the general path only (before the fast path)."""
     from unittest import mock
 
     import polars as pl
@@ -303,30 +305,38 @@ def _paths(bodies_path: Path, chunk: int) -> int:
     import engine.kernels.payload.json as decoder
     from engine.kernels.payload.spec import SideSpec
 
+    paths = ("trusted", "strict", "general")
     frame = pl.read_parquet(bodies_path)
-    total = {"fast": 0.0, "general": 0.0}
+    total = dict.fromkeys(paths, 0.0)
     gb = 0.0
-    print("| bodies | with the fast path | general path only |")
-    print("|---|---:|---:|")
+    print("| bodies | fast path, parse trusted | fast path, strict validation | general path only |")
+    print("|---|---:|---:|---:|")
     for kind, side in SIDES:
         texts = frame.filter(pl.col("kind") == kind)[side].to_arrow()
         size = float(frame.filter(pl.col("kind") == kind)[side].str.len_bytes().sum()) / 1e9
         gb += size
-        got = {"fast": 0.0, "general": 0.0}
-        for path in ("fast", "general", "fast", "general"):
+        got = dict.fromkeys(paths, 0.0)
+        for path in paths + paths:
             off = mock.patch.object(decoder, "_fast_decode", return_value=None) if path == "general" else None
             if off is not None:
                 off.start()
             start = time.process_time()
             for at in range(0, len(texts), chunk):
                 batch = texts.slice(at, chunk)
-                decoder.decode_json_bodies(batch, lines=kind == "jsonl", side=side, spec=SideSpec(), arrays="list")
+                decoder._decode(
+                    batch,
+                    lines=kind == "jsonl",
+                    side=side,
+                    spec=SideSpec(),
+                    arrays="list",
+                    trust_parser=path == "trusted",
+                )
             got[path] += time.process_time() - start
             if off is not None:
                 off.stop()
         total = {k: total[k] + v for k, v in got.items()}
-        print(f"| {kind} {side} | {got['fast'] / 2 / size:.0f} | {got['general'] / 2 / size:.0f} |")
-    print(f"| all | {total['fast'] / 2 / gb:.0f} | {total['general'] / 2 / gb:.0f} |")
+        print(f"| {kind} {side} | " + " | ".join(f"{got[p] / 2 / size:.0f}" for p in paths) + " |")
+    print("| all | " + " | ".join(f"{total[p] / 2 / gb:.0f}" for p in paths) + " |")
     return 0
 
 

@@ -89,6 +89,7 @@ from engine.kernels.payload.json._common import Columns, Failures, Side
 from engine.kernels.payload.json._fast import _fast_decode
 from engine.kernels.payload.json._output import _apply_spec, _plain
 from engine.kernels.payload.json._texts import _documents, _invalid_details, _is_valid, _lines, _unwrap
+from engine.kernels.payload.json._trust import _bodies_utf8, _suspects
 from engine.kernels.payload.records import SideRecords
 from engine.kernels.payload.spec import ArrayMode, SideSpec
 
@@ -117,24 +118,41 @@ def decode_json_bodies(
     Returns:
         The records' body indexes, their columns and the failed bodies, as described in the module docstring.
     """
+    return _decode(bodies, lines=lines, side=side, spec=spec, arrays=arrays, trust_parser=True)
+
+
+def _decode(
+    bodies: pa.Array,
+    *,
+    lines: bool,
+    side: Side,
+    spec: SideSpec,
+    arrays: ArrayMode,
+    trust_parser: bool,
+) -> SideRecords:
+    """:func:`decode_json_bodies`; `trust_parser` False validates every unit the strict way (the reference)."""
     n = len(bodies)
     texts = pl.Series("text", bodies).cast(pl.String)
     failed: Failures = {}
 
     units = _lines(texts) if lines else _documents(texts)
-    # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
-    # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        validity = pool.submit(_is_valid, units["text"])
-        guessed_records, columns = _guess(units, lines, side, spec, arrays)
-        valid = validity.result()
-    if bool(valid.all()) and guessed_records is not None:
-        records = guessed_records
+    trusted = _trusted(bodies, units, lines, side, arrays) if trust_parser else None
+    if trusted is not None:
+        records, columns = trusted
     else:
-        failed.update(_invalid_details(units.filter(~valid), lines))
-        units = units.filter(valid)
-        fast = _fast_decode(units, lines, side, arrays)
-        records, columns = fast if fast is not None else (_records(units, lines, side), None)
+        # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
+        # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            validity = pool.submit(_is_valid, units["text"])
+            guessed_records, guessed_columns = _guess(units, lines, side, spec, arrays)
+            valid = validity.result()
+        if bool(valid.all()) and guessed_records is not None:
+            records, columns = guessed_records, guessed_columns
+        else:
+            failed.update(_invalid_details(units.filter(~valid), lines))
+            units = units.filter(valid)
+            fast = _fast_decode(units, lines, side, arrays)
+            records, columns = fast if fast is not None else (_records(units, lines, side), None)
 
     has_unit = np.zeros(n, dtype=np.bool_)
     has_unit[units["ev"].to_numpy()] = True
@@ -173,6 +191,25 @@ def _records(units: pl.DataFrame, lines: bool, side: Side) -> pl.DataFrame:
         return units.select("ev", "text")
     # Valid JSON has newlines only between tokens, and the NDJSON reader needs one record per line.
     return _unwrap(units.with_columns(pl.col("text").str.replace_all(r"[\r\n]", " ")), side)
+
+
+def _trusted(
+    bodies: pa.Array, units: pl.DataFrame, lines: bool, side: Side, arrays: ArrayMode
+) -> tuple[pl.DataFrame, Columns] | None:
+    """The fast path's records and columns where pyarrow's parse vouches for every unit (:mod:`._trust`), the
+    suspect units validated the strict way; None where the batch needs the strict path (nothing is failed here)."""
+    if not _bodies_utf8(bodies):
+        return None
+    try:
+        fast = _fast_decode(units, lines, side, arrays, trusted_only=True)
+    except Exception:  # unvalidated input may fail in any way; the strict path then decides
+        return None
+    if fast is None:
+        return None
+    suspect = _suspects(units["text"])
+    if bool(suspect.any()) and not bool(_is_valid(units["text"].filter(suspect)).all()):
+        return None
+    return fast
 
 
 def _guess(

@@ -22,6 +22,7 @@ import pyarrow.json as pj
 
 from engine.kernels.payload.json._columns import _expand_lists, _flatten, _may_mix, _string_leaves
 from engine.kernels.payload.json._common import _CONTAINERS, Columns, Side, _Unsupported
+from engine.kernels.payload.json._trust import _table_trusted
 from engine.kernels.payload.spec import ArrayMode
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,15 @@ _MIN_BLOCK = 1 << 20
 
 
 def _fast_decode(
-    units: pl.DataFrame, lines: bool, side: Side, arrays: ArrayMode
+    units: pl.DataFrame, lines: bool, side: Side, arrays: ArrayMode, *, trusted_only: bool = False
 ) -> tuple[pl.DataFrame, Columns] | None:
     """Record body indexes (``ev``) and columns of units that are all objects, or None for the general path.
 
     JSON Lines units are records; a document's records are the items of its container list when the side's
     preferred container key is the only one present and holds a list of objects in every document;
-    documents with no container key at all are records.
+    documents with no container key at all are records. With `trusted_only`, also None where the table may
+    hold what serde_json rejects (:func:`._trust._table_trusted`): the caller then skips the strict validation
+    of the units that are not suspect.
     """
     texts = units["text"]
     if not len(texts) or not bool(texts.str.starts_with("{").all()):
@@ -48,11 +51,15 @@ def _fast_decode(
     if bool(texts.str.contains(_LONG_INTEGER).any()):
         return None
     if not lines and bool(texts.str.contains("[\r\n]").any()):
-        # Valid JSON has newlines only between tokens (the result is kept only if every unit is valid).
-        texts = texts.str.replace_all(r"[\r\n]", " ")
+        # Valid JSON has newlines only between tokens. A tab is whitespace there too, and unlike a space it is a
+        # raw control character inside a string, which rapidjson refuses: an unvalidated text with a newline in
+        # a string fails here instead of being read as valid.
+        texts = texts.str.replace_all(r"[\r\n]", "\t")
     ndjson = _ndjson(texts)
     table = _read_objects(ndjson, texts)
     if table is None or table.num_rows != len(texts):
+        return None  # also where a unit holds two values (rapidjson reads a stream of them)
+    if trusted_only and not _table_trusted(table):
         return None
     ev = units["ev"].to_numpy()
     container = False
