@@ -137,6 +137,7 @@ def _decode(
 
     units = _lines(texts) if lines else _documents(texts)
     trusted = _trusted(bodies, units, lines, side, arrays) if trust_parser else None
+    columns: Columns | None
     if trusted is not None:
         records, columns = trusted
     else:
