@@ -84,6 +84,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from engine.kernels.payload.json._bodylines import _line_counts
 from engine.kernels.payload.json._columns import _decode_records, _decode_with_bisection
 from engine.kernels.payload.json._common import Columns, Failures, Side
 from engine.kernels.payload.json._fast import _fast_decode
@@ -135,28 +136,16 @@ def _decode(
     texts = pl.Series("text", bodies).cast(pl.String)
     failed: Failures = {}
 
-    units = _lines(texts) if lines else _documents(texts)
-    trusted = _trusted(bodies, units, lines, side, arrays) if trust_parser else None
     columns: Columns | None
-    if trusted is not None:
-        records, columns = trusted
-    else:
-        # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
-        # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            validity = pool.submit(_is_valid, units["text"])
-            guessed_records, guessed_columns = _guess(units, lines, side, spec, arrays)
-            valid = validity.result()
-        if bool(valid.all()) and guessed_records is not None:
-            records, columns = guessed_records, guessed_columns
-        else:
-            failed.update(_invalid_details(units.filter(~valid), lines))
-            units = units.filter(valid)
-            fast = _fast_decode(units, lines, side, arrays)
-            records, columns = fast if fast is not None else (_records(units, lines, side), None)
-
     has_unit = np.zeros(n, dtype=np.bool_)
-    has_unit[units["ev"].to_numpy()] = True
+    whole = _trusted_bodies(bodies, texts, side, arrays) if trust_parser and lines else None
+    if whole is not None:
+        records, columns = whole
+        has_unit[records["ev"].to_numpy()] = True  # a line is a record
+    else:
+        units = _lines(texts) if lines else _documents(texts)
+        records, columns = _decode_units(units, bodies, lines, side, spec, arrays, trust_parser, failed)
+        has_unit[units["ev"].to_numpy()] = True
     has_record = np.zeros(n, dtype=np.bool_)
     has_record[records["ev"].to_numpy()] = True
     for ev in np.flatnonzero(~has_record).tolist():
@@ -192,6 +181,58 @@ def _records(units: pl.DataFrame, lines: bool, side: Side) -> pl.DataFrame:
         return units.select("ev", "text")
     # Valid JSON has newlines only between tokens, and the NDJSON reader needs one record per line.
     return _unwrap(units.with_columns(pl.col("text").str.replace_all(r"[\r\n]", " ")), side)
+
+
+def _decode_units(
+    units: pl.DataFrame,
+    bodies: pa.Array,
+    lines: bool,
+    side: Side,
+    spec: SideSpec,
+    arrays: ArrayMode,
+    trust_parser: bool,
+    failed: Failures,
+) -> tuple[pl.DataFrame, Columns | None]:
+    """Records and (fast-path) columns of the units; invalid units are added to `failed` and dropped."""
+    trusted = _trusted(bodies, units, lines, side, arrays) if trust_parser else None
+    if trusted is not None:
+        return trusted
+    # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
+    # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        validity = pool.submit(_is_valid, units["text"])
+        guessed_records, guessed_columns = _guess(units, lines, side, spec, arrays)
+        valid = validity.result()
+    if bool(valid.all()) and guessed_records is not None:
+        return guessed_records, guessed_columns
+    failed.update(_invalid_details(units.filter(~valid), lines))
+    # The units are kept whole for has_unit by the caller: a body whose units all failed is in `failed`.
+    valid_units = units.filter(valid)
+    fast = _fast_decode(valid_units, lines, side, arrays)
+    return fast if fast is not None else (_records(valid_units, lines, side), None)
+
+
+def _trusted_bodies(
+    bodies: pa.Array, texts: pl.Series, side: Side, arrays: ArrayMode
+) -> tuple[pl.DataFrame, Columns] | None:
+    """JSON Lines bodies decoded whole, without splitting them into lines (:mod:`._bodylines`), where pyarrow's
+    parse vouches for every line; None where the bodies need splitting (nothing is failed here)."""
+    if not _bodies_utf8(bodies):
+        return None
+    counts = _line_counts(texts)
+    if counts is None:
+        return None
+    whole = pl.DataFrame({"ev": np.arange(len(texts), dtype=np.int64), "text": texts})
+    try:
+        fast = _fast_decode(whole, True, side, arrays, trusted_only=True, line_counts=counts)
+    except Exception:  # unvalidated input may fail in any way; the strict path then decides
+        return None
+    if fast is None:
+        return None
+    suspect = _suspects(texts)
+    if bool(suspect.any()) and not bool(_is_valid(_lines(texts.filter(suspect))["text"]).all()):
+        return None
+    return fast
 
 
 def _trusted(
