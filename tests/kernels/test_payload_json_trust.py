@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine.kernels.payload.json as payload_json
-from engine.kernels.payload.json import _decode, _trusted
+from engine.kernels.payload.json import _decode, _trusted, _trusted_bodies
 from engine.kernels.payload.json._texts import _documents, _lines
 from engine.kernels.payload.records import SideRecords
 from engine.kernels.payload.spec import SideSpec
@@ -142,11 +142,40 @@ def test_lists_opening_with_null_are_not_shifted(first: str) -> None:
     assert got.table.column("f").to_pylist() == [[*nulls, 1.0], [2.0]]
 
 
+def whole(bodies: list[str]) -> bool:
+    """Whether JSON Lines bodies are decoded whole, without splitting them into lines."""
+    arr = pa.array(bodies, pa.string())
+    return _trusted_bodies(arr, pl.Series("text", arr), "input", "list") is not None
+
+
+@pytest.mark.parametrize(
+    ("bodies", "taken"),
+    [
+        (['{"a": 1}\n{"a": 2}', '{"a": 3}\r\n\r\n{"a": 4}\r\n', "", "\n\n", '{"a": 5}'], True),
+        (['{"a": 1}\n\n', '{"a": 2}'], True),
+        (['{"a": 1}\n  \n{"a": 2}'], False),  # a whitespace-only line: split the usual way
+        (['  {"a": 1}'], False),
+        (['{"a": 1}', "[1, 2]"], False),
+        # Two values on one line and one value over two lines would give as many rows as lines: the line
+        # check refuses the second, and a string running over a newline is refused by rapidjson.
+        (['{"a": 1} {"a": 2}\n{"a":\n3}'], False),
+        (['{"a": 1} {"a": 2}', '{"a": "x}', '{", "b": 1}'], False),
+        (['{"a": 1} {"a": 2}\n{"a": "x}\n{", "b": 1}'], False),
+        (['{"a": 1}\r{"a": 2}', '{"a": 3}'], False),
+        (['{"a": 1}{"a": 2}\n'], False),
+    ],
+)
+def test_jsonl_bodies_read_whole_only_with_one_object_per_line(bodies: list[str], taken: bool) -> None:
+    assert whole(bodies) is taken
+    assert_same_as_strict(pa.array(bodies, pa.string()), lines=True, side="input")
+
+
 def test_invalid_utf8_takes_the_strict_path() -> None:
     raw = pa.array([GOOD.encode(), b'{"label": "\xff", "n": 1}'], pa.binary())
     bodies = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
     texts = pl.Series("text", bodies)
     assert _trusted(bodies, _lines(texts), True, "input", "list") is None
+    assert _trusted_bodies(bodies, texts, "input", "list") is None
     assert _trusted(pa.array([GOOD], pa.string()), _lines(pl.Series("text", [GOOD])), True, "input", "list")
 
 
