@@ -255,8 +255,11 @@ def _stages(bodies_path: Path, chunk: int) -> int:
     import polars as pl
 
     frame = pl.read_parquet(bodies_path)
-    print("| bodies | units | validation | fast path | general: records | general: typing |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| bodies | units | line count (JSON Lines read whole) | trust checks | validation | fast path"
+        " | general: records | general: typing |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, side in SIDES:
         figures = _stage_figures(frame.filter(pl.col("kind") == kind)[side], kind == "jsonl", side, chunk)
         print(f"| {kind} {side} | " + " | ".join(f"{f:.0f}" for f in figures) + " |")
@@ -265,13 +268,16 @@ def _stages(bodies_path: Path, chunk: int) -> int:
 
 def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float]:
     from engine.kernels.payload.json import _records
+    from engine.kernels.payload.json._bodylines import _line_counts
     from engine.kernels.payload.json._columns import _decode_records
     from engine.kernels.payload.json._fast import _fast_decode
     from engine.kernels.payload.json._texts import _documents, _is_valid, _lines
+    from engine.kernels.payload.json._trust import _bodies_utf8, _suspects
     from engine.kernels.payload.spec import SideSpec
 
     gb = float(texts.str.len_bytes().sum()) / 1e9
     chunks = [texts.slice(start, chunk) for start in range(0, len(texts), chunk)]
+    arrow_chunks = [c.to_arrow() for c in chunks]
     units = [_lines(t) if lines else _documents(t) for t in chunks]
     records = [_records(u, lines, side) for u in units]
 
@@ -286,6 +292,8 @@ def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float
 
     return [
         cpu(lambda i: _lines(chunks[i]) if lines else _documents(chunks[i])),
+        cpu(lambda i: _line_counts(chunks[i]) if lines else None),
+        cpu(lambda i: (_bodies_utf8(arrow_chunks[i]), bool(_suspects(units[i]["text"]).any()))),
         cpu(lambda i: _is_valid(units[i]["text"])),
         cpu(lambda i: _fast_decode(units[i], lines, side, "list")),
         cpu(lambda i: _records(units[i], lines, side)),

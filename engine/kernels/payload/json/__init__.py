@@ -57,14 +57,18 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
    (blank, only blank lines, an empty list) -> ``("empty_payload", detail)``. Failed bodies contribute no
    records; other bodies are unaffected.
 
-5. **Vectorized.** There is no Python loop per record or value. Validity is checked for all bodies (or lines)
-   at once with polars' JSONPath matcher (serde_json). When every unit (JSON Lines line, document) is an
-   object, one multithreaded pyarrow NDJSON read types them all and the records are taken from the container
+5. **Vectorized.** There is no Python loop per record or value. When every unit (JSON Lines line, document) is
+   an object, one multithreaded pyarrow NDJSON read types them all and the records are taken from the container
    list column (:mod:`._fast`); pyarrow raises on every type conflict, and any conflict, container ambiguity or
    type the rules do not allow sends the batch the general way instead: records are typed by one polars
-   ``read_ndjson`` over all of them with schema inference over every row. Validation and decode run
-   concurrently (both release the GIL); the
-   decode is kept only if every body turns out valid, else it is redone on the valid ones. When inference
+   ``read_ndjson`` over all of them with schema inference over every row. Where that read succeeds, it is also
+   the validation: rapidjson with Arrow's flags is RFC 8259 strict but for what :mod:`._trust` checks (UTF-8,
+   ``NaN``/``Infinity``, numbers beyond double range, nesting depth, one value per unit), and only units that
+   may hold those (``NaN``, ``Inf``, an escaped surrogate) are validated with polars' JSONPath matcher
+   (serde_json); JSON Lines bodies whose lines are all ``{...}`` are read whole, their lines counted over the
+   byte buffer (:mod:`._bodylines`). Otherwise validity is checked for all units at once with serde_json,
+   concurrently with a first decode (both release the GIL), which is kept only if every unit turns out valid,
+   else redone on the valid ones. When inference
    fails or yields a type the rules above do not allow (a type conflict), a numpy scanner splits the objects
    into key/value texts (quote parity and bracket depth over the whole byte buffer) and every key is decoded
    on its own, recursively, with the same rules; the same scanner unwraps JSON documents into records.
