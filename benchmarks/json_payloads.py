@@ -393,15 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true", help="print CPU s per GB of each decoder stage, then stop")
     parser.add_argument("--paths", action="store_true", help="fast vs general path alternating in one process")
     args = parser.parse_args(argv)
+    if args.child:
+        # Before anything imports the engine: the baseline child must import it from --baseline-src.
+        tool, bodies, out = args.child
+        return _child(tool, Path(bodies), Path(out), args.chunk, args.baseline_src)
     from engine.options import parse_size  # not at module level: the baseline child imports the engine itself
 
     if args.paths:
         return _paths(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
     if args.stages:
         return _stages(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
-    if args.child:
-        tool, bodies, out = args.child
-        return _child(tool, Path(bodies), Path(out), args.chunk, args.baseline_src)
 
     size = parse_size(args.size)
     # The engine runs first in every round: the others are checked against its output of the same round.
