@@ -255,8 +255,11 @@ def _stages(bodies_path: Path, chunk: int) -> int:
     import polars as pl
 
     frame = pl.read_parquet(bodies_path)
-    print("| bodies | units | validation | fast path | general: records | general: typing |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| bodies | units | line count (JSON Lines read whole) | trust checks | validation | fast path"
+        " | general: records | general: typing |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, side in SIDES:
         figures = _stage_figures(frame.filter(pl.col("kind") == kind)[side], kind == "jsonl", side, chunk)
         print(f"| {kind} {side} | " + " | ".join(f"{f:.0f}" for f in figures) + " |")
@@ -265,13 +268,16 @@ def _stages(bodies_path: Path, chunk: int) -> int:
 
 def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float]:
     from engine.kernels.payload.json import _records
+    from engine.kernels.payload.json._bodylines import _line_counts
     from engine.kernels.payload.json._columns import _decode_records
     from engine.kernels.payload.json._fast import _fast_decode
     from engine.kernels.payload.json._texts import _documents, _is_valid, _lines
+    from engine.kernels.payload.json._trust import _bodies_utf8, _suspects
     from engine.kernels.payload.spec import SideSpec
 
     gb = float(texts.str.len_bytes().sum()) / 1e9
     chunks = [texts.slice(start, chunk) for start in range(0, len(texts), chunk)]
+    arrow_chunks = [c.to_arrow() for c in chunks]
     units = [_lines(t) if lines else _documents(t) for t in chunks]
     records = [_records(u, lines, side) for u in units]
 
@@ -286,6 +292,8 @@ def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float
 
     return [
         cpu(lambda i: _lines(chunks[i]) if lines else _documents(chunks[i])),
+        cpu(lambda i: _line_counts(chunks[i]) if lines else None),
+        cpu(lambda i: (_bodies_utf8(arrow_chunks[i]), bool(_suspects(units[i]["text"]).any()))),
         cpu(lambda i: _is_valid(units[i]["text"])),
         cpu(lambda i: _fast_decode(units[i], lines, side, "list")),
         cpu(lambda i: _records(units[i], lines, side)),
@@ -294,8 +302,10 @@ def _stage_figures(texts: Any, lines: bool, side: Any, chunk: int) -> list[float
 
 
 def _paths(bodies_path: Path, chunk: int) -> int:
-    """CPU s per GB of the whole decoder with the fast path and with the general path only, alternating in one
-    process on the same batches (twice each, the sum), so the neighbours on a shared machine weigh on both alike."""
+    """CPU s per GB of the whole decoder three ways, alternating in one process on the same batches (twice each,
+    the sum), so the neighbours on a shared machine weigh on both alike: as shipped (the fast path, pyarrow's
+    parse standing in for the strict validation of all but suspect units), the fast path with every unit
+    validated the strict way (the decoder before that), and the general path only (before the fast path)."""
     from unittest import mock
 
     import polars as pl
@@ -303,30 +313,38 @@ def _paths(bodies_path: Path, chunk: int) -> int:
     import engine.kernels.payload.json as decoder
     from engine.kernels.payload.spec import SideSpec
 
+    paths = ("trusted", "strict", "general")
     frame = pl.read_parquet(bodies_path)
-    total = {"fast": 0.0, "general": 0.0}
+    total = dict.fromkeys(paths, 0.0)
     gb = 0.0
-    print("| bodies | with the fast path | general path only |")
-    print("|---|---:|---:|")
+    print("| bodies | fast path, parse trusted | fast path, strict validation | general path only |")
+    print("|---|---:|---:|---:|")
     for kind, side in SIDES:
         texts = frame.filter(pl.col("kind") == kind)[side].to_arrow()
         size = float(frame.filter(pl.col("kind") == kind)[side].str.len_bytes().sum()) / 1e9
         gb += size
-        got = {"fast": 0.0, "general": 0.0}
-        for path in ("fast", "general", "fast", "general"):
+        got = dict.fromkeys(paths, 0.0)
+        for path in paths + paths:
             off = mock.patch.object(decoder, "_fast_decode", return_value=None) if path == "general" else None
             if off is not None:
                 off.start()
             start = time.process_time()
             for at in range(0, len(texts), chunk):
                 batch = texts.slice(at, chunk)
-                decoder.decode_json_bodies(batch, lines=kind == "jsonl", side=side, spec=SideSpec(), arrays="list")
+                decoder._decode(
+                    batch,
+                    lines=kind == "jsonl",
+                    side=side,
+                    spec=SideSpec(),
+                    arrays="list",
+                    trust_parser=path == "trusted",
+                )
             got[path] += time.process_time() - start
             if off is not None:
                 off.stop()
         total = {k: total[k] + v for k, v in got.items()}
-        print(f"| {kind} {side} | {got['fast'] / 2 / size:.0f} | {got['general'] / 2 / size:.0f} |")
-    print(f"| all | {total['fast'] / 2 / gb:.0f} | {total['general'] / 2 / gb:.0f} |")
+        print(f"| {kind} {side} | " + " | ".join(f"{got[p] / 2 / size:.0f}" for p in paths) + " |")
+    print("| all | " + " | ".join(f"{total[p] / 2 / gb:.0f}" for p in paths) + " |")
     return 0
 
 
@@ -375,15 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true", help="print CPU s per GB of each decoder stage, then stop")
     parser.add_argument("--paths", action="store_true", help="fast vs general path alternating in one process")
     args = parser.parse_args(argv)
+    if args.child:
+        # Before anything imports the engine: the baseline child must import it from --baseline-src.
+        tool, bodies, out = args.child
+        return _child(tool, Path(bodies), Path(out), args.chunk, args.baseline_src)
     from engine.options import parse_size  # not at module level: the baseline child imports the engine itself
 
     if args.paths:
         return _paths(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
     if args.stages:
         return _stages(ensure_bodies(parse_size(args.size), args.data_root)[1], args.chunk)
-    if args.child:
-        tool, bodies, out = args.child
-        return _child(tool, Path(bodies), Path(out), args.chunk, args.baseline_src)
 
     size = parse_size(args.size)
     # The engine runs first in every round: the others are checked against its output of the same round.

@@ -57,14 +57,18 @@ Contract of :func:`decode_json_bodies` (one call decodes one side, input or outp
    (blank, only blank lines, an empty list) -> ``("empty_payload", detail)``. Failed bodies contribute no
    records; other bodies are unaffected.
 
-5. **Vectorized.** There is no Python loop per record or value. Validity is checked for all bodies (or lines)
-   at once with polars' JSONPath matcher (serde_json). When every unit (JSON Lines line, document) is an
-   object, one multithreaded pyarrow NDJSON read types them all and the records are taken from the container
+5. **Vectorized.** There is no Python loop per record or value. When every unit (JSON Lines line, document) is
+   an object, one multithreaded pyarrow NDJSON read types them all and the records are taken from the container
    list column (:mod:`._fast`); pyarrow raises on every type conflict, and any conflict, container ambiguity or
    type the rules do not allow sends the batch the general way instead: records are typed by one polars
-   ``read_ndjson`` over all of them with schema inference over every row. Validation and decode run
-   concurrently (both release the GIL); the
-   decode is kept only if every body turns out valid, else it is redone on the valid ones. When inference
+   ``read_ndjson`` over all of them with schema inference over every row. Where that read succeeds, it is also
+   the validation: rapidjson with Arrow's flags is RFC 8259 strict but for what :mod:`._trust` checks (UTF-8,
+   ``NaN``/``Infinity``, numbers beyond double range, nesting depth, one value per unit), and only units that
+   may hold those (``NaN``, ``Inf``, an escaped surrogate) are validated with polars' JSONPath matcher
+   (serde_json); JSON Lines bodies whose lines are all ``{...}`` are read whole, their lines counted over the
+   byte buffer (:mod:`._bodylines`). Otherwise validity is checked for all units at once with serde_json,
+   concurrently with a first decode (both release the GIL), which is kept only if every unit turns out valid,
+   else redone on the valid ones. When inference
    fails or yields a type the rules above do not allow (a type conflict), a numpy scanner splits the objects
    into key/value texts (quote parity and bracket depth over the whole byte buffer) and every key is decoded
    on its own, recursively, with the same rules; the same scanner unwraps JSON documents into records.
@@ -84,11 +88,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from engine.kernels.payload.json._bodylines import _line_counts
 from engine.kernels.payload.json._columns import _decode_records, _decode_with_bisection
 from engine.kernels.payload.json._common import Columns, Failures, Side
 from engine.kernels.payload.json._fast import _fast_decode
 from engine.kernels.payload.json._output import _apply_spec, _plain
 from engine.kernels.payload.json._texts import _documents, _invalid_details, _is_valid, _lines, _unwrap
+from engine.kernels.payload.json._trust import _bodies_utf8, _suspects
 from engine.kernels.payload.records import SideRecords
 from engine.kernels.payload.spec import ArrayMode, SideSpec
 
@@ -117,27 +123,33 @@ def decode_json_bodies(
     Returns:
         The records' body indexes, their columns and the failed bodies, as described in the module docstring.
     """
+    return _decode(bodies, lines=lines, side=side, spec=spec, arrays=arrays, trust_parser=True)
+
+
+def _decode(
+    bodies: pa.Array,
+    *,
+    lines: bool,
+    side: Side,
+    spec: SideSpec,
+    arrays: ArrayMode,
+    trust_parser: bool,
+) -> SideRecords:
+    """:func:`decode_json_bodies`; `trust_parser` False validates every unit the strict way (the reference)."""
     n = len(bodies)
     texts = pl.Series("text", bodies).cast(pl.String)
     failed: Failures = {}
 
-    units = _lines(texts) if lines else _documents(texts)
-    # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
-    # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        validity = pool.submit(_is_valid, units["text"])
-        guessed_records, columns = _guess(units, lines, side, spec, arrays)
-        valid = validity.result()
-    if bool(valid.all()) and guessed_records is not None:
-        records = guessed_records
-    else:
-        failed.update(_invalid_details(units.filter(~valid), lines))
-        units = units.filter(valid)
-        fast = _fast_decode(units, lines, side, arrays)
-        records, columns = fast if fast is not None else (_records(units, lines, side), None)
-
+    columns: Columns | None
     has_unit = np.zeros(n, dtype=np.bool_)
-    has_unit[units["ev"].to_numpy()] = True
+    whole = _trusted_bodies(bodies, texts, side, arrays) if trust_parser and lines else None
+    if whole is not None:
+        records, columns = whole
+        has_unit[records["ev"].to_numpy()] = True  # a line is a record
+    else:
+        units = _lines(texts) if lines else _documents(texts)
+        records, columns = _decode_units(units, bodies, lines, side, spec, arrays, trust_parser, failed)
+        has_unit[units["ev"].to_numpy()] = True
     has_record = np.zeros(n, dtype=np.bool_)
     has_record[records["ev"].to_numpy()] = True
     for ev in np.flatnonzero(~has_record).tolist():
@@ -173,6 +185,77 @@ def _records(units: pl.DataFrame, lines: bool, side: Side) -> pl.DataFrame:
         return units.select("ev", "text")
     # Valid JSON has newlines only between tokens, and the NDJSON reader needs one record per line.
     return _unwrap(units.with_columns(pl.col("text").str.replace_all(r"[\r\n]", " ")), side)
+
+
+def _decode_units(
+    units: pl.DataFrame,
+    bodies: pa.Array,
+    lines: bool,
+    side: Side,
+    spec: SideSpec,
+    arrays: ArrayMode,
+    trust_parser: bool,
+    failed: Failures,
+) -> tuple[pl.DataFrame, Columns | None]:
+    """Records and (fast-path) columns of the units; invalid units are added to `failed` and dropped."""
+    trusted = _trusted(bodies, units, lines, side, arrays) if trust_parser else None
+    if trusted is not None:
+        return trusted
+    # Validation and a first decode attempt are independent, and polars and numpy release the GIL: overlap
+    # them. The guess is kept only if every unit is valid, so it always equals the validated decode.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        validity = pool.submit(_is_valid, units["text"])
+        guessed_records, guessed_columns = _guess(units, lines, side, spec, arrays)
+        valid = validity.result()
+    if bool(valid.all()) and guessed_records is not None:
+        return guessed_records, guessed_columns
+    failed.update(_invalid_details(units.filter(~valid), lines))
+    # The units are kept whole for has_unit by the caller: a body whose units all failed is in `failed`.
+    valid_units = units.filter(valid)
+    fast = _fast_decode(valid_units, lines, side, arrays)
+    return fast if fast is not None else (_records(valid_units, lines, side), None)
+
+
+def _trusted_bodies(
+    bodies: pa.Array, texts: pl.Series, side: Side, arrays: ArrayMode
+) -> tuple[pl.DataFrame, Columns] | None:
+    """JSON Lines bodies decoded whole, without splitting them into lines (:mod:`._bodylines`), where pyarrow's
+    parse vouches for every line; None where the bodies need splitting (nothing is failed here)."""
+    if not _bodies_utf8(bodies):
+        return None
+    counts = _line_counts(texts)
+    if counts is None:
+        return None
+    whole = pl.DataFrame({"ev": np.arange(len(texts), dtype=np.int64), "text": texts})
+    try:
+        fast = _fast_decode(whole, True, side, arrays, trusted_only=True, line_counts=counts)
+    except Exception:  # unvalidated input may fail in any way; the strict path then decides
+        return None
+    if fast is None:
+        return None
+    suspect = _suspects(texts)
+    if bool(suspect.any()) and not bool(_is_valid(_lines(texts.filter(suspect))["text"]).all()):
+        return None
+    return fast
+
+
+def _trusted(
+    bodies: pa.Array, units: pl.DataFrame, lines: bool, side: Side, arrays: ArrayMode
+) -> tuple[pl.DataFrame, Columns] | None:
+    """The fast path's records and columns where pyarrow's parse vouches for every unit (:mod:`._trust`), the
+    suspect units validated the strict way; None where the batch needs the strict path (nothing is failed here)."""
+    if not _bodies_utf8(bodies):
+        return None
+    try:
+        fast = _fast_decode(units, lines, side, arrays, trusted_only=True)
+    except Exception:  # unvalidated input may fail in any way; the strict path then decides
+        return None
+    if fast is None:
+        return None
+    suspect = _suspects(units["text"])
+    if bool(suspect.any()) and not bool(_is_valid(units["text"].filter(suspect)).all()):
+        return None
+    return fast
 
 
 def _guess(

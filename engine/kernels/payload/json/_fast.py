@@ -19,9 +19,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+from numpy.typing import NDArray
 
 from engine.kernels.payload.json._columns import _expand_lists, _flatten, _may_mix, _string_leaves
 from engine.kernels.payload.json._common import _CONTAINERS, Columns, Side, _Unsupported
+from engine.kernels.payload.json._trust import _table_trusted
 from engine.kernels.payload.spec import ArrayMode
 
 logger = logging.getLogger(__name__)
@@ -34,27 +36,43 @@ _MIN_BLOCK = 1 << 20
 
 
 def _fast_decode(
-    units: pl.DataFrame, lines: bool, side: Side, arrays: ArrayMode
+    units: pl.DataFrame,
+    lines: bool,
+    side: Side,
+    arrays: ArrayMode,
+    *,
+    trusted_only: bool = False,
+    line_counts: NDArray[np.int64] | None = None,
 ) -> tuple[pl.DataFrame, Columns] | None:
     """Record body indexes (``ev``) and columns of units that are all objects, or None for the general path.
 
     JSON Lines units are records; a document's records are the items of its container list when the side's
     preferred container key is the only one present and holds a list of objects in every document;
-    documents with no container key at all are records.
+    documents with no container key at all are records. With `trusted_only`, also None where the table may
+    hold what serde_json rejects (:func:`._trust._table_trusted`): the caller then skips the strict validation
+    of the units that are not suspect. With `line_counts` (JSON Lines only, :mod:`._bodylines`), the units are
+    whole bodies holding that many records each.
     """
     texts = units["text"]
-    if not len(texts) or not bool(texts.str.starts_with("{").all()):
+    if not len(texts) or (line_counts is None and not bool(texts.str.starts_with("{").all())):
         return None
     if bool(texts.str.contains(_LONG_INTEGER).any()):
         return None
     if not lines and bool(texts.str.contains("[\r\n]").any()):
-        # Valid JSON has newlines only between tokens (the result is kept only if every unit is valid).
-        texts = texts.str.replace_all(r"[\r\n]", " ")
+        # Valid JSON has newlines only between tokens. A tab is whitespace there too, and unlike a space it is a
+        # raw control character inside a string, which rapidjson refuses: an unvalidated text with a newline in
+        # a string fails here instead of being read as valid.
+        texts = texts.str.replace_all(r"[\r\n]", "\t")
     ndjson = _ndjson(texts)
     table = _read_objects(ndjson, texts)
-    if table is None or table.num_rows != len(texts):
+    rows = len(texts) if line_counts is None else int(line_counts.sum())
+    if table is None or table.num_rows != rows:
+        return None  # also where a unit holds two values (rapidjson reads a stream of them)
+    if trusted_only and not _table_trusted(table):
         return None
     ev = units["ev"].to_numpy()
+    if line_counts is not None:
+        ev = np.repeat(ev, line_counts)
     container = False
     if not lines:
         present = [key for key in _CONTAINERS[side] if key in table.column_names]
@@ -85,8 +103,8 @@ def _fast_decode(
         # Records differ in their keys: the general path orders columns as polars' inference over the
         # records does, which is not the order of first appearance. Where the records are the units, ask
         # that inference; items of container lists are not laid out as its rows, so they go the general way.
-        if container:
-            return None
+        if container or line_counts is not None:
+            return None  # for whole bodies the order asked below would be over lines that were never split
         columns = _in_polars_order(columns, ndjson, arrays)
         if columns is None:
             return None
@@ -109,9 +127,17 @@ def _read_objects(ndjson: pa.Buffer, texts: pl.Series) -> pa.Table | None:
     block = max(_MIN_BLOCK, 2 * (int(longest) if isinstance(longest, int) else 0) + 2)
     try:
         # Blocks are parsed on the reader's own threads, without the GIL.
-        return pj.read_json(pa.BufferReader(ndjson), read_options=pj.ReadOptions(block_size=block))
+        table = pj.read_json(pa.BufferReader(ndjson), read_options=pj.ReadOptions(block_size=block))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    try:
+        # pyarrow 26's reader drops the nulls that open a list of numbers (``[null, 1.5]``), leaving a list
+        # whose offsets span more values than its child holds: the values would shift. Full validation finds
+        # every such array; the general path reads those batches.
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return table
 
 
 def _columns(table: pa.Table, arrays: ArrayMode) -> Columns | None:
